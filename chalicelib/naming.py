@@ -1,0 +1,41 @@
+"""Identifiers derived from a landing object (bucket, key, etag).
+
+Everything downstream is keyed by these, so a redelivered S3 event maps to the same execution
+name (Step Functions refuses a second start: a no-op) and a re-run replaces its own outputs.
+"""
+import hashlib
+import re
+
+from chalicelib.resources import MANIFEST_PREFIX, PROCESSED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX
+
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+EXECUTION_NAME_MAX = 80  # Step Functions' limit
+
+
+def source_id(bucket, key, etag):
+    """A stable 20-hex-digit id for one version of one landing object."""
+    etag = (etag or "").strip('"')
+    digest = hashlib.sha256(("%s\n%s\n%s" % (bucket, key, etag)).encode("utf-8")).hexdigest()
+    return digest[:20]
+
+
+def execution_name(bucket, key, etag):
+    """``<readable part of the key>-<source id>``, at most 80 characters of [A-Za-z0-9_-]."""
+    sid = source_id(bucket, key, etag)
+    stem = key.rsplit("/", 1)[-1]
+    for suffix in (".gz", ".json", ".jsonl", ".ndjson"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    stem = _NAME_UNSAFE.sub("-", stem).strip("-") or "object"
+    room = EXECUTION_NAME_MAX - len(sid) - 1
+    return "%s-%s" % (stem[:room].rstrip("-") or "object", sid)
+
+
+def output_keys(sid):
+    """Keys in the lake bucket that the pipeline writes for one source object."""
+    return {
+        "raw": "%s%s.parquet" % (RAW_PREFIX, sid),
+        "quarantine": "%s%s.jsonl" % (QUARANTINE_PREFIX, sid),
+        "manifest": "%s%s.json" % (MANIFEST_PREFIX, sid),
+        "processed_root": PROCESSED_PREFIX,
+    }

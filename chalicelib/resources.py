@@ -1,0 +1,131 @@
+"""Names and ARNs of every AWS resource, derived from app name + stage (+ account, region).
+
+The one place resource names are defined: the deploy creates these, the Lambdas, the state
+machine and the local stack find them here.
+"""
+from dataclasses import dataclass
+
+from chalicelib.settings import APP_NAME, Settings
+
+# Prefixes inside the lake bucket. The raw and processed zones are crawled, so nothing else may
+# live under them.
+RAW_PREFIX = "raw/"
+PROCESSED_PREFIX = "processed/"
+QUARANTINE_PREFIX = "quarantine/"
+MANIFEST_PREFIX = "manifests/"
+ATHENA_RESULTS_PREFIX = "athena-results/"
+GLUE_ASSETS_PREFIX = "glue-assets/"
+# Prefix in the landing bucket that triggers the pipeline.
+INCOMING_PREFIX = "incoming/"
+
+
+@dataclass(frozen=True)
+class Resources:
+    stage: str
+    account_id: str
+    region: str
+    app_name: str = APP_NAME
+
+    @classmethod
+    def from_settings(cls, settings: Settings):
+        return cls(stage=settings.stage, account_id=settings.account_id, region=settings.region)
+
+    # -- naming helpers ---------------------------------------------------------------------
+    @property
+    def prefix(self):
+        """``shipping-etl-<stage>``: the start of every resource name."""
+        return "%s-%s" % (self.app_name, self.stage)
+
+    @property
+    def _snake(self):
+        # Glue databases and tables are lower-case with underscores (Athena needs no quoting).
+        return self.prefix.replace("-", "_").lower()
+
+    def _bucket(self, purpose):
+        # Bucket names are global: account and region make them unique per deployment.
+        return "%s-%s-%s-%s" % (self.prefix, purpose, self.account_id, self.region)
+
+    def _arn(self, service, resource, region=True):
+        return "arn:aws:%s:%s:%s:%s" % (service, self.region if region else "", self.account_id, resource)
+
+    # -- S3 ---------------------------------------------------------------------------------
+    @property
+    def landing_bucket(self):
+        return self._bucket("landing")
+
+    @property
+    def lake_bucket(self):
+        """Raw, processed and quarantine zones, manifests, Athena results and Glue scripts."""
+        return self._bucket("lake")
+
+    def lake_uri(self, prefix=""):
+        return "s3://%s/%s" % (self.lake_bucket, prefix)
+
+    # -- Glue -------------------------------------------------------------------------------
+    @property
+    def glue_database(self):
+        return self._snake
+
+    @property
+    def raw_table(self):
+        return "raw"
+
+    @property
+    def processed_table(self):
+        return "processed"
+
+    @property
+    def json_to_parquet_job(self):
+        return "%s-json-to-parquet" % self.prefix
+
+    @property
+    def normalize_job(self):
+        return "%s-normalize" % self.prefix
+
+    @property
+    def raw_crawler(self):
+        return "%s-raw" % self.prefix
+
+    @property
+    def processed_crawler(self):
+        return "%s-processed" % self.prefix
+
+    # -- Athena, SNS, Step Functions ----------------------------------------------------------
+    @property
+    def athena_workgroup(self):
+        return self.prefix
+
+    @property
+    def topic_name(self):
+        return "%s-notifications" % self.prefix
+
+    @property
+    def topic_arn(self):
+        return self._arn("sns", self.topic_name)
+
+    @property
+    def state_machine_name(self):
+        return "%s-pipeline" % self.prefix
+
+    @property
+    def state_machine_arn(self):
+        return self._arn("states", "stateMachine:%s" % self.state_machine_name)
+
+    def execution_arn(self, execution_name):
+        return self._arn("states", "execution:%s:%s" % (self.state_machine_name, execution_name))
+
+    # -- IAM --------------------------------------------------------------------------------
+    @property
+    def glue_job_role(self):
+        return "%s-glue-job" % self.prefix
+
+    @property
+    def crawler_role(self):
+        return "%s-crawler" % self.prefix
+
+    @property
+    def state_machine_role(self):
+        return "%s-state-machine" % self.prefix
+
+    def role_arn(self, role_name):
+        return "arn:aws:iam::%s:role/%s" % (self.account_id, role_name)
