@@ -1,0 +1,159 @@
+"""Start one pipeline execution per landing object named in an S3 event.
+
+Every record of the event is handled (S3 may batch several). The execution name derives from
+(bucket, key, etag) (chalicelib.naming), so a redelivered event finds its execution already there
+and starts nothing new.
+"""
+import json
+import logging
+from urllib.parse import unquote_plus
+
+import boto3
+from botocore.exceptions import ClientError
+
+from chalicelib import naming
+from chalicelib.resources import INCOMING_PREFIX, Resources
+
+STARTED = "started"
+ALREADY_STARTED = "already started"
+SKIPPED = "skipped"
+
+_LOG = logging.getLogger(__name__)
+
+
+def execution_arn_for(state_machine_arn, execution_name):
+    """Returns the ARN Step Functions gives the execution ``execution_name`` of the machine."""
+    prefix, sep, machine = state_machine_arn.rpartition(":stateMachine:")
+    if not sep:
+        raise ValueError("not a state machine ARN: %r" % (state_machine_arn,))
+    return "%s:execution:%s:%s" % (prefix, machine, execution_name)
+
+
+def landing_object(record):
+    """Returns ``(bucket, key, etag, size)`` of one S3 event record, the key URL-decoded (S3
+    sends it encoded, with '+' for spaces) and the etag without quotes."""
+    s3 = record.get("s3") or {}
+    obj = s3.get("object") or {}
+    bucket = (s3.get("bucket") or {}).get("name", "")
+    key = unquote_plus(obj.get("key", ""))
+    etag = (obj.get("eTag") or "").strip('"')
+    size = obj.get("size")
+    return bucket, key, etag, size
+
+
+def skip_reason(record, key):
+    """Returns why a record starts nothing, or None when it names a landing object to process."""
+    event_name = record.get("eventName") or ""
+    # S3 names ObjectCreated events "ObjectCreated:Put" etc.; "s3:" appears in configurations.
+    if not event_name.replace("s3:", "", 1).startswith("ObjectCreated:"):
+        return "event %r is not an ObjectCreated event" % (event_name,)
+    if not key.startswith(INCOMING_PREFIX):
+        return "key %r is not under %s" % (key, INCOMING_PREFIX)
+    if key.endswith("/"):
+        return "key %r is a folder marker" % (key,)
+    return None
+
+
+class PipelineTrigger:
+    """Starts the pipeline state machine for landing objects.
+
+    ``sfn_client``: a boto3 Step Functions client (created on first use when omitted).
+    ``poll_seconds``: passed to the execution as the crawler poll interval.
+    """
+
+    def __init__(self, state_machine_arn, poll_seconds, sfn_client=None, log=None, region=None):
+        self.state_machine_arn = state_machine_arn
+        self.poll_seconds = poll_seconds
+        self._sfn = sfn_client
+        self._region = region
+        self.log = log or _LOG
+
+    @classmethod
+    def from_settings(cls, settings, sfn_client=None, log=None):
+        """A trigger for the stage's state machine (chalicelib.resources)."""
+        return cls(
+            Resources.from_settings(settings).state_machine_arn,
+            poll_seconds=settings.poll_seconds,
+            sfn_client=sfn_client,
+            log=log,
+            region=settings.region,
+        )
+
+    @property
+    def sfn(self):
+        if self._sfn is None:
+            self._sfn = boto3.client("stepfunctions", region_name=self._region)
+        return self._sfn
+
+    def execution_input(self, bucket, key, etag, size):
+        """Returns the execution input of docs/DESIGN.md for one landing object."""
+        return {
+            "bucket": bucket,
+            "key": key,
+            "etag": etag,
+            "size": size,
+            "source_id": naming.source_id(bucket, key, etag),
+            "source_uri": "s3://%s/%s" % (bucket, key),
+            "poll_seconds": self.poll_seconds,
+        }
+
+    def handle_event(self, event):
+        """Handles every record of an S3 event dict.
+
+        Returns one dict per record: ``{"bucket", "key", "outcome", ...}`` where outcome is
+        "started" or "already started" (with "execution_name", "execution_arn") or "skipped"
+        (with "reason"). Raises botocore's ClientError for Step Functions errors other than an
+        existing execution (so Lambda retries the event; records already started are no-ops then).
+        """
+        records = event.get("Records")
+        if not records:
+            # S3 sends an s3:TestEvent without records when a notification is configured.
+            self.log.info(
+                "Event has no records (%s): nothing to start", event.get("Event", "no event name")
+            )
+            return []
+        return [self.handle_record(record) for record in records]
+
+    def handle_record(self, record):
+        """Handles one S3 event record; returns what was done (see handle_event)."""
+        bucket, key, etag, size = landing_object(record)
+        reason = skip_reason(record, key)
+        if reason:
+            self.log.info("Skipped s3://%s/%s: %s", bucket, key, reason)
+            return {"bucket": bucket, "key": key, "outcome": SKIPPED, "reason": reason}
+        name = naming.execution_name(bucket, key, etag)
+        arn = execution_arn_for(self.state_machine_arn, name)
+        result = {"bucket": bucket, "key": key, "execution_name": name, "execution_arn": arn}
+        # Step Functions answers a repeated start with the same name and input *while the first
+        # is running* with success, so only a look first tells a redelivery from a new start.
+        existing = self._describe(arn)
+        if existing is not None:
+            result.update(outcome=ALREADY_STARTED, status=existing["status"])
+            self.log.info(
+                "Already started s3://%s/%s as %s (%s)", bucket, key, name, existing["status"]
+            )
+            return result
+        try:
+            response = self.sfn.start_execution(
+                stateMachineArn=self.state_machine_arn,
+                name=name,
+                input=json.dumps(self.execution_input(bucket, key, etag, size)),
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+                raise
+            result["outcome"] = ALREADY_STARTED
+            self.log.info("Already started s3://%s/%s as %s", bucket, key, name)
+            return result
+        result.update(outcome=STARTED, execution_arn=response["executionArn"])
+        self.log.info("Started s3://%s/%s as %s", bucket, key, name)
+        return result
+
+    def _describe(self, execution_arn):
+        """Returns the execution's description, or None when there is no such execution."""
+        try:
+            return self.sfn.describe_execution(executionArn=execution_arn)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
+                return None
+            raise
