@@ -1,0 +1,504 @@
+"""The pipeline's state machine, in Amazon States Language (JSONPath), built as plain dicts.
+
+One builder makes both forms of the definition:
+
+- ``build_definition(resources)``: the definition with a stage's real names and ARNs (what the
+  deploy creates and the local stack runs);
+- ``render_template()``: the same definition with ``${Placeholder}`` tokens in place of stage
+  values, checked in as ``statemachine/pipeline.asl.json``. ``template_values(resources)`` maps
+  each placeholder to its value and ``fill_template(text, values)`` substitutes them (the same
+  substitution CloudFormation's ``DefinitionSubstitutions`` performs).
+
+``python -m chalicelib.asl`` rewrites the checked-in file; ``python -m chalicelib.asl --check``
+exits 1 when it is out of date.
+
+The flow (steps in ``STEPS``): json-to-parquet (Glue job) -> crawl-raw -> normalize (Glue job) ->
+crawl-processed -> query (Athena) -> notify (SNS). Every Task retries its transient errors and
+catches everything else into a per-step Pass that records the step, then one failure branch
+publishes a failure notification and ends in a Fail state whose cause is JSON
+``{"step", "error", "cause"}``.
+"""
+import argparse
+import json
+import os
+import sys
+
+from chalicelib import queries
+from chalicelib.naming import output_keys
+from chalicelib.resources import ATHENA_RESULTS_PREFIX, PROCESSED_PREFIX
+from chalicelib.schema import TOTALS
+
+STEPS = ("json-to-parquet", "crawl-raw", "normalize", "crawl-processed", "query", "notify")
+
+# Placeholder -> the Resources attribute that holds its value for a stage.
+PLACEHOLDERS = {
+    "LakeBucket": "lake_bucket",
+    "GlueDatabase": "glue_database",
+    "ProcessedTable": "processed_table",
+    "JsonToParquetJob": "json_to_parquet_job",
+    "NormalizeJob": "normalize_job",
+    "RawCrawler": "raw_crawler",
+    "ProcessedCrawler": "processed_crawler",
+    "AthenaWorkGroup": "athena_workgroup",
+    "TopicArn": "topic_arn",
+}
+
+TEMPLATE_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "statemachine", "pipeline.asl.json"
+)
+
+# Task timeouts. A Glue job's own Timeout (set by the deploy) should stay below
+# GLUE_JOB_TIMEOUT_SECONDS, so Glue stops a runaway job before the state gives up on it.
+GLUE_JOB_TIMEOUT_SECONDS = 3600
+ATHENA_QUERY_TIMEOUT_SECONDS = 900
+API_CALL_TIMEOUT_SECONDS = 60
+# Bounds the whole execution, crawler polling included: two jobs, two crawls, one query.
+EXECUTION_TIMEOUT_SECONDS = 4 * 3600
+
+# Error names starting with "States." are reserved for Step Functions itself, and moto refuses a
+# Fail state that reports one. Such errors (States.TaskFailed, States.Timeout, ...) end in
+# FAILED_ON_STATES_ERROR with the prefix dropped ("TaskFailed"); the cause JSON keeps the
+# original name.
+RESERVED_ERROR_PREFIX = "States."
+
+FAILURE_NOTICE = "NotifyFailure"
+CHOOSE_FAIL_STATE = "ChooseFailState"
+FAILED = "Failed"
+FAILED_ON_STATES_ERROR = "FailedOnStatesError"
+# The shared failure branch: entered from every step, so it belongs to none of them.
+FAILURE_STATES = (FAILURE_NOTICE, CHOOSE_FAIL_STATE, FAILED, FAILED_ON_STATES_ERROR)
+
+# Characters States.Format treats specially in a literal. Literals here avoid them rather than
+# escape them: moto 5.2.5 parses intrinsic functions from the raw JSON text (JSON escapes not
+# decoded), so no escape sequence reads the same there and on AWS. Text that needs them (the
+# SQL's quotes) travels as state data. A newline is fine: JSON's "\n" becomes a newline on both.
+_INTRINSIC_RESERVED = "'{}\\"
+
+# -- error names ----------------------------------------------------------------------------
+
+
+def _sdk_errors(service, names):
+    """aws-sdk integration error names in both spellings: AWS reports ``Glue.X``, moto ``glue.X``."""
+    errors = []
+    for name in names:
+        errors.append("%s.%s" % (service, name))
+        errors.append("%s.%s" % (service.lower(), name))
+    return errors
+
+
+GLUE_JOB_TRANSIENT_ERRORS = [
+    "Glue.ConcurrentRunsExceededException",
+    "Glue.ThrottlingException",
+    "Glue.InternalServiceException",
+    "Glue.OperationTimeoutException",
+]
+GLUE_API_TRANSIENT_ERRORS = _sdk_errors(
+    "Glue", ["ThrottlingException", "InternalServiceException", "OperationTimeoutException"]
+)
+CRAWLER_RUNNING_ERRORS = _sdk_errors("Glue", ["CrawlerRunningException"])
+S3_TRANSIENT_ERRORS = _sdk_errors("S3", ["S3Exception", "SlowDownException", "InternalErrorException"])
+ATHENA_TRANSIENT_ERRORS = ["Athena.TooManyRequestsException", "Athena.InternalServerException"]
+SNS_TRANSIENT_ERRORS = ["SNS.ThrottledException", "SNS.InternalErrorException"]
+
+
+def _retry(errors, interval, attempts, backoff=2.0, max_delay=None):
+    retrier = {
+        "ErrorEquals": list(errors),
+        "IntervalSeconds": interval,
+        "MaxAttempts": attempts,
+        "BackoffRate": backoff,
+        # Concurrent executions retrying the same crawler or job spread out instead of colliding.
+        "JitterStrategy": "FULL",
+    }
+    if max_delay is not None:
+        retrier["MaxDelaySeconds"] = max_delay
+    return retrier
+
+
+# -- small helpers --------------------------------------------------------------------------
+
+
+def _check_literal(text):
+    """Raises ValueError if ``text`` cannot be a States.Format literal as it stands."""
+    # ${Placeholder} tokens are replaced before any engine reads the definition.
+    for name in PLACEHOLDERS:
+        text = text.replace("${%s}" % name, "")
+    bad = sorted(set(c for c in text if c in _INTRINSIC_RESERVED))
+    if bad:
+        raise ValueError("States.Format literal %r contains %s: pass such text as state data"
+                         % (text, " ".join(bad)))
+
+
+def _format(text, *args):
+    """A ``States.Format`` call with literal ``text`` (one ``{}`` per argument)."""
+    pieces = text.split("{}")
+    if len(pieces) != len(args) + 1:
+        raise ValueError("States.Format(%r) has %d {} for %d arguments"
+                         % (text, len(pieces) - 1, len(args)))
+    for piece in pieces:
+        _check_literal(piece)
+    return "States.Format(%s)" % ", ".join(["'%s'" % text] + list(args))
+
+
+def _per_source(template):
+    """States.Format of a ``naming.output_keys("{}")``-style template with ``$.source_id``."""
+    return _format(template, "$.source_id")
+
+
+def _camel(step):
+    return "".join(part.capitalize() for part in step.split("-"))
+
+
+def failure_recorder(step):
+    """Name of the Pass state that records ``step`` as the failed step."""
+    return "%sFailed" % _camel(step)
+
+
+class _Builder:
+    """Collects states in flow order and the step each state belongs to."""
+
+    def __init__(self, names):
+        self.names = names
+        self.states = {}
+        self.state_steps = {}
+
+    def add(self, step, name, state):
+        if name in self.states:
+            raise ValueError("duplicate state %s" % name)
+        self.states[name] = state
+        if step is not None:
+            self.state_steps[name] = step
+
+    def task(self, step, name, resource, parameters, next_state, timeout, retry, result_path,
+             result_selector=None):
+        state = {
+            "Type": "Task",
+            "Resource": resource,
+            "Parameters": parameters,
+            "TimeoutSeconds": timeout,
+            "Retry": retry,
+            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
+                       "Next": failure_recorder(step)}],
+            "Next": next_state,
+        }
+        if result_selector is not None:
+            state["ResultSelector"] = result_selector
+        state["ResultPath"] = result_path  # None (JSON null) discards the result
+        self.add(step, name, state)
+
+
+# -- the steps ------------------------------------------------------------------------------
+
+
+def _glue_job(b, step, name, job, arguments, result_path, next_state):
+    b.task(
+        step, name, "arn:aws:states:::glue:startJobRun.sync",
+        {"JobName": job, "Arguments": arguments}, next_state,
+        timeout=GLUE_JOB_TIMEOUT_SECONDS,
+        retry=[_retry(GLUE_JOB_TRANSIENT_ERRORS, interval=30, attempts=8, max_delay=300)],
+        # The full JobRun holds datetimes and grows with the arguments: keep what a reader needs.
+        result_selector={"JobRunId.$": "$.Id", "JobRunState.$": "$.JobRunState",
+                         "ExecutionTime.$": "$.ExecutionTime"},
+        result_path=result_path,
+    )
+
+
+def _crawl(b, step, label, crawler, next_state):
+    """Start ``crawler``, poll until READY, then continue only if its last crawl SUCCEEDED."""
+    start, wait = "Start%sCrawl" % label, "WaitFor%sCrawl" % label
+    get_state, is_ready = "Get%sCrawlerState" % label, "Is%sCrawlerReady" % label
+    get_result, succeeded = "Get%sCrawlResult" % label, "Did%sCrawlSucceed" % label
+    not_succeeded = "%sCrawlDidNotSucceed" % label
+    api_retry = _retry(GLUE_API_TRANSIENT_ERRORS, interval=2, attempts=5)
+
+    b.task(step, start, "arn:aws:states:::aws-sdk:glue:startCrawler", {"Name": crawler}, wait,
+           timeout=API_CALL_TIMEOUT_SECONDS,
+           # A crawl started by another execution is waited out, then this one starts its own,
+           # so the crawl that follows sees this execution's files.
+           retry=[_retry(CRAWLER_RUNNING_ERRORS, interval=20, attempts=12, backoff=1.5, max_delay=120),
+                  api_retry],
+           result_path=None)
+    b.add(step, wait, {"Type": "Wait", "SecondsPath": "$.poll_seconds", "Next": get_state})
+    # getCrawler returns datetimes (CreationTime, LastCrawl.StartTime): select strings only.
+    b.task(step, get_state, "arn:aws:states:::aws-sdk:glue:getCrawler", {"Name": crawler}, is_ready,
+           timeout=API_CALL_TIMEOUT_SECONDS, retry=[api_retry],
+           result_selector={"Name.$": "$.Crawler.Name", "State.$": "$.Crawler.State"},
+           result_path="$.crawl")
+    b.add(step, is_ready, {
+        "Type": "Choice",
+        "Choices": [{"Variable": "$.crawl.State", "StringEquals": "READY", "Next": get_result}],
+        "Default": wait,
+    })
+    # LastCrawl is absent until a crawler's first crawl ends, so it is read only once READY.
+    b.task(step, get_result, "arn:aws:states:::aws-sdk:glue:getCrawler", {"Name": crawler}, succeeded,
+           timeout=API_CALL_TIMEOUT_SECONDS, retry=[api_retry],
+           result_selector={"Name.$": "$.Crawler.Name", "State.$": "$.Crawler.State",
+                            "Status.$": "$.Crawler.LastCrawl.Status"},
+           result_path="$.crawl")
+    b.add(step, succeeded, {
+        "Type": "Choice",
+        "Choices": [{"Variable": "$.crawl.Status", "StringEquals": "SUCCEEDED", "Next": next_state}],
+        "Default": not_succeeded,
+    })
+    b.add(step, not_succeeded, {
+        "Type": "Pass",
+        "Parameters": {
+            "step": step,
+            "error": "CrawlFailed",
+            "cause.$": _format("Crawler {} finished with status {}", "$.crawl.Name", "$.crawl.Status"),
+        },
+        "ResultPath": "$.failure",
+        "Next": FAILURE_NOTICE,
+    })
+
+
+def _query(b, next_state):
+    n = b.names
+    step = "query"
+    b.task(step, "ReadSummary", "arn:aws:states:::aws-sdk:s3:getObject",
+           {"Bucket": n["LakeBucket"], "Key.$": _per_source(output_keys("{}")["manifest"])},
+           "PrepareTotalsQuery",
+           timeout=API_CALL_TIMEOUT_SECONDS,
+           retry=[_retry(S3_TRANSIENT_ERRORS, interval=2, attempts=3)],
+           # Body only: the rest of GetObject's output holds datetimes (LastModified).
+           result_selector={"document.$": "States.StringToJson($.Body)"},
+           result_path="$.summary")
+    # The SQL quotes the source id, and a quote cannot be written in a States.Format literal
+    # the same way for AWS and moto: the template travels as data and is the format argument.
+    b.add(step, "PrepareTotalsQuery", {
+        "Type": "Pass",
+        "Result": {"template": queries.totals_sql(n["GlueDatabase"], n["ProcessedTable"], "{}")},
+        "ResultPath": "$.query",
+        "Next": "RunTotalsQuery",
+    })
+    b.task(step, "RunTotalsQuery", "arn:aws:states:::athena:startQueryExecution.sync",
+           {
+               "QueryString.$": "States.Format($.query.template, $.source_id)",
+               "WorkGroup": n["AthenaWorkGroup"],
+               "QueryExecutionContext": {"Database": n["GlueDatabase"]},
+               "ResultConfiguration": {
+                   "OutputLocation": "s3://%s/%s" % (n["LakeBucket"], ATHENA_RESULTS_PREFIX)},
+           },
+           "GetTotals",
+           timeout=ATHENA_QUERY_TIMEOUT_SECONDS,
+           retry=[_retry(ATHENA_TRANSIENT_ERRORS, interval=5, attempts=5)],
+           result_selector={"QueryExecutionId.$": "$.QueryExecution.QueryExecutionId"},
+           result_path="$.query.execution")
+    b.task(step, "GetTotals", "arn:aws:states:::athena:getQueryResults",
+           # The header row and the one row of totals.
+           {"QueryExecutionId.$": "$.query.execution.QueryExecutionId", "MaxResults": 2},
+           next_state,
+           timeout=API_CALL_TIMEOUT_SECONDS,
+           retry=[_retry(ATHENA_TRANSIENT_ERRORS, interval=5, attempts=5)],
+           # [*] yields a list on AWS and moto alike (moto turns Rows[1].Data[0].X into a list).
+           # A NULL cell has no VarCharValue and [*] skips it; only the last column
+           # (cost per mile) can be NULL, so the values still line up with the columns.
+           result_selector={"columns.$": "$.ResultSet.Rows[0].Data[*].VarCharValue",
+                            "values.$": "$.ResultSet.Rows[1].Data[*].VarCharValue"},
+           result_path="$.query.results")
+
+
+def _notify(b):
+    n = b.names
+    step = "notify"
+    b.add(step, "SummarizeRun", {
+        "Type": "Pass",
+        "Parameters": {
+            "source.$": "$.source_uri",
+            "source_id.$": "$.source_id",
+            "rows.$": "$.summary.document.rows",
+            "query": {
+                "columns.$": "$.query.results.columns",
+                "values.$": "$.query.results.values",
+                "query_execution_id.$": "$.query.execution.QueryExecutionId",
+            },
+        },
+        "ResultPath": "$.result",
+        "Next": "Notify",
+    })
+    # Readable lines, each total labelled as the original query named it, then the JSON.
+    text = ("Shipping ETL processed {}\nSource id: {}\n"
+            "Rows read: {}, valid: {}, quarantined: {}, duplicates: {}"
+            + "".join("\n%s: {}" % alias for alias, _field, _key in TOTALS)
+            + "\nAthena query: {}\n\n{}")
+    args = (["$.result.source", "$.result.source_id", "$.result.rows.read", "$.result.rows.valid",
+             "$.result.rows.quarantined", "$.result.rows.duplicates"]
+            + ["States.ArrayGetItem($.result.query.values, %d)" % i for i in range(len(TOTALS))]
+            + ["$.result.query.query_execution_id", "States.JsonToString($.result)"])
+    b.task(step, "Notify", "arn:aws:states:::sns:publish",
+           {
+               "TopicArn": n["TopicArn"],
+               "Subject.$": _format("Shipping ETL: source {} processed", "$.source_id"),
+               "Message.$": _format(text, *args),
+           },
+           "Done",
+           timeout=API_CALL_TIMEOUT_SECONDS,
+           retry=[_retry(SNS_TRANSIENT_ERRORS, interval=2, attempts=5)],
+           result_selector={"notification_id.$": "$.MessageId"},
+           result_path="$.published")
+    b.add(step, "Done", {
+        "Type": "Pass",
+        "Parameters": {"output.$": "States.JsonMerge($.result, $.published, false)"},
+        "OutputPath": "$.output",
+        "End": True,
+    })
+
+
+def _failure_branch(b):
+    for step in STEPS:
+        b.add(step, failure_recorder(step), {
+            "Type": "Pass",
+            "Parameters": {"step": step, "error.$": "$.error.Error", "cause.$": "$.error.Cause"},
+            "ResultPath": "$.failure",
+            "Next": FAILURE_NOTICE,
+        })
+    message = _format(
+        "Shipping ETL failed at step {}\nError: {}\nCause: {}\nSource: {}\nExecution: {}\n\n{}",
+        "$.failure.step", "$.failure.error", "$.failure.cause", "$.source_uri",
+        "$$.Execution.Id", "States.JsonToString($.failure)")
+    b.add(None, FAILURE_NOTICE, {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::sns:publish",
+        "Parameters": {
+            "TopicArn": b.names["TopicArn"],
+            "Subject.$": _format("Shipping ETL: step {} failed for source {}",
+                                 "$.failure.step", "$.source_id"),
+            "Message.$": message,
+        },
+        "TimeoutSeconds": API_CALL_TIMEOUT_SECONDS,
+        "Retry": [_retry(SNS_TRANSIENT_ERRORS, interval=2, attempts=5)],
+        # Losing the notification must not hide the failure: go on to the Fail state.
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.notify_error",
+                   "Next": CHOOSE_FAIL_STATE}],
+        "ResultPath": None,
+        "Next": CHOOSE_FAIL_STATE,
+    })
+    b.add(None, CHOOSE_FAIL_STATE, {
+        "Type": "Choice",
+        "Choices": [{"Variable": "$.failure.error", "StringMatches": RESERVED_ERROR_PREFIX + "*",
+                     "Next": FAILED_ON_STATES_ERROR}],
+        "Default": FAILED,
+    })
+    cause = "States.JsonToString($.failure)"
+    b.add(None, FAILED, {"Type": "Fail", "ErrorPath": "$.failure.error", "CausePath": cause})
+    b.add(None, FAILED_ON_STATES_ERROR, {
+        "Type": "Fail",
+        "ErrorPath": "States.ArrayGetItem(States.StringSplit($.failure.error, '.'), 1)",
+        "CausePath": cause,
+    })
+
+
+def _build(names):
+    """(definition, {state name: step}) for the given names (real values or placeholders)."""
+    missing = sorted(set(PLACEHOLDERS) - set(names))
+    if missing:
+        raise ValueError("names missing: %s" % ", ".join(missing))
+    b = _Builder(names)
+    lake = names["LakeBucket"]
+    keys = output_keys("{}")
+
+    def lake_uri(key):
+        return _per_source("s3://%s/%s" % (lake, key))
+
+    _glue_job(b, "json-to-parquet", "ConvertToParquet", names["JsonToParquetJob"], {
+        "--source_uri.$": "$.source_uri",
+        "--target_uri.$": lake_uri(keys["raw"]),
+        "--quarantine_uri.$": lake_uri(keys["quarantine"]),
+        "--source_id.$": "$.source_id",
+    }, "$.json_to_parquet_run", "StartRawCrawl")
+    _crawl(b, "crawl-raw", "Raw", names["RawCrawler"], "Normalize")
+    _glue_job(b, "normalize", "Normalize", names["NormalizeJob"], {
+        "--source_uri.$": lake_uri(keys["raw"]),
+        "--target_uri": "s3://%s/%s" % (lake, PROCESSED_PREFIX),
+        "--summary_uri.$": lake_uri(keys["manifest"]),
+    }, "$.normalize_run", "StartProcessedCrawl")
+    _crawl(b, "crawl-processed", "Processed", names["ProcessedCrawler"], "ReadSummary")
+    _query(b, "SummarizeRun")
+    _notify(b)
+    _failure_branch(b)
+    definition = {
+        "Comment": "Shipping ETL: NDJSON landing object -> Parquet (raw) -> crawl -> normalized, "
+                   "PII-free Parquet (processed) -> crawl -> Athena totals -> SNS summary. "
+                   "Generated by chalicelib/asl.py; do not edit by hand.",
+        "StartAt": "ConvertToParquet",
+        "TimeoutSeconds": EXECUTION_TIMEOUT_SECONDS,
+        "States": b.states,
+    }
+    return definition, b.state_steps
+
+
+def _placeholder_names():
+    return {name: "${%s}" % name for name in PLACEHOLDERS}
+
+
+# {state name: step} for every state outside FAILURE_STATES (each step's failure recorder
+# belongs to its step). Fault injection and /status map states to steps with it.
+STATE_STEPS = _build(_placeholder_names())[1]
+
+
+def step_of(state_name):
+    """The step a state belongs to, or None for the shared failure branch; KeyError if unknown."""
+    if state_name in FAILURE_STATES:
+        return None
+    return STATE_STEPS[state_name]
+
+
+def template_values(resources):
+    """{placeholder: value} for a stage (``resources`` is a ``chalicelib.resources.Resources``)."""
+    return {name: getattr(resources, attribute) for name, attribute in PLACEHOLDERS.items()}
+
+
+def build_definition(resources):
+    """The state machine definition (a dict) with the stage's real names and ARNs."""
+    return _build(template_values(resources))[0]
+
+
+def render_template():
+    """The definition with ``${Placeholder}`` tokens: pretty JSON, sorted keys, trailing newline."""
+    return json.dumps(_build(_placeholder_names())[0], indent=2, sort_keys=True) + "\n"
+
+
+def fill_template(text, values):
+    """``text`` (a rendered template) with every ``${Placeholder}`` replaced by its value.
+
+    Raises ValueError naming the placeholders ``values`` lacks.
+    """
+    missing = sorted(name for name in PLACEHOLDERS if "${%s}" % name in text and name not in values)
+    if missing:
+        raise ValueError("no value for placeholder(s): %s" % ", ".join(missing))
+    for name, value in values.items():
+        # Placeholders sit inside JSON strings: escape the value as JSON string content.
+        text = text.replace("${%s}" % name, json.dumps(str(value))[1:-1])
+    return text
+
+
+def main(argv=None, path=TEMPLATE_PATH):
+    """Write (or with --check, verify) the rendered template at ``path``; returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="python -m chalicelib.asl",
+        description="Render the pipeline's state machine to %s." % os.path.relpath(path))
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if the file differs from what chalicelib/asl.py builds")
+    args = parser.parse_args(argv)
+    rendered = render_template()
+    if args.check:
+        try:
+            with open(path, encoding="utf-8") as f:
+                current = f.read()
+        except FileNotFoundError:
+            current = None
+        if current != rendered:
+            sys.stderr.write("%s is %s: run `python -m chalicelib.asl` and commit the result.\n"
+                      % (path, "missing" if current is None else "out of date"))
+            return 1
+        sys.stdout.write("%s is up to date.\n" % path)
+        return 0
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(rendered)
+    sys.stdout.write("wrote %s\n" % path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
