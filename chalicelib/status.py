@@ -91,7 +91,9 @@ def _failure(response):
         cause, step = raw_cause, None
     else:
         cause, step = detail.get("cause"), detail.get("step")
-        error = error or detail.get("error")
+        # The Fail state cannot re-raise a reserved ``States.*`` name, so the original error
+        # (e.g. States.TaskFailed) is only in the cause: prefer it.
+        error = detail.get("error") or error
         if cause is not None and not isinstance(cause, str):
             cause = json.dumps(cause)
     if cause is not None and len(cause) > MAX_CAUSE_CHARS:
