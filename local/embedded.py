@@ -1,0 +1,220 @@
+"""The embedded stack: moto's server on a loopback port, in this process, with the adapters that
+make Glue jobs, crawlers and Athena queries actually run.
+
+    with embedded.start() as stack:      # every boto3 client now reaches stack.endpoint_url
+        ...
+
+``start()`` points this process's environment at the server (``AWS_ENDPOINT_URL``, fake
+credentials, region), so boto3 clients made afterwards, and subprocesses such as Glue jobs, use
+it; ``stop()`` restores the environment.
+"""
+import logging
+import os
+import socket
+import threading
+import time
+import urllib.request
+
+import boto3
+
+from chalicelib.settings import DEFAULT_REGION
+from local import moto_hooks
+from local.athena_engine import AthenaEngine
+from local.crawler import S3Crawler
+from local.glue_runner import GlueJobRunner
+
+LOG = logging.getLogger(__name__)
+
+_FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+}
+# Request logs and the Step Functions interpreter's failure dumps drown the pipeline's output;
+# failures still surface through the APIs (execution history, job run ErrorMessage, ...).
+_QUIET_LOGGERS = ("werkzeug", "moto.stepfunctions.parser")
+
+_running_lock = threading.Lock()
+_running = None  # the EmbeddedStack of this process, while started
+
+
+class Faults(dict):
+    """Fault injection, read by the adapters on every run/crawl/query (change it at any time).
+
+    Keys:
+      ``crawl_seconds`` (float): every crawl takes at least this long (the crawler stays RUNNING),
+      as AWS crawls take minutes; lets a pipeline's polling loop be exercised.
+
+    A new fault is a key read by a wrapper around the engine it affects, as ``_FaultyCrawler``
+    does for crawls: a job or query fault wraps ``job_runner.run`` or ``query_engine.execute``
+    the same way (return ``(False, message)`` / raise), and ``start()`` installs the wrapper.
+    """
+
+
+class _FaultyCrawler:
+    """Delegates to the real crawler, applying the crawl faults first."""
+
+    def __init__(self, crawler, faults):
+        self._crawler = crawler
+        self._faults = faults
+
+    def crawl(self, definition):
+        delay = float(self._faults.get("crawl_seconds") or 0)
+        if delay > 0:
+            time.sleep(delay)
+        return self._crawler.crawl(definition)
+
+
+class EmbeddedStack:
+    """A running embedded stack. Use ``stop()`` or a ``with`` block to shut it down."""
+
+    def __init__(self, server, endpoint_url, port, region, work_dir, job_runner, crawler, query_engine,
+                 saved_environment, saved_sfn_setting, saved_log_levels):
+        self._server = server
+        self.endpoint_url = endpoint_url
+        self.port = port
+        self.region = region
+        self.work_dir = work_dir
+        self.job_runner = job_runner
+        self.crawler = crawler
+        self.query_engine = query_engine
+        self.faults = Faults()
+        self._saved_environment = saved_environment
+        self._saved_sfn_setting = saved_sfn_setting
+        self._saved_log_levels = saved_log_levels
+        self._stopped = False
+
+    def client(self, service_name):
+        """A boto3 client of this stack (explicit endpoint and region: independent of os.environ)."""
+        return boto3.client(service_name, endpoint_url=self.endpoint_url, region_name=self.region,
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def reset(self):
+        """Forget every resource (moto's /moto-api/reset); the hooks stay installed. Returns None."""
+        request = urllib.request.Request(self.endpoint_url + "/moto-api/reset", data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=30):
+            pass
+        self.faults.clear()
+
+    def stop(self):
+        """Uninstall the hooks, stop the server, restore the environment. Idempotent."""
+        global _running
+        if self._stopped:
+            return
+        self._stopped = True
+        moto_hooks.uninstall()
+        moto_hooks.set_state_machine_execution(self._saved_sfn_setting)
+        try:
+            self._server.stop()
+        finally:
+            _restore_environment(self._saved_environment)
+            for name, level in self._saved_log_levels.items():
+                logging.getLogger(name).setLevel(level)
+            with _running_lock:
+                if _running is self:
+                    _running = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+        return False
+
+    def __repr__(self):
+        return "EmbeddedStack(endpoint_url=%r, work_dir=%r%s)" % (
+            self.endpoint_url, self.work_dir, ", stopped" if self._stopped else "")
+
+
+def _set_environment(values):
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    return saved
+
+
+def _restore_environment(saved):
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _ensure_port_free(port):
+    """Raise OSError if 127.0.0.1:port cannot be bound (moto's server thread would only print
+    the error and never signal that it is ready)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise OSError(exc.errno, "port %d on 127.0.0.1 is not free (%s): stop what uses it, or "
+                          "pass port=0 for any free port" % (port, exc.strerror)) from None
+
+
+def start(port=0, work_dir=".local-stack"):
+    """Start moto's server on 127.0.0.1 (a free port when 0) with the adapters installed.
+
+    Sets ``AWS_ENDPOINT_URL``, ``MOTO_PORT`` (Step Functions' Task states call the server there),
+    fake credentials and ``AWS_DEFAULT_REGION``/``AWS_REGION`` in os.environ; turns on Step
+    Functions' execution of state machines. Returns the EmbeddedStack. Raises RuntimeError when a
+    stack is already running in this process (moto's backends and the hooks are per process),
+    HookPointMissing when the installed moto does not fit the hooks, OSError when the port is taken.
+    """
+    global _running
+    from moto.server import ThreadedMotoServer
+
+    with _running_lock:
+        if _running is not None:
+            raise RuntimeError("an embedded stack is already running in this process at %s; stop() it first"
+                               % _running.endpoint_url)
+        moto_hooks.check_hook_points()
+        if port:
+            _ensure_port_free(port)
+        work_dir = os.path.abspath(work_dir)
+        os.makedirs(work_dir, exist_ok=True)
+        saved_log_levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+        for name in _QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL if name != "werkzeug" else logging.ERROR)
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        host, bound_port = server.get_host_and_port()
+        endpoint_url = "http://%s:%d" % (host, bound_port)
+        environment = dict(_FAKE_CREDENTIALS)
+        environment.update({
+            "AWS_ENDPOINT_URL": endpoint_url,
+            "MOTO_PORT": str(bound_port),
+            "AWS_DEFAULT_REGION": DEFAULT_REGION,
+            "AWS_REGION": DEFAULT_REGION,
+        })
+        saved_environment = _set_environment(environment)
+        saved_sfn_setting = moto_hooks.set_state_machine_execution(True)
+        try:
+            session = boto3.session.Session(region_name=DEFAULT_REGION, aws_access_key_id="testing",
+                                            aws_secret_access_key="testing")
+            s3 = session.client("s3", endpoint_url=endpoint_url)
+            glue = session.client("glue", endpoint_url=endpoint_url)
+            job_runner = GlueJobRunner(s3, os.path.join(work_dir, "glue"))
+            crawler = S3Crawler(glue, s3, os.path.join(work_dir, "crawler"))
+            query_engine = AthenaEngine(glue, s3, os.path.join(work_dir, "athena"))
+            stack = EmbeddedStack(server, endpoint_url, bound_port, DEFAULT_REGION, work_dir, job_runner, crawler,
+                                  query_engine, saved_environment, saved_sfn_setting, saved_log_levels)
+            moto_hooks.install(job_runner, _FaultyCrawler(crawler, stack.faults), query_engine)
+        except BaseException:
+            moto_hooks.set_state_machine_execution(saved_sfn_setting)
+            _restore_environment(saved_environment)
+            for name, level in saved_log_levels.items():
+                logging.getLogger(name).setLevel(level)
+            server.stop()
+            raise
+        _running = stack
+        LOG.info("embedded stack at %s (work dir %s)", endpoint_url, work_dir)
+        return stack
+
+
+def running():
+    """The EmbeddedStack started in this process, or None."""
+    return _running
+

@@ -1,0 +1,713 @@
+"""The one module that reaches into moto's internals.
+
+moto records Glue job runs, crawls and Athena queries but runs none of them, and its Step Functions
+interpreter cannot wait for a Glue job or an Athena query (``.sync``). ``install()`` patches exactly
+those places so that the engines given to it do the work:
+
+- ``GlueBackend.start_job_run``: the run is created RUNNING; ``job_runner.run(job, arguments)``
+  executes it on a background thread; the run ends SUCCEEDED or FAILED (with ErrorMessage,
+  CompletedOn and ExecutionTime as Glue reports them).
+- ``GlueBackend.start_crawler``: the crawler is RUNNING while ``crawler.crawl(definition)`` runs on a
+  background thread, then READY with ``LastCrawl`` {Status SUCCEEDED|FAILED, ErrorMessage, ...}.
+- ``AthenaBackend.start_query_execution``: ``query_engine.execute(sql, database, output_location)``
+  runs the query on a background thread (QUEUED -> RUNNING -> SUCCEEDED|FAILED with
+  StateChangeReason); the result set is stored where GetQueryResults reads it.
+- Step Functions: ``glue:startJobRun.sync`` works (moto's callback bug is avoided) and
+  ``athena:startQueryExecution.sync`` is a supported integration; both fail the task with
+  ``States.TaskFailed`` when the run/query fails, as AWS does.
+
+All of this is private moto API, so moto is pinned exactly (requirements-dev.txt) and
+``check_hook_points()`` fails loudly, naming what moved, when an upgrade changes any of it.
+"""
+import datetime
+import importlib
+import json
+import logging
+import threading
+import time
+
+MOTO_VERSION = "5.2.5"  # the version these hooks were written against (pinned in requirements-dev.txt)
+
+LOG = logging.getLogger(__name__)
+
+# Attribute set on moto's model objects (job run, crawl, query execution) that the hooks started.
+_OUTCOME_ATTR = "local_stack_outcome"
+
+# moto's state_manager models whose state the hooks drive by hand while installed: "manual"
+# progression that never advances on its own.
+_MANUAL_TRANSITION = {"progression": "manual", "times": 10 ** 9}
+_MANAGED_MODELS = ("glue::job_run", "glue::crawl", "athena::execution")
+
+_SFN_TASK = "moto.stepfunctions.parser.asl.component.state.exec.state_task"
+_SFN_SERVICE = _SFN_TASK + ".service"
+
+# (module, dotted attribute) pairs that install() relies on.
+_HOOK_POINTS = (
+    ("moto.glue.models", "GlueBackend.start_job_run"),
+    ("moto.glue.models", "GlueBackend.get_job"),
+    ("moto.glue.models", "GlueBackend.start_crawler"),
+    ("moto.glue.models", "GlueBackend.get_crawler"),
+    ("moto.glue.models", "FakeJob.as_dict"),
+    ("moto.glue.models", "FakeJobRun.as_dict"),
+    ("moto.glue.models", "FakeJobRun.status"),
+    ("moto.glue.models", "FakeCrawler.as_dict"),
+    ("moto.glue.models", "FakeCrawl.as_dict"),
+    ("moto.athena.models", "AthenaBackend.start_query_execution"),
+    ("moto.athena.models", "QueryResults"),
+    ("moto.athena.models", "Execution.status"),
+    ("moto.athena.responses", "AthenaResponse.get_query_execution"),
+    ("moto.core.utils", "utcnow"),
+    ("moto.core.config", "default_user_config"),
+    ("moto.moto_api", "state_manager.set_transition"),
+    ("moto.moto_api", "state_manager.unset_transition"),
+    (_SFN_TASK + ".state_task_factory", "state_task_service_for"),
+    (_SFN_SERVICE + ".state_task_service_glue", "StateTaskServiceGlue._sync_to_start_job_run"),
+    (_SFN_SERVICE + ".state_task_service_glue", "StateTaskServiceGlue._handle_start_job_run"),
+    (_SFN_SERVICE + ".state_task_service_callback", "StateTaskServiceCallback._eval_integration_pattern"),
+    (_SFN_SERVICE + ".state_task_service_callback", "StateTaskServiceCallback._build_sync_resolver"),
+    (_SFN_SERVICE + ".state_task_service_callback", "StateTaskServiceCallback._from_error"),
+    (_SFN_SERVICE + ".resource", "ResourceCondition.Sync"),
+    (_SFN_SERVICE + ".resource", "ResourceCondition.WaitForTaskToken"),
+    ("moto.stepfunctions.parser.asl.utils.boto_client", "boto_client_for"),
+    ("moto.stepfunctions.parser.asl.component.common.error_name.failure_event", "FailureEvent"),
+    ("moto.stepfunctions.parser.asl.component.common.error_name.failure_event", "FailureEventException"),
+    ("moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name", "CustomErrorName"),
+    ("moto.stepfunctions.parser.asl.component.common.error_name.states_error_name", "StatesErrorName"),
+    ("moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type",
+     "StatesErrorNameType.StatesTaskFailed"),
+    ("moto.stepfunctions.parser.asl.eval.event.event_detail", "EventDetails"),
+    ("moto.stepfunctions.parser.api", "HistoryEventType.TaskFailed"),
+    ("moto.stepfunctions.parser.api", "TaskFailedEventDetails"),
+)
+
+
+class HookPointMissing(RuntimeError):
+    """moto no longer has something the local stack's hooks patch or use."""
+
+
+class _Outcome:
+    """What the hooks record about a run/crawl/query they started."""
+
+    def __init__(self):
+        self.started = time.time()
+        self.finished = None
+        self.error_message = None
+        self.user_error = True  # Athena's ErrorCategory: user (2) unless the engine itself broke
+
+    def finish(self, error_message=None):
+        self.error_message = error_message
+        self.finished = time.time()
+
+    def elapsed_seconds(self):
+        return (self.finished or time.time()) - self.started
+
+
+# -- checking ---------------------------------------------------------------------------------
+
+
+def _moto_version():
+    try:
+        from importlib.metadata import version
+
+        return version("moto")
+    except Exception:  # pragma: no cover - metadata missing only in broken installs
+        return "unknown"
+
+
+def _resolve(module_name, dotted):
+    obj = importlib.import_module(module_name)
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _check_instance_attributes():
+    """Attributes set in constructors, which a class-level check cannot see."""
+    from moto.athena.models import AthenaBackend, Execution
+    from moto.glue.models import FakeCrawl, FakeCrawler, FakeJobRun, GlueBackend
+
+    glue = GlueBackend("us-east-1", "123456789012")
+    samples = (
+        ("moto.glue.models.GlueBackend", lambda: glue, ("jobs", "crawlers")),
+        ("moto.glue.models.FakeJobRun", lambda: FakeJobRun(job_name="hook-check"),
+         ("job_run_id", "arguments", "completed_on", "modified_on")),
+        ("moto.glue.models.FakeCrawler",
+         lambda: FakeCrawler("hook-check", "role", "db", "", {}, "", [], "", {}, {}, {}, "", "", {}, glue),
+         ("crawls", "crawl_elapsed_time")),
+        ("moto.glue.models.FakeCrawl", lambda: FakeCrawl("hook-check"),
+         ("end_time", "start_time", "log_group", "log_stream", "message_prefix")),
+        ("moto.athena.models.AthenaBackend", lambda: AthenaBackend("us-east-1", "123456789012"),
+         ("executions", "query_results", "work_groups")),
+        ("moto.athena.models.Execution",
+         lambda: Execution(query="SELECT 1", context=None, config=None, workgroup=None, execution_parameters=None),
+         ("id", "query", "config", "workgroup", "end_time")),
+    )
+    problems = []
+    for name, make, attributes in samples:
+        try:
+            instance = make()
+        except Exception as exc:
+            problems.append("%s(...) (cannot construct: %s)" % (name, exc))
+            continue
+        problems.extend("%s().%s" % (name, attr) for attr in attributes if not hasattr(instance, attr))
+    return problems
+
+
+def check_hook_points():
+    """Verify every moto attribute the hooks patch or use still exists.
+
+    Returns None. Raises HookPointMissing naming each moved attribute and the installed moto
+    version; fix local/moto_hooks.py for that version or pin moto back to MOTO_VERSION.
+    """
+    missing = []
+    for module_name, dotted in _HOOK_POINTS:
+        try:
+            _resolve(module_name, dotted)
+        except (ImportError, AttributeError):
+            missing.append("%s.%s" % (module_name, dotted))
+    if not missing:
+        missing = _check_instance_attributes()
+    if missing:
+        raise HookPointMissing(
+            "moto %s no longer has: %s. local/moto_hooks.py was written for moto %s: pin "
+            "moto==%s (requirements-dev.txt) or update the hooks."
+            % (_moto_version(), ", ".join(missing), MOTO_VERSION, MOTO_VERSION)
+        )
+
+
+# -- small helpers ----------------------------------------------------------------------------
+
+
+def _json_safe(value):
+    """A copy of a boto3 response with datetimes as epoch milliseconds, as Step Functions'
+    optimised integrations return them (datetimes would also break moto's DescribeExecution)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.timezone.utc)
+        return int(value.timestamp() * 1000)
+    return value
+
+
+def _start_thread(name, target, *args):
+    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def _describe_failure(exc):
+    return "%s: %s" % (type(exc).__name__, exc)
+
+
+# -- Glue job runs ----------------------------------------------------------------------------
+
+
+def _job_run_hooks(job_runner):
+    from moto.core.utils import utcnow
+    from moto.glue.models import FakeJobRun, GlueBackend
+
+    original_start = GlueBackend.start_job_run
+    original_as_dict = FakeJobRun.as_dict
+
+    def run_in_background(run, definition, arguments, outcome):
+        try:
+            succeeded, error_message = job_runner.run(definition, arguments)
+        except Exception as exc:  # the runner broke: the run fails, the server lives on
+            LOG.exception("job runner failed for %s", definition.get("Name"))
+            succeeded, error_message = False, _describe_failure(exc)
+        if not succeeded and not error_message:
+            error_message = "Job run failed"
+        outcome.finish(None if succeeded else error_message)
+        run.completed_on = run.modified_on = utcnow()
+        if run.status == "RUNNING":  # a stop request meanwhile keeps its own state
+            run.status = "SUCCEEDED" if succeeded else "FAILED"
+
+    def start_job_run(backend, name, *args, **kwargs):
+        run_id = original_start(backend, name, *args, **kwargs)
+        job = backend.get_job(name)
+        run = next(r for r in job.job_runs if r.job_run_id == run_id)
+        run.status = "RUNNING"
+        outcome = _Outcome()
+        setattr(run, _OUTCOME_ATTR, outcome)
+        arguments = dict(run.arguments or {})
+        # Glue itself passes these to every script.
+        arguments.setdefault("--JOB_NAME", name)
+        arguments["--JOB_RUN_ID"] = run_id
+        _start_thread("glue-job-%s" % name, run_in_background, run, job.as_dict(), arguments, outcome)
+        return run_id
+
+    def job_run_as_dict(run):
+        data = original_as_dict(run)
+        outcome = getattr(run, _OUTCOME_ATTR, None)
+        if outcome is None:
+            return data
+        data["ExecutionTime"] = int(round(outcome.elapsed_seconds()))
+        if outcome.finished is None:
+            data.pop("CompletedOn", None)
+        if outcome.error_message:
+            data["ErrorMessage"] = outcome.error_message
+        return data
+
+    return [(GlueBackend, "start_job_run", start_job_run), (FakeJobRun, "as_dict", job_run_as_dict)]
+
+
+# -- Glue crawlers ----------------------------------------------------------------------------
+
+# FakeCrawl keeps moto's own states (FakeCrawler.status understands only these); Glue's
+# LastCrawl.Status names them differently.
+_LAST_CRAWL_STATUS = {"COMPLETED": "SUCCEEDED", "STOPPED": "CANCELLED", "FAILED": "FAILED"}
+
+
+def _crawler_hooks(crawler_engine):
+    from moto.core.utils import utcnow
+    from moto.glue.models import FakeCrawl, FakeCrawler, GlueBackend
+
+    original_start = GlueBackend.start_crawler
+    original_crawler_as_dict = FakeCrawler.as_dict
+    original_crawl_as_dict = FakeCrawl.as_dict
+
+    def crawl_in_background(crawler, crawl, definition, outcome):
+        try:
+            succeeded, error_message = crawler_engine.crawl(definition)
+        except Exception as exc:
+            LOG.exception("crawler failed for %s", definition.get("Name"))
+            succeeded, error_message = False, _describe_failure(exc)
+        if not succeeded and not error_message:
+            error_message = "Crawl failed"
+        outcome.finish(None if succeeded else error_message)
+        crawl.end_time = utcnow()
+        if crawl.status == "STOPPING":
+            crawl.status = "STOPPED"
+        else:
+            crawl.status = "COMPLETED" if succeeded else "FAILED"
+        crawler.crawl_elapsed_time = 0
+
+    def start_crawler(backend, name):
+        original_start(backend, name)  # raises CrawlerRunningException while a crawl runs
+        crawler = backend.get_crawler(name)
+        crawl = crawler.crawls[-1]
+        crawl.status = "RUNNING"
+        outcome = _Outcome()
+        setattr(crawl, _OUTCOME_ATTR, outcome)
+        definition = original_crawler_as_dict(crawler)
+        _start_thread("glue-crawl-%s" % name, crawl_in_background, crawler, crawl, definition, outcome)
+
+    def crawler_as_dict(crawler):
+        data = original_crawler_as_dict(crawler)
+        crawls = list(crawler.crawls)
+        if crawls and getattr(crawls[-1], _OUTCOME_ATTR, None) is not None:
+            current = crawls[-1]
+            if current.status in ("RUNNING", "STOPPING"):
+                # LastCrawl describes the last finished crawl, not the one in progress.
+                data["CrawlElapsedTime"] = int(getattr(current, _OUTCOME_ATTR).elapsed_seconds() * 1000)
+                crawls = crawls[:-1]
+            data.pop("LastCrawl", None)
+            if crawls:
+                last = crawls[-1]
+                last_crawl = {
+                    "LogGroup": last.log_group,
+                    "LogStream": last.log_stream,
+                    "MessagePrefix": last.message_prefix,
+                    "StartTime": last.start_time,
+                    "Status": _LAST_CRAWL_STATUS.get(last.status, last.status),
+                }
+                outcome = getattr(last, _OUTCOME_ATTR, None)
+                if outcome is not None and outcome.error_message:
+                    last_crawl["ErrorMessage"] = outcome.error_message
+                data["LastCrawl"] = last_crawl
+        return data
+
+    def crawl_as_dict(crawl):
+        data = original_crawl_as_dict(crawl)
+        outcome = getattr(crawl, _OUTCOME_ATTR, None)
+        if outcome is not None and outcome.error_message:
+            data["ErrorMessage"] = outcome.error_message
+        return data
+
+    return [
+        (GlueBackend, "start_crawler", start_crawler),
+        (FakeCrawler, "as_dict", crawler_as_dict),
+        (FakeCrawl, "as_dict", crawl_as_dict),
+    ]
+
+
+# -- Athena -----------------------------------------------------------------------------------
+
+
+def _effective_output_location(execution):
+    """Where Athena writes the result CSV: the workgroup's location when it enforces its
+    configuration (moto's default) or the query names none; ``<location>/<query id>.csv``."""
+    config = execution.config if isinstance(execution.config, dict) else {}
+    workgroup_config = (getattr(execution.workgroup, "configuration", None) or {})
+    workgroup_location = (workgroup_config.get("ResultConfiguration") or {}).get("OutputLocation")
+    location = config.get("OutputLocation")  # moto already appended "<id>.csv"
+    if workgroup_location and (workgroup_config.get("EnforceWorkGroupConfiguration", True) or not location):
+        location = workgroup_location.rstrip("/") + "/%s.csv" % execution.id
+    if location:
+        config["OutputLocation"] = location
+        execution.config = config
+    return location
+
+
+def _result_rows(columns, rows):
+    header = {"Data": [{"VarCharValue": name} for name in columns]}
+    data = [{"Data": [{} if value is None else {"VarCharValue": value} for value in row]} for row in rows]
+    return [header] + data
+
+
+def _column_info(columns, column_types):
+    info = []
+    for index, name in enumerate(columns):
+        kind = column_types[index] if column_types and index < len(column_types) else "varchar"
+        precision, scale = 0, 0
+        if kind.startswith("decimal(") and kind.endswith(")"):
+            precision, scale = (int(x) for x in kind[len("decimal("):-1].split(","))
+            kind = "decimal"
+        info.append({
+            "CatalogName": "hive",
+            "SchemaName": "",
+            "TableName": "",
+            "Name": name,
+            "Label": name,
+            "Type": kind,
+            "Precision": precision,
+            "Scale": scale,
+            "Nullable": "UNKNOWN",
+            "CaseSensitive": kind in ("varchar", "char"),
+        })
+    return info
+
+
+def _athena_hooks(query_engine):
+    from moto.athena.models import AthenaBackend, QueryResults
+    from moto.athena.responses import AthenaResponse
+
+    original_start = AthenaBackend.start_query_execution
+    original_get = AthenaResponse.get_query_execution
+
+    def query_in_background(backend, execution, database, output_location, outcome):
+        execution.status = "RUNNING"
+        try:
+            result = query_engine.execute(execution.query, database, output_location)
+            columns, rows = result
+            backend.query_results[execution.id] = QueryResults(
+                rows=_result_rows(columns, rows),
+                column_info=_column_info(columns, getattr(result, "column_types", None)),
+            )
+            outcome.finish()
+            state = "SUCCEEDED"
+        except Exception as exc:
+            # The engine raises Athena-like messages ("TABLE_NOT_FOUND: ...") for what Athena
+            # would reject; anything else is the engine's own fault.
+            outcome.user_error = bool(getattr(exc, "user_error", False))
+            if not outcome.user_error:
+                LOG.exception("query engine failed on %r", execution.query)
+            outcome.finish(str(exc) or _describe_failure(exc))
+            state = "FAILED"
+        execution.end_time = time.time()
+        if execution.status == "RUNNING":  # StopQueryExecution meanwhile leaves it CANCELLED
+            execution.status = state
+
+    def start_query_execution(backend, query, context, config, workgroup, execution_parameters):
+        query_id = original_start(backend, query, context, config, workgroup, execution_parameters)
+        execution = backend.executions[query_id]
+        outcome = _Outcome()
+        setattr(execution, _OUTCOME_ATTR, outcome)
+        if query_id in backend.query_results:
+            # Results queued through moto's own API win: keep that feature usable in tests.
+            outcome.finish()
+            execution.status = "SUCCEEDED"
+            return query_id
+        execution.status = "QUEUED"
+        output_location = _effective_output_location(execution)
+        if not output_location:
+            outcome.finish(
+                "No output location provided. An output location is required either through the "
+                "Workgroup result configuration setting or as an API input."
+            )
+            execution.status = "FAILED"
+            return query_id
+        if execution_parameters:
+            outcome.finish("NOT_SUPPORTED: the local query engine does not take ExecutionParameters")
+            execution.status = "FAILED"
+            return query_id
+        database = (context or {}).get("Database") or "default"
+        _start_thread("athena-%s" % query_id, query_in_background, backend, execution, database,
+                      output_location, outcome)
+        return query_id
+
+    def get_query_execution(response):
+        body = json.loads(original_get(response))
+        query = body["QueryExecution"]
+        execution = response.athena_backend.executions.get(query["QueryExecutionId"])
+        outcome = getattr(execution, _OUTCOME_ATTR, None)
+        if outcome is None:
+            return json.dumps(body)
+        status = query["Status"]
+        millis = int(outcome.elapsed_seconds() * 1000)
+        query["Statistics"].update({"EngineExecutionTimeInMillis": millis, "TotalExecutionTimeInMillis": millis})
+        if outcome.finished is None:
+            status.pop("CompletionDateTime", None)
+        if outcome.error_message:
+            status["StateChangeReason"] = outcome.error_message
+            status["AthenaError"] = {
+                "ErrorCategory": 2 if outcome.user_error else 1,
+                "ErrorType": 1006 if outcome.user_error else 401,
+                "Retryable": False,
+                "ErrorMessage": outcome.error_message,
+            }
+        return json.dumps(body)
+
+    return [
+        (AthenaBackend, "start_query_execution", start_query_execution),
+        (AthenaResponse, "get_query_execution", get_query_execution),
+    ]
+
+
+# -- Step Functions ---------------------------------------------------------------------------
+
+
+def _task_service_classes():
+    """Task-service classes for glue and athena, built on moto's own (imported lazily: the
+    Step Functions parser is heavy)."""
+    from botocore.exceptions import ClientError
+    from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import (
+        ResourceCondition,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (
+        StateTaskServiceCallback,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_glue import (
+        StateTaskServiceGlue,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+    from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
+
+    # moto's callback base dereferences the task's callback endpoint unconditionally, and only
+    # services that declare waitForTaskToken get one: declaring it is what makes .sync work.
+    # The ASL itself may still not use .waitForTaskToken (rejected below, as AWS does).
+    patterns = {ResourceCondition.Sync, ResourceCondition.WaitForTaskToken}
+
+    def reject_wait_for_task_token(service):
+        if service.resource.condition == ResourceCondition.WaitForTaskToken:
+            raise ValueError(
+                "The resource provided %s is not supported: %s has no .waitForTaskToken "
+                "integration." % (service.resource.resource_arn, service.resource.service_name)
+            )
+
+    class GlueTaskService(StateTaskServiceGlue):
+        """moto's Glue integration with a working ``startJobRun.sync``."""
+
+        def __init__(self):
+            StateTaskServiceCallback.__init__(self, supported_integration_patterns=set(patterns))
+
+        def _validate_service_integration_is_supported(self):
+            super()._validate_service_integration_is_supported()
+            reject_wait_for_task_token(self)
+
+        def _sync_to_start_job_run(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+            poll = super()._sync_to_start_job_run(env, resource_runtime_part, normalised_parameters,
+                                                  state_credentials)
+
+            def poll_json_safe():
+                job_run = poll()
+                return None if job_run is None else _json_safe(job_run)
+
+            return poll_json_safe
+
+    supported_athena_parameters = {
+        "startqueryexecution": {
+            "QueryString", "ClientRequestToken", "QueryExecutionContext", "ResultConfiguration",
+            "WorkGroup", "ExecutionParameters", "ResultReuseConfiguration",
+        },
+        "stopqueryexecution": {"QueryExecutionId"},
+        "getqueryexecution": {"QueryExecutionId"},
+        "getqueryresults": {"QueryExecutionId", "NextToken", "MaxResults"},
+    }
+
+    class AthenaTaskService(StateTaskServiceCallback):
+        """Athena's optimised integration: request-response for the four actions AWS supports,
+        and ``startQueryExecution.sync``, which polls GetQueryExecution like moto's Glue .sync."""
+
+        def __init__(self):
+            super().__init__(supported_integration_patterns=set(patterns))
+
+        def _get_supported_parameters(self):
+            return supported_athena_parameters.get(self.resource.api_action.lower())
+
+        def _validate_service_integration_is_supported(self):
+            super()._validate_service_integration_is_supported()
+            reject_wait_for_task_token(self)
+            condition = self.resource.condition
+            if condition is not None and self.resource.api_action.lower() != "startqueryexecution":
+                raise ValueError(
+                    "The resource provided %s is not supported: only startQueryExecution has a "
+                    ".sync integration." % self.resource.resource_arn
+                )
+
+        def _client(self, resource_runtime_part, state_credentials):
+            return boto_client_for(
+                service="athena", region=resource_runtime_part.region, state_credentials=state_credentials
+            )
+
+        def _from_error(self, env, ex):
+            if isinstance(ex, ClientError):
+                error_name = "Athena.%s" % ex.response["Error"]["Code"]
+                return FailureEvent(
+                    env=env,
+                    error_name=CustomErrorName(error_name),
+                    event_type=HistoryEventType.TaskFailed,
+                    event_details=EventDetails(
+                        taskFailedEventDetails=TaskFailedEventDetails(
+                            error=error_name,
+                            cause=ex.response["Error"]["Message"],
+                            resource=self._get_sfn_resource(),
+                            resourceType=self._get_sfn_resource_type(),
+                        )
+                    ),
+                )
+            return super()._from_error(env=env, ex=ex)
+
+        def _eval_service_task(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+            client = self._client(resource_runtime_part, state_credentials)
+            response = getattr(client, self._get_boto_service_action())(**normalised_parameters)
+            response.pop("ResponseMetadata", None)
+            env.stack.append(_json_safe(response))
+
+        def _build_sync_resolver(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+            query_id = env.stack.pop()["QueryExecutionId"]
+            client = self._client(resource_runtime_part, state_credentials)
+
+            def poll_query_execution():
+                response = client.get_query_execution(QueryExecutionId=query_id)
+                response.pop("ResponseMetadata", None)
+                status = response["QueryExecution"]["Status"]
+                state = status["State"]
+                if state in ("QUEUED", "RUNNING"):
+                    return None
+                if state == "SUCCEEDED":
+                    return _json_safe(response)
+                cause = status.get("StateChangeReason") or "Query %s ended %s" % (query_id, state)
+                raise FailureEventException(
+                    FailureEvent(
+                        env=env,
+                        error_name=StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed),
+                        event_type=HistoryEventType.TaskFailed,
+                        event_details=EventDetails(
+                            taskFailedEventDetails=TaskFailedEventDetails(
+                                resource=self._get_sfn_resource(),
+                                resourceType=self._get_sfn_resource_type(),
+                                error=StatesErrorNameType.StatesTaskFailed.to_name(),
+                                cause=cause,
+                            )
+                        ),
+                    )
+                )
+
+            return poll_query_execution
+
+    return GlueTaskService, AthenaTaskService
+
+
+def _step_functions_hooks():
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_factory
+
+    original_factory = state_task_factory.state_task_service_for
+    glue_service, athena_service = _task_service_classes()
+
+    def state_task_service_for(service_name):
+        if service_name == "glue":
+            return glue_service()
+        if service_name == "athena":
+            return athena_service()
+        return original_factory(service_name)
+
+    return [(state_task_factory, "state_task_service_for", state_task_service_for)]
+
+
+# -- install / uninstall ----------------------------------------------------------------------
+
+_lock = threading.Lock()
+_installed = None  # list of (owner, attribute, original value) while installed
+
+
+def is_installed():
+    """True while install() is in effect."""
+    return _installed is not None
+
+
+def install(job_runner, crawler, query_engine):
+    """Make moto run Glue jobs, crawls and Athena queries with the given engines.
+
+    ``job_runner.run(job: dict, arguments: dict) -> (succeeded, error_message)``;
+    ``crawler.crawl(crawler: dict) -> (succeeded, error_message)``;
+    ``query_engine.execute(sql, database, output_location) -> (columns, rows)`` (rows of strings
+    or None; an optional ``column_types`` attribute gives Athena type names), raising on failure
+    (an exception with ``user_error = True`` is reported as Athena reports user errors).
+    Returns None. Raises HookPointMissing when moto moved something, RuntimeError when already
+    installed (call uninstall() first).
+    """
+    global _installed
+    check_hook_points()
+    with _lock:
+        if _installed is not None:
+            raise RuntimeError("moto hooks are already installed; call local.moto_hooks.uninstall() first")
+        from moto.moto_api import state_manager
+
+        patches = (
+            _job_run_hooks(job_runner)
+            + _crawler_hooks(crawler)
+            + _athena_hooks(query_engine)
+            + _step_functions_hooks()
+        )
+        applied = []
+        for owner, attribute, replacement in patches:
+            applied.append((owner, attribute, getattr(owner, attribute)))
+            setattr(owner, attribute, replacement)
+        for model in _MANAGED_MODELS:
+            state_manager.set_transition(model, dict(_MANUAL_TRANSITION))
+        _installed = applied
+
+
+def uninstall():
+    """Restore moto as it was before install(). Returns None; a no-op when not installed.
+
+    Runs, crawls and queries already started finish on their threads.
+    """
+    global _installed
+    with _lock:
+        if _installed is None:
+            return
+        from moto.moto_api import state_manager
+
+        for owner, attribute, original in reversed(_installed):
+            setattr(owner, attribute, original)
+        for model in _MANAGED_MODELS:
+            state_manager.unset_transition(model)
+        _installed = None
+
+
+def set_state_machine_execution(enabled):
+    """Turn moto's Step Functions interpreter on (True) or off in this process.
+
+    Returns the previous setting, so callers can restore it.
+    """
+    from moto.core.config import default_user_config
+
+    section = default_user_config.setdefault("stepfunctions", {})
+    previous = bool(section.get("execute_state_machine", False))
+    section["execute_state_machine"] = bool(enabled)
+    return previous

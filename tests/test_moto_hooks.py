@@ -1,0 +1,292 @@
+"""The moto hooks through the AWS APIs of the embedded stack: Glue job runs, crawlers and Athena
+queries really run, and Step Functions can wait for them (.sync) as on AWS."""
+import io
+import json
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from botocore.exceptions import ClientError
+
+from local import embedded, moto_hooks
+
+BUCKET = "hooks-lake"
+DATABASE = "hooks_db"
+ROLE_ARN = "arn:aws:iam::123456789012:role/hooks"
+RESULTS = "s3://%s/athena-results/" % BUCKET
+# A job that runs until the object named by --gate exists: its RUNNING state is observable.
+GATE_SCRIPT = """
+import sys, time, boto3
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+s3 = boto3.client("s3")
+for _attempt in range(600):
+    if s3.list_objects_v2(Bucket=args["--bucket"], Prefix=args["--gate"]).get("KeyCount"):
+        break
+    time.sleep(0.05)
+else:
+    sys.exit("the gate object never appeared")
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with embedded.start(work_dir=str(tmp_path_factory.mktemp("stack"))) as running_stack:
+        s3, glue, athena = (running_stack.client(s) for s in ("s3", "glue", "athena"))
+        s3.create_bucket(Bucket=BUCKET)
+        glue.create_database(DatabaseInput={"Name": DATABASE})
+        table = pa.table({"city": ["Oslo", "Lima", "Oslo"], "cost": [1.5, 2.25, 4.0]})
+        for day in ("2024-01-01", "2024-01-02"):
+            sink = io.BytesIO()
+            pq.write_table(table, sink)
+            s3.put_object(Bucket=BUCKET, Key="zone/day=%s/part.parquet" % day, Body=sink.getvalue())
+        for name, body in (("ok.py", "print('fine')\n"), ("fail.py", "raise SystemExit('input has no valid line')\n"),
+                           ("gate.py", GATE_SCRIPT)):
+            s3.put_object(Bucket=BUCKET, Key="glue-assets/" + name, Body=body.encode())
+            glue.create_job(Name=name[:-3] + "-job", Role=ROLE_ARN, ExecutionProperty={"MaxConcurrentRuns": 5},
+                            Command={"Name": "pythonshell", "ScriptLocation": "s3://%s/glue-assets/%s" % (BUCKET, name)})
+        glue.create_crawler(Name="zone-crawler", Role=ROLE_ARN, DatabaseName=DATABASE,
+                            Targets={"S3Targets": [{"Path": "s3://%s/zone/" % BUCKET}]})
+        athena.create_work_group(Name="hooks", Configuration={"ResultConfiguration": {"OutputLocation": RESULTS}})
+        yield running_stack
+
+
+def _wait(describe, pending, timeout=60):
+    deadline = time.time() + timeout
+    while True:
+        current = describe()
+        if not pending(current) or time.time() > deadline:
+            return current
+        time.sleep(0.05)
+
+
+def _crawl(stack):
+    glue = stack.client("glue")
+    try:
+        glue.start_crawler(Name="zone-crawler")
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "CrawlerRunningException":
+            raise
+    return _wait(lambda: glue.get_crawler(Name="zone-crawler")["Crawler"], lambda c: c["State"] != "READY")
+
+
+def _run_state_machine(stack, name, definition, execution_input=None):
+    sfn = stack.client("stepfunctions")
+    machine = sfn.create_state_machine(name=name, definition=json.dumps(definition), roleArn=ROLE_ARN)
+    execution = sfn.start_execution(stateMachineArn=machine["stateMachineArn"], name=name + "-run",
+                                    input=json.dumps(execution_input or {}))
+    return _wait(lambda: sfn.describe_execution(executionArn=execution["executionArn"]),
+                 lambda d: d["status"] == "RUNNING")
+
+
+def _task(resource, parameters, **extra):
+    state = {"Type": "Task", "Resource": "arn:aws:states:::" + resource, "Parameters": parameters}
+    state.update(extra)
+    if "Next" not in state:
+        state["End"] = True
+    return state
+
+
+# -- hook points ------------------------------------------------------------------------------
+
+
+def test_check_hook_points_passes_on_the_pinned_moto():
+    assert moto_hooks.check_hook_points() is None
+
+
+def test_check_hook_points_names_what_an_upgrade_moved(monkeypatch):
+    from moto.athena.models import AthenaBackend
+
+    monkeypatch.delattr(AthenaBackend, "start_query_execution")
+
+    with pytest.raises(moto_hooks.HookPointMissing, match=r"moto\.athena\.models\.AthenaBackend\.start_query_execution"):
+        moto_hooks.check_hook_points()
+
+
+# -- Glue job runs ----------------------------------------------------------------------------
+
+
+def test_job_run_is_running_until_its_script_ends(stack):
+    glue, s3 = stack.client("glue"), stack.client("s3")
+    run_id = glue.start_job_run(JobName="gate-job", Arguments={"--bucket": BUCKET, "--gate": "gates/run-1"})["JobRunId"]
+
+    running = glue.get_job_run(JobName="gate-job", RunId=run_id)["JobRun"]
+    s3.put_object(Bucket=BUCKET, Key="gates/run-1", Body=b"")
+    done = _wait(lambda: glue.get_job_run(JobName="gate-job", RunId=run_id)["JobRun"],
+                 lambda r: r["JobRunState"] == "RUNNING")
+
+    assert running["JobRunState"] == "RUNNING"
+    assert "CompletedOn" not in running
+    assert done["JobRunState"] == "SUCCEEDED"
+    assert done["CompletedOn"] >= done["StartedOn"]
+    assert "ErrorMessage" not in done
+
+
+def test_failed_job_run_reports_the_scripts_error(stack):
+    glue = stack.client("glue")
+    run_id = glue.start_job_run(JobName="fail-job")["JobRunId"]
+
+    run = _wait(lambda: glue.get_job_run(JobName="fail-job", RunId=run_id)["JobRun"],
+                lambda r: r["JobRunState"] == "RUNNING")
+
+    assert run["JobRunState"] == "FAILED"
+    assert run["ErrorMessage"].startswith("input has no valid line (exit code 1; log: ")
+
+
+def test_glue_start_job_run_sync_succeeds_with_the_job_run_as_output(stack):
+    definition = {"StartAt": "Job", "States": {"Job": _task("glue:startJobRun.sync", {"JobName": "ok-job"})}}
+
+    execution = _run_state_machine(stack, "glue-sync-ok", definition)
+
+    assert execution["status"] == "SUCCEEDED"
+    output = json.loads(execution["output"])
+    assert output["JobName"] == "ok-job"
+    assert output["JobRunState"] == "SUCCEEDED"
+
+
+def test_glue_start_job_run_sync_fails_the_task_with_the_error_message(stack):
+    definition = {"StartAt": "Job", "States": {"Job": _task(
+        "glue:startJobRun.sync", {"JobName": "fail-job"},
+        Catch=[{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Failed"}])}}
+    definition["States"]["Failed"] = {"Type": "Pass", "End": True}
+
+    execution = _run_state_machine(stack, "glue-sync-fail", definition)
+
+    error = json.loads(execution["output"])["error"]
+    assert error["Error"] == "States.TaskFailed"
+    cause = json.loads(error["Cause"])
+    assert cause["JobRunState"] == "FAILED"
+    assert cause["ErrorMessage"].startswith("input has no valid line")
+
+
+def test_wait_for_task_token_on_glue_is_rejected_as_on_aws(stack):
+    definition = {"StartAt": "Job", "States": {"Job": _task("glue:startJobRun.waitForTaskToken", {"JobName": "ok-job"})}}
+
+    with pytest.raises(ClientError) as raised:
+        stack.client("stepfunctions").create_state_machine(
+            name="glue-token", definition=json.dumps(definition), roleArn=ROLE_ARN)
+
+    # moto sends InvalidDefinition without its code; the status and message are what remain.
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "glue has no .waitForTaskToken integration" in raised.value.response["Error"]["Message"]
+
+
+# -- crawlers ---------------------------------------------------------------------------------
+
+
+def test_crawler_runs_registers_the_table_and_reports_last_crawl(stack):
+    stack.faults["crawl_seconds"] = 1
+    glue = stack.client("glue")
+    try:
+        glue.start_crawler(Name="zone-crawler")
+        running = glue.get_crawler(Name="zone-crawler")["Crawler"]
+        with pytest.raises(ClientError) as raised:
+            glue.start_crawler(Name="zone-crawler")
+        done = _wait(lambda: glue.get_crawler(Name="zone-crawler")["Crawler"], lambda c: c["State"] != "READY")
+    finally:
+        stack.faults.pop("crawl_seconds")
+
+    assert running["State"] == "RUNNING"
+    assert raised.value.response["Error"]["Code"] == "CrawlerRunningException"
+    assert done["LastCrawl"]["Status"] == "SUCCEEDED"
+    table = glue.get_table(DatabaseName=DATABASE, Name="zone")["Table"]
+    assert [(c["Name"], c["Type"]) for c in table["StorageDescriptor"]["Columns"]] == [("city", "string"), ("cost", "double")]
+    assert table["PartitionKeys"] == [{"Name": "day", "Type": "string"}]
+
+
+def test_failed_crawl_is_ready_with_last_crawl_failed_and_message(stack):
+    glue = stack.client("glue")
+    stack.client("s3").put_object(Bucket=BUCKET, Key="broken/file.parquet", Body=b"not parquet")
+    glue.create_crawler(Name="broken-crawler", Role=ROLE_ARN, DatabaseName=DATABASE,
+                        Targets={"S3Targets": [{"Path": "s3://%s/broken/" % BUCKET}]})
+
+    glue.start_crawler(Name="broken-crawler")
+    crawler = _wait(lambda: glue.get_crawler(Name="broken-crawler")["Crawler"], lambda c: c["State"] != "READY")
+
+    assert crawler["LastCrawl"]["Status"] == "FAILED"
+    assert "s3://%s/broken/file.parquet" % BUCKET in crawler["LastCrawl"]["ErrorMessage"]
+
+
+def test_aws_sdk_start_crawler_and_get_crawler_in_step_functions(stack):
+    definition = {"StartAt": "Start", "States": {
+        "Start": _task("aws-sdk:glue:startCrawler", {"Name": "zone-crawler"}, ResultPath=None, Next="Get"),
+        "Get": _task("aws-sdk:glue:getCrawler", {"Name": "zone-crawler"},
+                     ResultSelector={"State.$": "$.Crawler.State"}, ResultPath="$.crawler", Next="Ready?"),
+        "Ready?": {"Type": "Choice", "Choices": [{"Variable": "$.crawler.State", "StringEquals": "READY",
+                                                  "Next": "Outcome"}], "Default": "Pause"},
+        "Pause": {"Type": "Wait", "SecondsPath": "$.poll", "Next": "Get"},
+        "Outcome": _task("aws-sdk:glue:getCrawler", {"Name": "zone-crawler"},
+                         ResultSelector={"Status.$": "$.Crawler.LastCrawl.Status"}),
+    }}
+
+    execution = _run_state_machine(stack, "crawl-sdk", definition, {"poll": 0})
+
+    assert execution["status"] == "SUCCEEDED"
+    assert json.loads(execution["output"]) == {"Status": "SUCCEEDED"}
+
+
+# -- Athena -----------------------------------------------------------------------------------
+
+
+def _query(stack, sql):
+    athena = stack.client("athena")
+    query_id = athena.start_query_execution(QueryString=sql, WorkGroup="hooks",
+                                            QueryExecutionContext={"Database": DATABASE})["QueryExecutionId"]
+    return query_id, _wait(lambda: athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"],
+                           lambda q: q["Status"]["State"] in ("QUEUED", "RUNNING"))
+
+
+def test_athena_query_runs_and_results_read_like_athena(stack):
+    _crawl(stack)
+
+    query_id, execution = _query(stack, "SELECT city, SUM(cost) AS total FROM zone GROUP BY city ORDER BY city")
+    results = stack.client("athena").get_query_results(QueryExecutionId=query_id)
+
+    assert execution["Status"]["State"] == "SUCCEEDED"
+    assert execution["ResultConfiguration"]["OutputLocation"] == RESULTS + query_id + ".csv"
+    rows = [[d.get("VarCharValue") for d in row["Data"]] for row in results["ResultSet"]["Rows"]]
+    assert rows == [["city", "total"], ["Lima", "4.5"], ["Oslo", "11.0"]]
+    assert [c["Type"] for c in results["ResultSet"]["ResultSetMetadata"]["ColumnInfo"]] == ["varchar", "double"]
+    csv = stack.client("s3").get_object(Bucket=BUCKET, Key="athena-results/%s.csv" % query_id)["Body"].read()
+    assert csv == b'"city","total"\n"Lima","4.5"\n"Oslo","11.0"\n'
+
+
+def test_athena_query_on_unknown_table_fails_with_reason(stack):
+    query_id, execution = _query(stack, "SELECT * FROM no_such_table")
+
+    assert execution["Status"]["State"] == "FAILED"
+    assert execution["Status"]["StateChangeReason"].startswith("TABLE_NOT_FOUND: ")
+    with pytest.raises(ClientError) as raised:
+        stack.client("athena").get_query_results(QueryExecutionId=query_id)
+    assert raised.value.response["Error"]["Code"] == "InvalidRequestException"
+
+
+def test_athena_start_query_execution_sync_then_get_query_results(stack):
+    _crawl(stack)
+    definition = {"StartAt": "Query", "States": {
+        "Query": _task("athena:startQueryExecution.sync", {
+            "QueryString": "SELECT COUNT(*) AS n, SUM(cost) AS total FROM zone",
+            "WorkGroup": "hooks", "QueryExecutionContext": {"Database": DATABASE}},
+            ResultSelector={"QueryExecutionId.$": "$.QueryExecution.QueryExecutionId",
+                            "State.$": "$.QueryExecution.Status.State"}, Next="Results"),
+        "Results": _task("athena:getQueryResults", {"QueryExecutionId.$": "$.QueryExecutionId"},
+                         ResultSelector={"values.$": "$.ResultSet.Rows[1].Data[*].VarCharValue"}),
+    }}
+
+    execution = _run_state_machine(stack, "athena-sync", definition)
+
+    assert execution["status"] == "SUCCEEDED"
+    assert json.loads(execution["output"]) == {"values": ["6", "15.5"]}
+
+
+def test_athena_start_query_execution_sync_fails_the_task_with_the_reason(stack):
+    definition = {"StartAt": "Query", "States": {"Query": _task("athena:startQueryExecution.sync", {
+        "QueryString": "SELECT missing_column FROM zone", "WorkGroup": "hooks",
+        "QueryExecutionContext": {"Database": DATABASE}})}}
+
+    execution = _run_state_machine(stack, "athena-sync-fail", definition)
+
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == "States.TaskFailed"
+    assert execution["cause"].startswith("COLUMN_NOT_FOUND: ")
+    assert "missing_column" in execution["cause"]
