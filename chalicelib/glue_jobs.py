@@ -1,0 +1,159 @@
+"""The Glue and Athena resources of the pipeline, as data.
+
+``python -m deploy up`` creates exactly these (each ``*_definition`` is the keyword arguments of the
+matching boto3 create call); the local stack reads the same definitions back through the Glue
+API, so what runs locally is what is deployed. Stdlib only: chalicelib is packaged into the Lambda.
+"""
+import json
+
+from chalicelib.resources import (
+    ATHENA_RESULTS_PREFIX,
+    GLUE_ASSETS_PREFIX,
+    PROCESSED_PREFIX,
+    RAW_PREFIX,
+)
+
+# Glue Python shell on Python 3.9: the newest runtime Glue offers for shell jobs.
+JOB_COMMAND = "pythonshell"
+PYTHON_VERSION = "3.9"
+GLUE_VERSION = "3.0"
+# 1/16 DPU: the smallest shell job; both jobs stream their input and stay well inside its 1 GB.
+MAX_CAPACITY = 0.0625
+# What the scripts import beyond the standard library and boto3, pinned to the newest versions
+# pip resolves on Glue's Python 3.9 (the local stack and tests pin the same DuckDB).
+ADDITIONAL_PYTHON_MODULES = ("duckdb==1.4.5", "pyarrow==21.0.0")
+
+# Job scripts: repository path -> key in the lake bucket.
+JSON_TO_PARQUET_SCRIPT = "glue/json_to_parquet.py"
+NORMALIZE_SCRIPT = "glue/normalize.py"
+# The --extra-py-files zip: (name inside the zip, repository path). chalicelib keeps its package
+# path so ``from chalicelib import schema`` works on Glue; jobio is imported as a top-level module.
+LIBRARY_ZIP_MEMBERS = (
+    ("chalicelib/__init__.py", "chalicelib/__init__.py"),
+    ("chalicelib/schema.py", "chalicelib/schema.py"),
+    ("jobio.py", "glue/jobio.py"),
+)
+LIBRARY_ZIP_NAME = "shipping_etl_glue_libs.zip"
+
+# Per-job limits. Each landing object starts one run of each job; runs of different objects
+# overlap, and a run past the limit fails with ConcurrentRunsExceededException, which the state
+# machine retries with backoff.
+JOB_TIMEOUT_MINUTES = {"json-to-parquet": 30, "normalize": 30}
+JOB_MAX_CONCURRENT_RUNS = 20
+
+# Crawlers re-read everything under their target: new files land in existing folders (raw/) and
+# CRAWL_NEW_FOLDERS_ONLY would miss them. Columns are added or changed in place; a vanished
+# table or partition is only logged, so a crawl never drops what Athena queries.
+RECRAWL_POLICY = {"RecrawlBehavior": "CRAWL_EVERYTHING"}
+SCHEMA_CHANGE_POLICY = {"UpdateBehavior": "UPDATE_IN_DATABASE", "DeleteBehavior": "LOG"}
+CRAWLER_CONFIGURATION = {
+    "Version": 1.0,
+    # Partitions follow the table's schema, so a partition written by an older run stays readable.
+    "CrawlerOutput": {"Partitions": {"AddOrUpdateBehavior": "InheritFromTable"}},
+    # All files under one target are one table, even if a run adds a column.
+    "Grouping": {"TableGroupingPolicy": "CombineCompatibleSchemas"},
+}
+
+
+def asset_key(repo_path):
+    """Key in the lake bucket for a file shipped to Glue (``glue-assets/<file name>``)."""
+    return GLUE_ASSETS_PREFIX + repo_path.rsplit("/", 1)[-1]
+
+
+def library_zip_key():
+    """Key in the lake bucket of the ``--extra-py-files`` zip."""
+    return GLUE_ASSETS_PREFIX + LIBRARY_ZIP_NAME
+
+
+def asset_sources():
+    """``{key in the lake bucket: repository path}`` of the job scripts (the zip is built)."""
+    return {asset_key(path): path for path in (JSON_TO_PARQUET_SCRIPT, NORMALIZE_SCRIPT)}
+
+
+def database_definition(resources):
+    """Keyword arguments of ``glue.create_database``."""
+    return {
+        "DatabaseInput": {
+            "Name": resources.glue_database,
+            "Description": "Shipping ETL (%s): raw and processed shipping records" % resources.stage,
+        }
+    }
+
+
+def _job(resources, name, step, script, description):
+    return {
+        "Name": name,
+        "Description": description,
+        "Role": resources.role_arn(resources.glue_job_role),
+        "Command": {
+            "Name": JOB_COMMAND,
+            "ScriptLocation": resources.lake_uri(asset_key(script)),
+            "PythonVersion": PYTHON_VERSION,
+        },
+        "GlueVersion": GLUE_VERSION,
+        "MaxCapacity": MAX_CAPACITY,
+        "Timeout": JOB_TIMEOUT_MINUTES[step],
+        # The state machine owns retries: it knows which errors are transient.
+        "MaxRetries": 0,
+        "ExecutionProperty": {"MaxConcurrentRuns": JOB_MAX_CONCURRENT_RUNS},
+        "DefaultArguments": {
+            "--job-language": "python",
+            "--additional-python-modules": ",".join(ADDITIONAL_PYTHON_MODULES),
+            "--extra-py-files": resources.lake_uri(library_zip_key()),
+        },
+    }
+
+
+def job_definitions(resources):
+    """Keyword arguments of ``glue.create_job`` for both jobs, in pipeline order."""
+    return [
+        _job(resources, resources.json_to_parquet_job, "json-to-parquet", JSON_TO_PARQUET_SCRIPT,
+             "NDJSON landing object -> typed Parquet in the raw zone; bad lines to quarantine"),
+        _job(resources, resources.normalize_job, "normalize", NORMALIZE_SCRIPT,
+             "Raw Parquet -> PII-free, de-duplicated, date-partitioned processed zone"),
+    ]
+
+
+def _crawler(resources, name, prefix, description):
+    return {
+        "Name": name,
+        "Description": description,
+        "Role": resources.role_arn(resources.crawler_role),
+        "DatabaseName": resources.glue_database,
+        # The table is named after the target's folder: raw/ -> "raw", processed/ -> "processed".
+        "Targets": {"S3Targets": [{"Path": resources.lake_uri(prefix)}]},
+        "RecrawlPolicy": dict(RECRAWL_POLICY),
+        "SchemaChangePolicy": dict(SCHEMA_CHANGE_POLICY),
+        "Configuration": json.dumps(CRAWLER_CONFIGURATION, sort_keys=True),
+    }
+
+
+def crawler_definitions(resources):
+    """Keyword arguments of ``glue.create_crawler`` for both crawlers (raw, processed)."""
+    return [
+        _crawler(resources, resources.raw_crawler, RAW_PREFIX,
+                 "Catalogs the raw zone as table %s" % resources.raw_table),
+        _crawler(resources, resources.processed_crawler, PROCESSED_PREFIX,
+                 "Catalogs the processed zone as table %s" % resources.processed_table),
+    ]
+
+
+def workgroup_definition(resources):
+    """Keyword arguments of ``athena.create_work_group``.
+
+    The workgroup's settings are enforced, so every query lands its results (encrypted) under
+    ``athena-results/`` of the lake bucket whatever the caller asks for.
+    """
+    return {
+        "Name": resources.athena_workgroup,
+        "Description": "Shipping ETL (%s) queries" % resources.stage,
+        "Configuration": {
+            "ResultConfiguration": {
+                "OutputLocation": resources.lake_uri(ATHENA_RESULTS_PREFIX),
+                "EncryptionConfiguration": {"EncryptionOption": "SSE_S3"},
+            },
+            "EnforceWorkGroupConfiguration": True,
+            "PublishCloudWatchMetricsEnabled": True,
+            "EngineVersion": {"SelectedEngineVersion": "Athena engine version 3"},
+        },
+    }

@@ -1,0 +1,76 @@
+"""The stage's values in ``.chalice/config.json`` and the Lambdas' ``.chalice/policy-<stage>.json``.
+
+Files are rewritten only when their content changes, in the existing file's indentation and
+key order, so a deploy with the same values leaves the working tree untouched.
+"""
+import json
+import re
+from pathlib import Path
+
+from chalicelib.settings import APP_NAME
+from deploy.context import CREATED, UNCHANGED, UPDATED
+from deploy.errors import DeployError
+
+KIND = "chalice file"
+
+
+def policy_file_name(stage):
+    return "policy-%s.json" % stage
+
+
+def _load(path):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, None
+    try:
+        return json.loads(text), text
+    except ValueError as exc:
+        raise DeployError("%s is not valid JSON (%s): fix or remove it." % (path, exc)) from None
+
+
+def _indent(text):
+    match = re.search(r"^( +)\S", text or "", re.MULTILINE)
+    return len(match.group(1)) if match else 2
+
+
+def _write_json(ctx, path, data, existing_data, existing_text, label):
+    if existing_data == data:
+        return ctx.record(UNCHANGED, KIND, label)
+    if not ctx.dry_run:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=_indent(existing_text), ensure_ascii=False) + "\n",
+                        encoding="utf-8")
+    return ctx.record(CREATED if existing_data is None else UPDATED, KIND, label)
+
+
+def stage_environment(project_dir, stage):
+    """``stages.<stage>.environment_variables`` of the project's config, or {} (never raises on absence)."""
+    data, _ = _load(Path(project_dir) / ".chalice" / "config.json")
+    return dict(((data or {}).get("stages", {}).get(stage, {}) or {}).get("environment_variables", {}))
+
+
+def write_config(ctx, project_dir, stage, environment):
+    """Set ``stages.<stage>.environment_variables``; every other key stays as it is.
+
+    A stage without a policy setting is pointed at the policy file this deploy writes
+    (``autogen_policy: false``, ``iam_policy_file``). Returns the Change.
+    """
+    path = Path(project_dir) / ".chalice" / "config.json"
+    existing, text = _load(path)
+    data = json.loads(json.dumps(existing)) if existing is not None else {
+        "version": "2.0", "app_name": APP_NAME, "stages": {}}
+    stage_config = data.setdefault("stages", {}).setdefault(stage, {})
+    stage_config["environment_variables"] = dict(environment)
+    if "iam_policy_file" not in stage_config and "autogen_policy" not in stage_config:
+        stage_config["autogen_policy"] = False
+        stage_config["iam_policy_file"] = policy_file_name(stage)
+    return _write_json(ctx, path, data, existing, text, ".chalice/config.json")
+
+
+def write_policy(ctx, project_dir, stage, policy):
+    """Write the Lambdas' IAM policy for ``stage``; returns the Change."""
+    name = policy_file_name(stage)
+    path = Path(project_dir) / ".chalice" / name
+    existing, text = _load(path)
+    return _write_json(ctx, path, policy, existing, text, ".chalice/%s" % name)

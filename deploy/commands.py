@@ -1,0 +1,211 @@
+"""``up`` and ``down``: every resource of one stage, in dependency order.
+
+Both work against whatever endpoint boto3 reaches: AWS, or an emulator named by
+``AWS_ENDPOINT_URL`` (the local stack). Both are idempotent: ``up`` on an up-to-date stage and
+``down`` on a removed one change nothing and succeed.
+"""
+import dataclasses
+import os
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib import glue_jobs
+from chalicelib.resources import Resources
+from chalicelib.settings import DEFAULT_REGION, Settings
+from deploy import assets, athena, buckets, chalice_config, glue, iam, policies, stepfunctions, topic
+from deploy.context import ABSENT, KEPT, UNCHANGED, DeployContext, label
+from deploy.errors import DeployError, explain, is_aws_endpoint
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_STAGE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+_BUCKET_NAME_MAX = 63
+
+
+@dataclasses.dataclass
+class DeployResult:
+    """What ``up`` or ``down`` did: one Change per resource, in the order they were handled."""
+
+    stage: str
+    resources: Resources
+    settings: Settings
+    changes: list
+    dry_run: bool
+
+    @property
+    def changed(self):
+        """True when anything was (or, in a dry run, would be) created, updated or deleted."""
+        return any(change.action not in (UNCHANGED, ABSENT, KEPT) for change in self.changes)
+
+    def counts(self):
+        """``{action: number of resources}``."""
+        return dict(Counter(change.action for change in self.changes))
+
+
+def check_stage(stage):
+    """Raise DeployError unless ``stage`` can be part of every resource name (bucket rules)."""
+    if not stage or not _STAGE.match(stage):
+        raise DeployError("Stage %r is not usable in resource names: use lower-case letters, "
+                          "digits and inner hyphens, e.g. dev or prod-eu." % stage)
+
+
+def _region(region, session, environ):
+    return (region or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+            or session.region_name or DEFAULT_REGION)
+
+
+def _account_id(session, region):
+    return session.client("sts", region_name=region).get_caller_identity()["Account"]
+
+
+def stage_settings(stage, account_id, region, project_dir, environ):
+    """Settings for ``stage``: the environment over the stage's current config values.
+
+    A value set in the environment wins; otherwise what ``.chalice/config.json`` holds for the
+    stage is kept, so a deploy never resets a tuned value to its default. Stage, account and
+    region are the deploy's own.
+    """
+    merged = chalice_config.stage_environment(project_dir, stage)
+    merged.update((key, value) for key, value in environ.items() if value != "")
+    try:
+        settings = Settings.from_env(merged)
+    except ValueError as exc:
+        raise DeployError("Bad setting: %s" % exc) from None
+    return dataclasses.replace(settings, stage=stage, account_id=account_id, region=region)
+
+
+def _begin(stage, region, session, environ, out, dry_run, sleep):
+    check_stage(stage)
+    session = session or boto3.session.Session(region_name=region)
+    region = _region(region, session, environ)
+    account_id = _account_id(session, region)
+    resources = Resources(stage=stage, account_id=account_id, region=region)
+    if len(resources.landing_bucket) > _BUCKET_NAME_MAX or len(resources.lake_bucket) > _BUCKET_NAME_MAX:
+        raise DeployError("Stage %r makes bucket names longer than %d characters (%s): use a "
+                          "shorter stage." % (stage, _BUCKET_NAME_MAX, resources.lake_bucket))
+    return DeployContext(session, resources, dry_run=dry_run, out=out, sleep=sleep)
+
+
+def _where(ctx):
+    where = "account %s in %s" % (ctx.resources.account_id, ctx.resources.region)
+    s3 = ctx.client("s3")
+    return where if is_aws_endpoint(s3) else "%s via %s" % (where, s3.meta.endpoint_url)
+
+
+def _summary(ctx, verb):
+    counts = Counter(change.action for change in ctx.changes)
+    parts = ", ".join("%d %s" % (n, label(action, ctx.dry_run)) for action, n in sorted(counts.items()))
+    prefix = "Dry run, nothing changed: " if ctx.dry_run else ""
+    ctx.say("%s%s %d resources (%s)." % (prefix, verb, len(ctx.changes), parts))
+
+
+def _run(body):
+    """Run ``body()``, turning botocore failures into DeployErrors that say what to do."""
+    try:
+        return body()
+    except (BotoCoreError, ClientError) as exc:
+        explained = explain(exc)
+        if explained is None:
+            raise
+        raise explained from exc
+
+
+def up(stage, region=None, project_dir=None, dry_run=False, session=None, environ=None,
+       out=None, sleep=time.sleep, tls_only_policy=None):
+    """Create or update every resource of ``stage`` and write its Chalice config and policy.
+
+    ``project_dir`` is the Chalice project (the repository root by default): ``.chalice/`` is
+    written there and ``glue/`` and ``chalicelib/`` are read from there. Progress goes to
+    ``out`` (stdout by default). ``tls_only_policy``: put the TLS-only bucket policies; by
+    default only when the endpoint is AWS's (emulators deny everything under such a policy, see
+    ``deploy.buckets.ensure_bucket``). Returns a DeployResult; raises DeployError with what to do.
+    """
+    environ = os.environ if environ is None else environ
+    project_dir = Path(project_dir) if project_dir else REPO_ROOT
+
+    def body():
+        ctx = _begin(stage, region, session, environ, out, dry_run, sleep)
+        resources = ctx.resources
+        settings = stage_settings(stage, resources.account_id, resources.region, project_dir, environ)
+        # Everything read from disk or built locally first: a missing file stops the deploy
+        # before it changes anything.
+        payloads = assets.asset_payloads(project_dir)
+        definition = stepfunctions.build_definition(resources)
+
+        ctx.say("%s stage %s: %s" % ("Planning" if dry_run else "Deploying", stage, _where(ctx)))
+        on_aws = is_aws_endpoint(ctx.client("s3"))
+        tls_only = on_aws if tls_only_policy is None else tls_only_policy
+        if not tls_only:
+            ctx.say("note: TLS-only bucket policies left out (%s)"
+                    % ("turned off" if on_aws else "emulator endpoint"))
+        buckets.ensure_bucket(ctx, resources.landing_bucket, tls_only)
+        buckets.ensure_bucket(ctx, resources.lake_bucket, tls_only)
+        for name, description, trust, policy in iam.role_definitions(resources):
+            iam.ensure_role(ctx, name, description, trust, policy)
+        for key, payload in payloads.items():
+            assets.ensure_asset(ctx, resources.lake_bucket, key, payload)
+        glue.ensure_database(ctx, glue_jobs.database_definition(resources))
+        for job in glue_jobs.job_definitions(resources):
+            glue.ensure_job(ctx, job)
+        for crawler in glue_jobs.crawler_definitions(resources):
+            glue.ensure_crawler(ctx, crawler)
+        athena.ensure_workgroup(ctx, glue_jobs.workgroup_definition(resources))
+        topic.ensure_topic(ctx)
+        stepfunctions.ensure_state_machine(ctx, definition)
+        chalice_config.write_config(ctx, project_dir, stage, settings.lambda_environment())
+        chalice_config.write_policy(ctx, project_dir, stage, policies.lambda_policy(resources))
+
+        _summary(ctx, "Stage %s:" % stage)
+        if not dry_run:
+            ctx.say("Next: chalice deploy --stage %s" % stage)
+        return DeployResult(stage, resources, settings, ctx.changes, dry_run)
+
+    return _run(body)
+
+
+def down(stage, region=None, delete_data=False, dry_run=False, session=None, environ=None,
+         out=None, sleep=time.sleep):
+    """Remove what ``up`` created for ``stage``; the buckets (data) only with ``delete_data``.
+
+    The Chalice app itself is removed by ``chalice delete --stage <stage>``. Returns a
+    DeployResult; raises DeployError with what to do.
+    """
+    environ = os.environ if environ is None else environ
+
+    def body():
+        ctx = _begin(stage, region, session, environ, out, dry_run, sleep)
+        resources = ctx.resources
+        ctx.say("%s stage %s: %s" % ("Planning removal of" if dry_run else "Removing", stage,
+                                     _where(ctx)))
+        # Users first, then what they use: the state machine runs jobs and crawlers, the
+        # crawlers write the database, and the roles go last.
+        stepfunctions.delete_state_machine(ctx)
+        for crawler in glue_jobs.crawler_definitions(resources):
+            glue.delete_crawler(ctx, crawler["Name"])
+        for job in glue_jobs.job_definitions(resources):
+            glue.delete_job(ctx, job["Name"])
+        glue.delete_database(ctx, resources.glue_database)
+        athena.delete_workgroup(ctx, resources.athena_workgroup)
+        topic.delete_topic(ctx)
+        assets.delete_assets(ctx, resources.lake_bucket)
+        for name, _description, _trust, _policy in iam.role_definitions(resources):
+            iam.delete_role(ctx, name)
+        for bucket in (resources.landing_bucket, resources.lake_bucket):
+            if delete_data:
+                buckets.delete_bucket(ctx, bucket)
+            elif buckets.bucket_exists(ctx, bucket):
+                ctx.record(KEPT, buckets.KIND, bucket, "holds data; --delete-data removes it")
+            else:
+                ctx.record(ABSENT, buckets.KIND, bucket)
+
+        _summary(ctx, "Stage %s:" % stage)
+        if not dry_run:
+            ctx.say("The app itself is removed with: chalice delete --stage %s" % stage)
+        settings = Settings(stage=stage, account_id=resources.account_id, region=resources.region)
+        return DeployResult(stage, resources, settings, ctx.changes, dry_run)
+
+    return _run(body)
