@@ -159,12 +159,12 @@ def test_totals_query_equals_pyarrow_over_registered_partitions(catalogued):
     assert totals["destinations"] == len(pc.unique(everything["destination_city"]))
 
 
-def test_query_reads_only_registered_partitions(catalogued):
+def test_query_reads_only_registered_partitions(catalogued, tmp_path):
     _put_parquet(catalogued["s3"], "processed/shipping_date=2024-01-05/late.parquet", _processed_table(5, 11, "late"))
     count_sql = 'SELECT COUNT(*) AS n FROM "%s"."processed"' % DATABASE
 
     _columns, before = catalogued["engine"].execute(count_sql, DATABASE, None)
-    S3Crawler(catalogued["glue"], catalogued["s3"], "unused").crawl(_crawler_definition("s3://%s/processed/" % LAKE))
+    S3Crawler(catalogued["glue"], catalogued["s3"], tmp_path / "recrawl").crawl(_crawler_definition("s3://%s/processed/" % LAKE))
     _columns, after = catalogued["engine"].execute(count_sql, DATABASE, None)
 
     assert before == [["65"]]
