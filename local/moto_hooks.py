@@ -61,6 +61,7 @@ _HOOK_POINTS = (
     ("moto.moto_api", "state_manager.set_transition"),
     ("moto.moto_api", "state_manager.unset_transition"),
     (_SFN_TASK + ".state_task_factory", "state_task_service_for"),
+    (_SFN_SERVICE + ".state_task_service_aws_sdk", "StateTaskServiceAwsSdk._eval_service_task"),
     (_SFN_SERVICE + ".state_task_service_glue", "StateTaskServiceGlue._sync_to_start_job_run"),
     (_SFN_SERVICE + ".state_task_service_glue", "StateTaskServiceGlue._handle_start_job_run"),
     (_SFN_SERVICE + ".state_task_service_callback", "StateTaskServiceCallback._eval_integration_pattern"),
@@ -474,6 +475,7 @@ def _task_service_classes():
     """Task-service classes for glue and athena, built on moto's own (imported lazily: the
     Step Functions parser is heavy)."""
     from botocore.exceptions import ClientError
+    from botocore.response import StreamingBody
     from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
     from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
     from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
@@ -486,6 +488,9 @@ def _task_service_classes():
     )
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import (
         ResourceCondition,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (
+        StateTaskServiceAwsSdk,
     )
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (
         StateTaskServiceCallback,
@@ -619,20 +624,35 @@ def _task_service_classes():
 
             return poll_query_execution
 
-    return GlueTaskService, AthenaTaskService
+    class AwsSdkTaskService(StateTaskServiceAwsSdk):
+        """moto's aws-sdk integration, with a streamed response member (S3 GetObject's Body) read
+        into text as Step Functions returns it: moto leaves the unread stream in the state's
+        result, where States.StringToJson($.Body) fails."""
+
+        def _eval_service_task(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+            super()._eval_service_task(env, resource_runtime_part, normalised_parameters, state_credentials)
+            response = env.stack[-1]
+            if isinstance(response, dict):
+                for key, value in list(response.items()):
+                    if isinstance(value, StreamingBody):
+                        response[key] = value.read().decode("utf-8")
+
+    return GlueTaskService, AthenaTaskService, AwsSdkTaskService
 
 
 def _step_functions_hooks():
     from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_factory
 
     original_factory = state_task_factory.state_task_service_for
-    glue_service, athena_service = _task_service_classes()
+    glue_service, athena_service, aws_sdk_service = _task_service_classes()
 
     def state_task_service_for(service_name):
         if service_name == "glue":
             return glue_service()
         if service_name == "athena":
             return athena_service()
+        if service_name == "aws-sdk":
+            return aws_sdk_service()
         return original_factory(service_name)
 
     return [(state_task_factory, "state_task_service_for", state_task_service_for)]

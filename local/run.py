@@ -1,0 +1,269 @@
+"""``python -m local run``: the whole pipeline once, on the embedded stack, from one command.
+
+Starts the stack, deploys the ``local`` stage, lands a generated batch (or the given files,
+unchanged) in the landing bucket and lets the S3 event drive everything. Waits for one execution
+per landed object, then prints every notification, the app's ``/status`` answer and the totals
+over the whole processed table. Progress goes to stderr, one line per step; results to stdout.
+"""
+import argparse
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import uuid
+
+from botocore.exceptions import ClientError
+
+from chalicelib import generator
+from chalicelib import status as status_summaries
+
+log = logging.getLogger("local")
+
+DEFAULT_ROWS = 100
+DEFAULT_TIMEOUT = 300.0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a whole number, got %r" % text) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a number >= 1, got %d" % value)
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of seconds, got %r" % text) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("expected a number of seconds > 0, got %r" % text)
+    return value
+
+
+def _port(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a port number, got %r" % text) from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("expected a port number 0-65535 (0: any free port), got %d" % value)
+    return value
+
+
+def add_arguments(parser):
+    """The ``run`` command's options."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--rows", type=_positive_int, default=None, metavar="N",
+        help="land one generated batch of N valid records (default: %d)" % DEFAULT_ROWS)
+    source.add_argument(
+        "--file", action="append", default=None, metavar="PATH", dest="files",
+        help="land this NDJSON file (optionally gzipped) unchanged; repeat for more files, each "
+        "gets its own execution")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the generated batch, for a reproducible one (with --rows)")
+    parser.add_argument("--json", action="store_true",
+                        help="end stdout with one line holding the results as a JSON object")
+    parser.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help="give up waiting for the executions after this long (default: %g)"
+                        % DEFAULT_TIMEOUT)
+    parser.add_argument("--port", type=_port, default=0,
+                        help="port of the embedded AWS endpoint (default: 0, any free port)")
+    parser.add_argument("--work-dir", default=None, metavar="DIR",
+                        help="where the stack keeps job logs and caches (default: .local-stack in the "
+                        "project directory)")
+    return parser
+
+
+def execution_result(name, described, summary):
+    """One entry of the report's ``executions``: from the ``/status`` summary when it lists the
+    execution (more than /status shows at once: summarized here the same way), else from
+    describe_execution (``described`` may be None: never started)."""
+    if summary is None and described is not None:
+        summary = status_summaries.summarize(described)
+    summary = summary or {}
+    status = summary.get("status") or (described or {}).get("status") or "NOT_STARTED"
+    return {
+        "name": name,
+        "status": status,
+        "source": summary.get("source"),
+        "rows": summary.get("rows"),
+        "totals": summary.get("totals"),
+        "error": summary.get("error") or (described or {}).get("error"),
+        "cause": summary.get("cause") or (described or {}).get("cause"),
+        "failed_step": summary.get("failed_step"),
+        "duration_seconds": summary.get("duration_seconds"),
+        "notification_id": summary.get("notification_id"),
+    }
+
+
+def short_cause(cause):
+    """The readable part of a failure cause: a failed Glue job run's cause is the whole JobRun
+    as JSON, of which only ErrorMessage says what went wrong."""
+    try:
+        parsed = json.loads(cause)
+    except (TypeError, ValueError):
+        return cause
+    if isinstance(parsed, dict) and parsed.get("ErrorMessage"):
+        return parsed["ErrorMessage"]
+    return cause
+
+
+def _land_all(stack, args):
+    if args.files:
+        return [stack.land(path) for path in args.files]
+    rows = args.rows or DEFAULT_ROWS
+    now = dt.datetime.now(dt.timezone.utc)
+    body = generator.generate_ndjson(rows, seed=args.seed, today=now.date()).encode("utf-8")
+    log.info("generated %d records (%d bytes)", rows, len(body))
+    return [stack.land(body, key=generator.landing_key(now, uuid.uuid4().hex[:12]))]
+
+
+def run(args, out=None):
+    """Runs the pipeline as ``args`` say; writes results to ``out``. Returns the exit status."""
+    from local.stack import ExecutionTimeout, LocalStack, QueryFailed
+
+    out = out or sys.stdout
+    stack = LocalStack(port=args.port, work_dir=args.work_dir)
+    try:
+        stack.start()
+        landed = _land_all(stack, args)
+        names = [item.execution_name for item in landed]
+        timed_out = None
+        try:
+            described = stack.wait_for_executions(names, timeout=args.timeout)
+        except ExecutionTimeout as error:
+            timed_out = error
+            log.error("%s", error)
+            described = _describe_now(stack, names)
+        notifications = stack.notifications(wait_seconds=0)
+        status = stack.status(limit=min(status_summaries.MAX_LIMIT,
+                                        max(status_summaries.DEFAULT_LIMIT, len(names))))
+        summaries = {s.get("name"): s for s in status.get("executions", [])}
+        executions = [execution_result(n, described.get(n), summaries.get(n)) for n in names]
+        if timed_out is not None:
+            for entry in executions:
+                if entry["name"] in timed_out.pending:
+                    entry["error"] = entry["error"] or "timed out after %g s" % args.timeout
+        totals, totals_error = None, None
+        if any(e["status"] == "SUCCEEDED" for e in executions):
+            try:
+                totals = stack.query_totals()
+            except QueryFailed as error:
+                totals_error = str(error)
+                log.error("%s", error)
+        else:
+            totals_error = "no execution succeeded: the processed table holds nothing from this run"
+        _print_results(out, notifications, status, totals, totals_error)
+        failed = [e for e in executions if e["status"] != "SUCCEEDED"]
+        for entry in failed:
+            log.error("execution %s %s%s: %s", entry["name"], entry["status"],
+                      " at %s" % entry["failed_step"] if entry["failed_step"] else "",
+                      short_cause(entry["cause"]) or entry["error"] or "no cause recorded")
+        if args.json:
+            report = {"executions": executions, "totals": totals}
+            if totals_error:
+                report["totals_error"] = totals_error
+            out.write(json.dumps(report, sort_keys=True) + "\n")
+            out.flush()
+        return EXIT_FAILED if failed or totals is None else 0
+    finally:
+        with _uninterruptible():
+            stack.stop()
+        log.info("stack stopped")
+
+
+@contextlib.contextmanager
+def _uninterruptible():
+    """A second Ctrl-C must not cut the shutdown short and leave the server or a job behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _exit_on_sigterm(signum, frame):
+    # Unwinds like Ctrl-C, so the stack stops on the way out (`kill`, a CI runner's timeout).
+    raise SystemExit(128 + signum)
+
+
+def _describe_now(stack, names):
+    sfn = stack.client("stepfunctions")
+    described = {}
+    for name in names:
+        try:
+            described[name] = sfn.describe_execution(executionArn=stack.resources.execution_arn(name))
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ExecutionDoesNotExist":
+                raise
+            described[name] = None  # the S3 event never started it: reported as NOT_STARTED
+    return described
+
+
+def _print_results(out, notifications, status, totals, totals_error):
+    out.write("== notifications (%d)\n" % len(notifications))
+    for i, body in enumerate(notifications, 1):
+        out.write("-- %d\n%s\n" % (i, body.rstrip("\n")))
+    out.write("== GET /status\n%s\n" % json.dumps(status, indent=2, sort_keys=True))
+    out.write("== totals over the processed table (Athena)\n")
+    if totals is None:
+        out.write("none: %s\n" % totals_error)
+    else:
+        width = max(len(k) for k in totals)
+        for key, value in totals.items():
+            out.write("%-*s  %s\n" % (width, key, value))
+    out.flush()
+
+
+def configure_logging():
+    """Progress lines to stderr, one per step; the engines' chatter stays quiet."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("local", "deploy"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    # "local.embedded" announces the endpoint, which the stack reports itself
+    for noisy in ("werkzeug", "botocore", "boto3", "urllib3", "moto", "local.embedded"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def main(args):
+    """Entry point of ``python -m local run`` with parsed arguments. Returns the exit status."""
+    if args.seed is not None and args.files:
+        log.error("--seed applies to a generated batch (--rows), not to --file")
+        return EXIT_USAGE
+    for path in args.files or ():
+        if not os.path.isfile(path):
+            log.error("no such file: %s", path)
+            return EXIT_USAGE
+    from deploy import DeployError
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        log.error("interrupted: stack stopped")
+        return EXIT_INTERRUPTED
+    except DeployError as error:
+        log.error("deploy failed: %s", error)
+        return EXIT_FAILED
+    except OSError as error:  # e.g. --port taken, a file unreadable
+        log.error("error: %s", error)
+        return EXIT_FAILED

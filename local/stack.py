@@ -1,0 +1,419 @@
+"""The whole pipeline on one laptop, in one object: embedded AWS, the deploy, S3 events, the app.
+
+``LocalStack`` starts the embedded moto server (with the Glue/crawler/Athena adapters), runs the
+project's own deploy for the ``local`` stage against it, routes the landing bucket's S3 events to
+the Chalice ``on_landing`` handler and collects what the SNS topic publishes. Everything after
+``land()`` is driven by the S3 event, as on AWS.
+"""
+import importlib.util
+import io
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import boto3
+from botocore.exceptions import ClientError
+
+from chalicelib import naming
+from chalicelib.queries import parse_totals, totals_sql
+from chalicelib.resources import INCOMING_PREFIX
+from chalicelib.settings import DEFAULT_REGION
+from local.events import LandingEvents
+
+log = logging.getLogger("local")
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STAGE = "local"
+# The local crawler stand-in finishes in milliseconds: the state machine need not wait between polls.
+POLL_SECONDS = 0
+TERMINAL_STATES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+
+
+class ExecutionTimeout(TimeoutError):
+    """Executions did not end in time; ``pending`` maps each execution name to its last state."""
+
+    def __init__(self, timeout, pending):
+        self.timeout = timeout
+        self.pending = dict(pending)
+        described = ", ".join(
+            "%s (%s)" % (name, state or "never started: was the S3 event delivered?")
+            for name, state in sorted(self.pending.items()))
+        super().__init__(
+            "timed out after %g s waiting for %d execution(s): %s. Raise the timeout, or look at the "
+            "event and Glue log lines above for what is stuck." % (timeout, len(self.pending), described))
+
+
+class QueryFailed(RuntimeError):
+    """An Athena query ended FAILED or CANCELLED."""
+
+
+@dataclass(frozen=True)
+class Landed:
+    """One object put into the landing bucket."""
+
+    bucket: str
+    key: str
+    etag: str
+    size: int
+
+    @property
+    def uri(self):
+        return "s3://%s/%s" % (self.bucket, self.key)
+
+    @property
+    def execution_name(self):
+        """The execution the S3 event starts (chalicelib.naming, as the trigger names it)."""
+        return naming.execution_name(self.bucket, self.key, self.etag)
+
+    @property
+    def source_id(self):
+        return naming.source_id(self.bucket, self.key, self.etag)
+
+
+class ChaliceApp:
+    """The project's Chalice app for one stage, called as Lambda and API Gateway would call it.
+
+    Uses ``chalice.test.Client``, which applies the stage's environment variables from
+    ``.chalice/config.json`` while a handler runs. It does so by swapping ``os.environ`` for the
+    whole process, so calls are serialized: the event poller and ``status()`` run on different
+    threads.
+    """
+
+    def __init__(self, project_dir, stage):
+        from chalice.cli.factory import CLIFactory
+        from chalice.test import Client
+
+        self.project_dir = project_dir
+        self.stage = stage
+        self.environment = dict(
+            CLIFactory(project_dir).create_config_obj(chalice_stage_name=stage).environment_variables or {})
+        self.app = self._load_app()
+        self._route_app_log()
+        self._client = Client(self.app, stage_name=stage, project_dir=project_dir)
+        self._lock = threading.Lock()
+
+    def _load_app(self):
+        # app.py reads its settings when it is imported (the S3 event's bucket is fixed then), so
+        # import a fresh copy with the stage's environment applied, as chalice does at deploy time.
+        path = os.path.join(self.project_dir, "app.py")
+        if not os.path.exists(path):
+            raise RuntimeError("no app.py in %s: run from the project's root" % self.project_dir)
+        added_path = self.project_dir not in sys.path
+        if added_path:
+            sys.path.insert(0, self.project_dir)
+        spec = importlib.util.spec_from_file_location("app", path)
+        module = importlib.util.module_from_spec(spec)
+        saved_env = {k: os.environ.get(k) for k in self.environment}
+        saved_module = sys.modules.get("app")
+        sys.modules["app"] = module
+        try:
+            os.environ.update(self.environment)
+            spec.loader.exec_module(module)
+        finally:
+            for name, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            if saved_module is None:
+                sys.modules.pop("app", None)
+            else:
+                sys.modules["app"] = saved_module
+            if added_path:
+                sys.path.remove(self.project_dir)
+        return module.app
+
+    def _route_app_log(self):
+        # Chalice logs to stdout, which Lambda ships to CloudWatch; here stdout carries results, and
+        # the event poller already reports each invocation: only the app's warnings are shown.
+        app_log = self.app.log
+        for handler in list(app_log.handlers):
+            if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.stderr):
+                app_log.removeHandler(handler)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("app %(name)s: %(levelname)s %(message)s"))
+        handler.setLevel(logging.WARNING)
+        app_log.addHandler(handler)
+
+    def invoke(self, function_name, event):
+        """Run a Lambda handler of the app with ``event``. Returns its result; raises what it raises."""
+        with self._lock:
+            return self._client.lambda_.invoke(function_name, event).payload
+
+    def get(self, path):
+        """GET a route of the app. Returns (status code, parsed JSON body or None)."""
+        with self._lock:
+            response = self._client.http.get(path)
+        return response.status_code, response.json_body
+
+
+class NotificationInbox:
+    """An SQS queue subscribed (raw message delivery) to the pipeline's SNS topic."""
+
+    def __init__(self, resources, sns_client=None, sqs_client=None):
+        self.resources = resources
+        self._sns = sns_client
+        self._sqs = sqs_client
+        self.queue_url = None
+        self.messages = []
+
+    @property
+    def sns(self):
+        if self._sns is None:
+            self._sns = boto3.client("sns")
+        return self._sns
+
+    @property
+    def sqs(self):
+        if self._sqs is None:
+            self._sqs = boto3.client("sqs")
+        return self._sqs
+
+    def subscribe(self):
+        """Create the queue and subscribe it to the topic. Returns the queue URL."""
+        self.queue_url = self.sqs.create_queue(QueueName="%s-inbox" % self.resources.topic_name)["QueueUrl"]
+        queue_arn = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.sns.subscribe(TopicArn=self.resources.topic_arn, Protocol="sqs", Endpoint=queue_arn,
+                           Attributes={"RawMessageDelivery": "true"})
+        return self.queue_url
+
+    def collect(self, wait_seconds=0):
+        """Receive what has arrived (waiting up to ``wait_seconds`` for a first message).
+
+        Returns every message body received so far, in arrival order.
+        """
+        wait = wait_seconds
+        while True:
+            response = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
+                                                WaitTimeSeconds=wait)
+            batch = response.get("Messages", [])
+            if not batch:
+                return list(self.messages)
+            for message in batch:
+                self.messages.append(message["Body"])
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+            wait = 0
+
+
+class LocalStack:
+    """The embedded stack with the ``local`` stage deployed and S3 events flowing.
+
+    Usable as a context manager; ``stop()`` is idempotent and leaves no server or thread behind.
+    """
+
+    def __init__(self, project_dir=PROJECT_DIR, port=0, work_dir=None, stage=STAGE):
+        self.project_dir = os.path.abspath(project_dir)
+        self.port = port
+        self.work_dir = work_dir or os.path.join(self.project_dir, ".local-stack")
+        self.stage = stage
+        self.resources = None
+        self.embedded = None
+        self.app = None
+        self.events = None
+        self.inbox = None
+        self.deploy_result = None
+        self._landed_keys = set()
+        self._clients = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self):
+        """Start the server, deploy the stage, wire events and notifications. Returns self."""
+        from local import embedded
+
+        try:
+            self.embedded = embedded.start(port=self.port, work_dir=self.work_dir)
+            log.info("stack up on %s", self.embedded.endpoint_url)
+            self.deploy_result = self._deploy()
+            self.resources = self.deploy_result.resources
+            self.app = ChaliceApp(self.project_dir, self.stage)
+            self.events = LandingEvents(self.resources, self.app.invoke,
+                                        s3_client=self.client("s3"), sqs_client=self.client("sqs"))
+            self.events.configure()
+            self.events.start()
+            self.inbox = NotificationInbox(self.resources, sns_client=self.client("sns"),
+                                           sqs_client=self.client("sqs"))
+            self.inbox.subscribe()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _deploy(self):
+        import deploy
+
+        # The deploy takes a stage's settings from the environment over what .chalice/config.json
+        # holds: pass only what reaches AWS, so a run rewrites the checked-in local stage unchanged
+        # whatever this shell sets, except that the local stage never waits between crawler polls.
+        environ = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+        environ["POLL_SECONDS"] = str(POLL_SECONDS)
+        output = io.StringIO()
+        try:
+            result = deploy.up(self.stage, project_dir=self.project_dir, environ=environ, out=output)
+        except Exception:
+            if output.getvalue().strip():
+                log.error("deploy of stage %s failed; its output:\n%s", self.stage, output.getvalue().rstrip())
+            raise
+        log.debug("%s", output.getvalue().rstrip())
+        counts = ", ".join("%d %s" % (n, action) for action, n in sorted(result.counts().items()))
+        log.info("deployed stage %s (%d resources: %s)", self.stage, len(result.changes), counts)
+        return result
+
+    def stop(self):
+        """Stop event delivery and the server (which restores the environment). Safe to call twice."""
+        events, self.events = self.events, None
+        if events is not None:
+            events.stop()
+        embedded, self.embedded = self.embedded, None
+        if embedded is not None:
+            embedded.stop()
+        self._clients = {}
+
+    def __enter__(self):
+        return self.start() if self.embedded is None else self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def client(self, service):
+        """A boto3 client for the stack (one per service, shared)."""
+        if service not in self._clients:
+            if self.embedded is None:
+                raise RuntimeError("the stack is not running: call start() first")
+            self._clients[service] = self.embedded.client(service)
+        return self._clients[service]
+
+    @property
+    def endpoint_url(self):
+        if self.embedded is None:
+            raise RuntimeError("the stack is not running: call start() first")
+        return self.embedded.endpoint_url
+
+    @property
+    def region(self):
+        return self.embedded.region if self.embedded is not None else DEFAULT_REGION
+
+    # -- using it -----------------------------------------------------------------------------
+    def land(self, path_or_bytes, key=None):
+        """Put a file's bytes, unchanged, into the landing bucket under ``incoming/``.
+
+        ``key`` defaults to ``incoming/<file name>`` (``incoming/batch.json`` for bytes), made unique
+        within this stack. Returns a ``Landed``; its S3 event starts the pipeline.
+        """
+        if isinstance(path_or_bytes, (bytes, bytearray)):
+            body, name = bytes(path_or_bytes), "batch.json"
+        else:
+            with open(path_or_bytes, "rb") as f:
+                body = f.read()
+            name = os.path.basename(os.fspath(path_or_bytes))
+        if key is None:
+            key = unique_key(INCOMING_PREFIX + name, self._landed_keys)
+        elif not key.startswith(INCOMING_PREFIX) or key.endswith("/"):
+            raise ValueError("landing keys start with %r and name an object, got %r" % (INCOMING_PREFIX, key))
+        self._landed_keys.add(key)
+        bucket = self.resources.landing_bucket
+        response = self.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+        landed = Landed(bucket=bucket, key=key, etag=response["ETag"].strip('"'), size=len(body))
+        log.info("landed %s (%d bytes)", landed.uri, landed.size)
+        return landed
+
+    def wait_for_executions(self, names, timeout=300.0, poll_seconds=0.2):
+        """Wait until every named execution has ended (see ``wait_for_executions``)."""
+        return wait_for_executions(self.client("stepfunctions"), self.resources, names,
+                                   timeout=timeout, poll_seconds=poll_seconds)
+
+    def status(self, limit=None):
+        """The app's ``GET /status`` response body. Raises RuntimeError on a non-200 answer."""
+        path = "/status" if limit is None else "/status?limit=%d" % limit
+        code, body = self.app.get(path)
+        if code != 200:
+            raise RuntimeError("GET %s answered %s: %s" % (path, code, body))
+        return body
+
+    def notifications(self, wait_seconds=0):
+        """Every message the SNS topic published so far (bodies, in arrival order)."""
+        return self.inbox.collect(wait_seconds=wait_seconds)
+
+    def query_totals(self, timeout=60.0):
+        """Run the totals query over the whole processed table once, through Athena.
+
+        Returns ``{summary key: number}`` (chalicelib.queries.parse_totals). Raises QueryFailed.
+        """
+        athena = self.client("athena")
+        database = self.resources.glue_database
+        qid = athena.start_query_execution(
+            QueryString=totals_sql(database, self.resources.processed_table),
+            QueryExecutionContext={"Database": database},
+            WorkGroup=self.resources.athena_workgroup,
+        )["QueryExecutionId"]
+        deadline = time.monotonic() + timeout
+        while True:
+            status = athena.get_query_execution(QueryExecutionId=qid)["QueryExecution"]["Status"]
+            if status["State"] == "SUCCEEDED":
+                break
+            if status["State"] in ("FAILED", "CANCELLED"):
+                raise QueryFailed("totals query %s %s: %s" % (
+                    qid, status["State"], status.get("StateChangeReason", "no reason given")))
+            if time.monotonic() >= deadline:
+                raise QueryFailed("totals query %s still %s after %g s" % (qid, status["State"], timeout))
+            time.sleep(0.1)
+        rows = athena.get_query_results(QueryExecutionId=qid)["ResultSet"]["Rows"]
+        if len(rows) < 2:
+            raise QueryFailed("totals query %s returned no data row" % qid)
+        return parse_totals([cell.get("VarCharValue") for cell in rows[1]["Data"]])
+
+
+def unique_key(key, taken):
+    """``key``, or ``<folder>/<stem>-N.<ext>`` with the smallest N >= 2 not in ``taken``.
+
+    Two landed files of the same name must not overwrite each other: the first execution would
+    read the second file.
+    """
+    folder, _, name = key.rpartition("/")
+    stem, dot, ext = name.partition(".")
+    candidate, n = key, 1
+    while candidate in taken:
+        n += 1
+        candidate = "%s/%s-%d%s%s" % (folder, stem, n, dot, ext)
+    return candidate
+
+
+def wait_for_executions(sfn, resources, names, timeout=300.0, poll_seconds=0.2):
+    """Wait until every named execution of the stage's state machine has ended.
+
+    An execution that does not exist yet is waited for (its S3 event may still be on the way).
+    Returns ``{name: describe_execution response}`` in the order given. Raises ExecutionTimeout
+    naming the executions still running (or never started) after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    done, state = {}, {name: None for name in names}
+    while True:
+        for name in names:
+            if name in done:
+                continue
+            try:
+                described = sfn.describe_execution(executionArn=resources.execution_arn(name))
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "ExecutionDoesNotExist":
+                    raise
+                continue
+            state[name] = described["status"]
+            if described["status"] in TERMINAL_STATES:
+                done[name] = described
+                log.info("execution %s: %s in %s", name, described["status"], _duration(described))
+        if len(done) == len(state):
+            return {name: done[name] for name in names}
+        if time.monotonic() >= deadline:
+            raise ExecutionTimeout(timeout, {n: s for n, s in state.items() if n not in done})
+        time.sleep(poll_seconds)
+
+
+def _duration(described):
+    start, stop = described.get("startDate"), described.get("stopDate")
+    if start is None or stop is None:
+        return "?"
+    return "%.1f s" % (stop - start).total_seconds()
+
