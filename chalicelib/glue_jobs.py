@@ -3,6 +3,10 @@
 ``python -m deploy up`` creates exactly these (each ``*_definition`` is the keyword arguments of the
 matching boto3 create call); the local stack reads the same definitions back through the Glue
 API, so what runs locally is what is deployed. Stdlib only: chalicelib is packaged into the Lambda.
+
+Sizes and limits a stage may tune (job capacity, the Athena scan cutoff) come from
+``chalicelib.settings.Settings``; the functions take the stage's settings and default to
+``Settings()``.
 """
 import json
 
@@ -12,13 +16,14 @@ from chalicelib.resources import (
     PROCESSED_PREFIX,
     RAW_PREFIX,
 )
+from chalicelib.settings import Settings
 
 # Glue Python shell on Python 3.9: the newest runtime Glue offers for shell jobs.
 JOB_COMMAND = "pythonshell"
 PYTHON_VERSION = "3.9"
 GLUE_VERSION = "3.0"
-# 1/16 DPU: the smallest shell job; both jobs stream their input and stay well inside its 1 GB.
-MAX_CAPACITY = 0.0625
+# Capacity is Settings.glue_job_dpu: 1/16 DPU by default, the smallest shell job; both jobs
+# stream their input and stay well inside its 1 GB.
 # What the scripts import beyond the standard library and boto3, pinned to the newest versions
 # pip resolves on Glue's Python 3.9 (the local stack and tests pin the same DuckDB).
 ADDITIONAL_PYTHON_MODULES = ("duckdb==1.4.5", "pyarrow==21.0.0")
@@ -80,7 +85,7 @@ def database_definition(resources):
     }
 
 
-def _job(resources, name, step, script, description):
+def _job(resources, settings, name, step, script, description):
     return {
         "Name": name,
         "Description": description,
@@ -91,7 +96,7 @@ def _job(resources, name, step, script, description):
             "PythonVersion": PYTHON_VERSION,
         },
         "GlueVersion": GLUE_VERSION,
-        "MaxCapacity": MAX_CAPACITY,
+        "MaxCapacity": settings.glue_job_dpu,
         "Timeout": JOB_TIMEOUT_MINUTES[step],
         # The state machine owns retries: it knows which errors are transient.
         "MaxRetries": 0,
@@ -104,12 +109,14 @@ def _job(resources, name, step, script, description):
     }
 
 
-def job_definitions(resources):
+def job_definitions(resources, settings=None):
     """Keyword arguments of ``glue.create_job`` for both jobs, in pipeline order."""
+    settings = settings or Settings()
     return [
-        _job(resources, resources.json_to_parquet_job, "json-to-parquet", JSON_TO_PARQUET_SCRIPT,
+        _job(resources, settings, resources.json_to_parquet_job, "json-to-parquet",
+             JSON_TO_PARQUET_SCRIPT,
              "NDJSON landing object -> typed Parquet in the raw zone; bad lines to quarantine"),
-        _job(resources, resources.normalize_job, "normalize", NORMALIZE_SCRIPT,
+        _job(resources, settings, resources.normalize_job, "normalize", NORMALIZE_SCRIPT,
              "Raw Parquet -> PII-free, de-duplicated, date-partitioned processed zone"),
     ]
 
@@ -138,12 +145,14 @@ def crawler_definitions(resources):
     ]
 
 
-def workgroup_definition(resources):
+def workgroup_definition(resources, settings=None):
     """Keyword arguments of ``athena.create_work_group``.
 
     The workgroup's settings are enforced, so every query lands its results (encrypted) under
-    ``athena-results/`` of the lake bucket whatever the caller asks for.
+    ``athena-results/`` of the lake bucket whatever the caller asks for, and a query that scans
+    more than ``settings.athena_bytes_scanned_cutoff`` bytes is cancelled.
     """
+    settings = settings or Settings()
     return {
         "Name": resources.athena_workgroup,
         "Description": "Shipping ETL (%s) queries" % resources.stage,
@@ -153,6 +162,7 @@ def workgroup_definition(resources):
                 "EncryptionConfiguration": {"EncryptionOption": "SSE_S3"},
             },
             "EnforceWorkGroupConfiguration": True,
+            "BytesScannedCutoffPerQuery": settings.athena_bytes_scanned_cutoff,
             "PublishCloudWatchMetricsEnabled": True,
             "EngineVersion": {"SelectedEngineVersion": "Athena engine version 3"},
         },

@@ -17,6 +17,8 @@ ATHENA_RESULTS_PREFIX = "athena-results/"
 GLUE_ASSETS_PREFIX = "glue-assets/"
 # Prefix in the landing bucket that triggers the pipeline.
 INCOMING_PREFIX = "incoming/"
+# app.py's handlers other than the API's (chalice names their functions after them).
+LAMBDA_HANDLERS = ("on_landing", "generate_batch")
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,37 @@ class Resources:
 
     def execution_arn(self, execution_name):
         return self._arn("states", "execution:%s:%s" % (self.state_machine_name, execution_name))
+
+    @property
+    def state_machine_log_group(self):
+        # /aws/vendedlogs/ is the prefix AWS recommends for logs delivered on a service's behalf:
+        # it keeps the account's CloudWatch Logs resource policy from growing per log group.
+        return "/aws/vendedlogs/states/%s" % self.state_machine_name
+
+    @property
+    def state_machine_log_group_arn(self):
+        return self._arn("logs", "log-group:%s" % self.state_machine_log_group)
+
+    # -- Lambda -------------------------------------------------------------------------------
+    @property
+    def lambda_functions(self):
+        """Names chalice gives the stage's functions: ``<app>-<stage>`` serves the API, the
+        others are ``<app>-<stage>-<handler>``."""
+        return [self.prefix] + ["%s-%s" % (self.prefix, handler) for handler in LAMBDA_HANDLERS]
+
+    @property
+    def lambda_log_groups(self):
+        return ["/aws/lambda/%s" % name for name in self.lambda_functions]
+
+    # -- KMS --------------------------------------------------------------------------------
+    @property
+    def kms_key_alias(self):
+        """The stage's customer managed key: encrypts the topic and the state machine's logs."""
+        return "alias/%s" % self.prefix
+
+    @property
+    def kms_key_alias_arn(self):
+        return self._arn("kms", self.kms_key_alias)
 
     # -- IAM --------------------------------------------------------------------------------
     @property

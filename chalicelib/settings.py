@@ -6,11 +6,75 @@ time, which is how the decorators see the right bucket for the stage. Locally th
 sets the same variables. Every default works for the local stack.
 """
 import os
+import re
 from dataclasses import dataclass
 
 APP_NAME = "shipping-etl"
 LOCAL_ACCOUNT_ID = "123456789012"  # moto's default account
 DEFAULT_REGION = "us-east-1"
+
+
+# Values AWS accepts, checked here so a typo fails before the deploy changes anything.
+STATE_MACHINE_LOG_LEVELS = ("ALL", "ERROR", "FATAL", "OFF")
+GLUE_JOB_CAPACITIES = (0.0625, 1.0)  # the only two sizes of a Glue Python shell job, in DPU
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
+                      2192, 2557, 2922, 3288, 3653)  # CloudWatch Logs' allowed retention periods
+MIN_BYTES_SCANNED_CUTOFF = 10 * 1024 * 1024  # Athena's smallest per-query limit (10 MB)
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+# Settings only the deploy reads (``python -m deploy up``): environment variable, field, meaning.
+# The Lambdas never see them; the deploy keeps them per stage in .chalice/config.json.
+DEPLOY_SETTINGS = (
+    ("RAW_RETENTION_DAYS", "raw_retention_days",
+     "days before raw/ and quarantine/ objects (both hold PII) expire"),
+    ("LANDING_RETENTION_DAYS", "landing_retention_days",
+     "days before landing objects (PII) expire; 0 keeps them"),
+    ("ATHENA_RESULTS_RETENTION_DAYS", "athena_results_retention_days",
+     "days before Athena query results expire"),
+    ("LOG_RETENTION_DAYS", "log_retention_days",
+     "retention of the state machine's and the Lambdas' log groups (a CloudWatch Logs period)"),
+    ("GLUE_JOB_DPU", "glue_job_dpu", "capacity of each Glue Python shell job: 0.0625 or 1"),
+    ("NOTIFICATION_EMAIL", "notification_email",
+     "e-mail address subscribed to the notification topic; empty for none"),
+    ("STATE_MACHINE_LOG_LEVEL", "state_machine_log_level",
+     "state machine logging to CloudWatch Logs: ALL, ERROR, FATAL or OFF"),
+    ("STATE_MACHINE_TRACING", "state_machine_tracing", "X-Ray tracing of executions: true or false"),
+    ("ATHENA_BYTES_SCANNED_CUTOFF", "athena_bytes_scanned_cutoff",
+     "bytes one Athena query may scan before it is cancelled (at least 10485760)"),
+)
+
+
+def _choice(environ, name, default, choices, parse=str):
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = parse(raw.strip())
+    except ValueError:
+        value = None
+    if value not in choices:
+        raise ValueError("%s must be one of %s, got %r"
+                         % (name, ", ".join(str(c) for c in choices), raw))
+    return value
+
+
+def _bool(environ, name, default):
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    raise ValueError("%s must be true or false, got %r" % (name, raw))
+
+
+def _email(environ, name):
+    raw = (environ.get(name) or "").strip()
+    if raw and not _EMAIL.match(raw):
+        raise ValueError("%s must be an e-mail address (or empty), got %r" % (name, raw))
+    return raw
 
 
 def _int(environ, name, default, minimum=0):
@@ -36,17 +100,47 @@ class Settings:
     # Seconds between crawler polls in the state machine. AWS crawls take minutes, so polling
     # every 15 s costs nothing; the local stand-in crawls in milliseconds and polls with 0.
     poll_seconds: int = 15
+    # Deploy-only settings (see DEPLOY_SETTINGS).
+    raw_retention_days: int = 30
+    landing_retention_days: int = 90
+    athena_results_retention_days: int = 7
+    log_retention_days: int = 30
+    glue_job_dpu: float = 0.0625
+    notification_email: str = ""
+    state_machine_log_level: str = "ERROR"
+    state_machine_tracing: bool = False
+    # 10 GiB: $0.05 of Athena scanning; the pipeline's query reads a few columns of the
+    # processed table, so reaching it means the table has grown past what the query was sized for.
+    athena_bytes_scanned_cutoff: int = 10 * 1024 ** 3
 
     @classmethod
     def from_env(cls, environ=None):
+        """Settings from ``environ`` (default ``os.environ``); unset or empty names take the
+        defaults above. Raises ValueError naming the variable when a value is not usable."""
         env = os.environ if environ is None else environ
+        d = cls()
         return cls(
-            stage=env.get("APP_STAGE") or "local",
-            account_id=env.get("ACCOUNT_ID") or LOCAL_ACCOUNT_ID,
-            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
-            schedule_minutes=_int(env, "SCHEDULE_MINUTES", 10, minimum=1),
-            generator_rows=_int(env, "GENERATOR_ROWS", 100, minimum=1),
-            poll_seconds=_int(env, "POLL_SECONDS", 15, minimum=0),
+            stage=env.get("APP_STAGE") or d.stage,
+            account_id=env.get("ACCOUNT_ID") or d.account_id,
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or d.region,
+            schedule_minutes=_int(env, "SCHEDULE_MINUTES", d.schedule_minutes, minimum=1),
+            generator_rows=_int(env, "GENERATOR_ROWS", d.generator_rows, minimum=1),
+            poll_seconds=_int(env, "POLL_SECONDS", d.poll_seconds, minimum=0),
+            raw_retention_days=_int(env, "RAW_RETENTION_DAYS", d.raw_retention_days, minimum=1),
+            landing_retention_days=_int(env, "LANDING_RETENTION_DAYS", d.landing_retention_days,
+                                        minimum=0),
+            athena_results_retention_days=_int(env, "ATHENA_RESULTS_RETENTION_DAYS",
+                                               d.athena_results_retention_days, minimum=1),
+            log_retention_days=_choice(env, "LOG_RETENTION_DAYS", d.log_retention_days,
+                                       LOG_RETENTION_DAYS, int),
+            glue_job_dpu=_choice(env, "GLUE_JOB_DPU", d.glue_job_dpu, GLUE_JOB_CAPACITIES, float),
+            notification_email=_email(env, "NOTIFICATION_EMAIL"),
+            state_machine_log_level=_choice(env, "STATE_MACHINE_LOG_LEVEL", d.state_machine_log_level,
+                                            STATE_MACHINE_LOG_LEVELS, lambda v: v.upper()),
+            state_machine_tracing=_bool(env, "STATE_MACHINE_TRACING", d.state_machine_tracing),
+            athena_bytes_scanned_cutoff=_int(env, "ATHENA_BYTES_SCANNED_CUTOFF",
+                                             d.athena_bytes_scanned_cutoff,
+                                             minimum=MIN_BYTES_SCANNED_CUTOFF),
         )
 
     def lambda_environment(self):
@@ -58,3 +152,15 @@ class Settings:
             "GENERATOR_ROWS": str(self.generator_rows),
             "POLL_SECONDS": str(self.poll_seconds),
         }
+
+    def deploy_environment(self):
+        """The deploy-only settings as environment variables (all strings), as the deploy keeps them."""
+        values = {}
+        for name, field, _meaning in DEPLOY_SETTINGS:
+            value = getattr(self, field)
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, float):
+                value = repr(value)
+            values[name] = str(value)
+        return values

@@ -1,11 +1,15 @@
-"""The landing and lake buckets: created private, encrypted, TLS-only; emptied and removed on request.
+"""The landing and lake buckets: created private, encrypted, TLS-only, with retention rules;
+emptied and removed on request.
 
 Bucket notifications are left alone: ``chalice deploy`` owns the landing bucket's notification.
 """
 import json
+from collections import namedtuple
 
+from chalicelib.resources import ATHENA_RESULTS_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX
 from deploy import policies
 from deploy.context import ABSENT, CREATED, DELETED, UNCHANGED, UPDATED
+from deploy.diff import matches
 from deploy.errors import DeployError, has_code
 
 KIND = "s3 bucket"
@@ -18,6 +22,60 @@ PUBLIC_ACCESS_BLOCK = {
 SSE_ALGORITHM = "AES256"  # SSE-S3
 OBJECT_OWNERSHIP = "BucketOwnerEnforced"  # ACLs off: the account owns every object
 _MISSING = ("NoSuchBucket", "404", "NotFound")
+# An upload that never completes keeps its parts (billed, and possibly PII) until aborted.
+ABORT_MULTIPART_DAYS = 7
+# How long an overwritten or deleted landing object can still be recovered from its versions.
+NONCURRENT_VERSION_DAYS = 30
+
+# One bucket setting: how to read it, what it should be, how to apply it, how to compare.
+_Setting = namedtuple("_Setting", "label read desired apply same")
+
+
+def _rule(rule_id, prefix, **actions):
+    return dict({"ID": rule_id, "Filter": {"Prefix": prefix}, "Status": "Enabled"}, **actions)
+
+
+def _abort_multipart():
+    return _rule("abort-incomplete-multipart-uploads", "",
+                 AbortIncompleteMultipartUpload={"DaysAfterInitiation": ABORT_MULTIPART_DAYS})
+
+
+def landing_lifecycle(settings):
+    """Lifecycle rules of the (versioned) landing bucket, sorted by ID.
+
+    Landing objects hold PII: they expire after ``settings.landing_retention_days`` (0 keeps
+    them); a replaced or expired version goes ``NONCURRENT_VERSION_DAYS`` later, and the delete
+    marker left behind after it.
+    """
+    rules = [
+        _abort_multipart(),
+        _rule("expire-noncurrent-versions", "",
+              NoncurrentVersionExpiration={"NoncurrentDays": NONCURRENT_VERSION_DAYS},
+              # S3 refuses ExpiredObjectDeleteMarker in a rule that also expires by Days.
+              Expiration={"ExpiredObjectDeleteMarker": True}),
+    ]
+    if settings.landing_retention_days > 0:
+        rules.append(_rule("expire-landing-objects", "",
+                           Expiration={"Days": settings.landing_retention_days}))
+    return sorted(rules, key=lambda rule: rule["ID"])
+
+
+def lake_lifecycle(settings):
+    """Lifecycle rules of the lake bucket, sorted by ID.
+
+    The raw and quarantine zones hold PII (names, addresses; quarantined lines verbatim) and
+    expire after ``settings.raw_retention_days``; Athena results after
+    ``settings.athena_results_retention_days``. The processed zone (no PII) and the manifests stay.
+    """
+    rules = [
+        _abort_multipart(),
+        _rule("expire-raw-zone", RAW_PREFIX, Expiration={"Days": settings.raw_retention_days}),
+        _rule("expire-quarantine-zone", QUARANTINE_PREFIX,
+              Expiration={"Days": settings.raw_retention_days}),
+        _rule("expire-athena-results", ATHENA_RESULTS_PREFIX,
+              Expiration={"Days": settings.athena_results_retention_days}),
+    ]
+    return sorted(rules, key=lambda rule: rule["ID"])
 
 
 def bucket_exists(ctx, name):
@@ -93,45 +151,80 @@ def _policy(s3, name):
         raise
 
 
-def _settings(name, tls_only):
-    """(label, read current value, desired value, apply) for each bucket setting, in apply order."""
+def _versioning(s3, name):
+    return s3.get_bucket_versioning(Bucket=name).get("Status")
+
+
+def _lifecycle(s3, name):
+    """The bucket's lifecycle rules sorted by ID, or None."""
+    try:
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=name)["Rules"]
+    except Exception as exc:
+        if has_code(exc, "NoSuchLifecycleConfiguration"):
+            return None
+        raise
+    return sorted(rules, key=lambda rule: rule.get("ID", ""))
+
+
+def _equal(desired, current):
+    return desired == current
+
+
+def _settings(name, tls_only, versioned, lifecycle_rules):
+    """The bucket's settings (``_Setting``), in apply order."""
     settings = [
-        ("public access block", _public_access_block, PUBLIC_ACCESS_BLOCK,
-         lambda s3: s3.put_public_access_block(
-             Bucket=name, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)),
-        ("encryption", _sse_algorithm, SSE_ALGORITHM,
-         lambda s3: s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
-             "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": SSE_ALGORITHM}}]})),
-        ("object ownership", _object_ownership, OBJECT_OWNERSHIP,
-         lambda s3: s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls={
-             "Rules": [{"ObjectOwnership": OBJECT_OWNERSHIP}]})),
+        _Setting("public access block", _public_access_block, PUBLIC_ACCESS_BLOCK,
+                 lambda s3: s3.put_public_access_block(
+                     Bucket=name, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK), _equal),
+        _Setting("encryption", _sse_algorithm, SSE_ALGORITHM,
+                 lambda s3: s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
+                     "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": SSE_ALGORITHM}}]}),
+                 _equal),
+        _Setting("object ownership", _object_ownership, OBJECT_OWNERSHIP,
+                 lambda s3: s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls={
+                     "Rules": [{"ObjectOwnership": OBJECT_OWNERSHIP}]}), _equal),
     ]
     if tls_only:
         policy = policies.tls_only_bucket_policy(name)
-        settings.append(("TLS-only policy", _policy, policy,
-                         lambda s3: s3.put_bucket_policy(Bucket=name, Policy=json.dumps(policy))))
+        settings.append(_Setting(
+            "TLS-only policy", _policy, policy,
+            lambda s3: s3.put_bucket_policy(Bucket=name, Policy=json.dumps(policy)), _equal))
+    if versioned:
+        settings.append(_Setting(
+            "versioning", _versioning, "Enabled",
+            lambda s3: s3.put_bucket_versioning(
+                Bucket=name, VersioningConfiguration={"Status": "Enabled"}), _equal))
+    if lifecycle_rules:
+        rules = [dict(rule) for rule in lifecycle_rules]
+        # S3 answers with what was put plus defaults, so a rule matches when it holds ours.
+        settings.append(_Setting(
+            "lifecycle rules", _lifecycle, rules,
+            lambda s3: s3.put_bucket_lifecycle_configuration(
+                Bucket=name, LifecycleConfiguration={"Rules": rules}), matches))
     return settings
 
 
-def ensure_bucket(ctx, name, tls_only=True):
-    """Create ``name`` if missing and bring its security settings to the desired state.
+def ensure_bucket(ctx, name, tls_only=True, versioned=False, lifecycle_rules=()):
+    """Create ``name`` if missing and bring its security and retention settings to the desired state.
 
     ``tls_only`` adds the policy refusing plain-HTTP requests. Emulators must go without it:
     moto evaluates bucket policies but not their conditions, so the conditional Deny would
-    deny every object request. Returns the Change. Raises DeployError when another account
-    owns the name.
+    deny every object request. ``versioned`` turns versioning on (it is never turned off
+    again: S3 can only suspend it). ``lifecycle_rules`` replace the bucket's lifecycle
+    configuration whenever they differ. Returns the Change. Raises DeployError when another
+    account owns the name.
     """
     s3 = ctx.client("s3")
     exists = bucket_exists(ctx, name)
     if not exists and not ctx.dry_run:
         _create(ctx, name)
     changed = []
-    for label, read, desired, apply in _settings(name, tls_only):
-        current = read(s3, name) if exists else None
-        if current != desired:
-            changed.append(label)
+    for setting in _settings(name, tls_only, versioned, lifecycle_rules):
+        current = setting.read(s3, name) if exists else None
+        if not setting.same(setting.desired, current):
+            changed.append(setting.label)
             if not ctx.dry_run:
-                apply(s3)
+                setting.apply(s3)
     if not exists:
         return ctx.record(CREATED, KIND, name)
     if changed:

@@ -17,7 +17,19 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib import glue_jobs
 from chalicelib.resources import Resources
 from chalicelib.settings import DEFAULT_REGION, Settings
-from deploy import assets, athena, buckets, chalice_config, glue, iam, policies, stepfunctions, topic
+from deploy import (
+    assets,
+    athena,
+    buckets,
+    chalice_config,
+    glue,
+    iam,
+    kms,
+    logs,
+    policies,
+    stepfunctions,
+    topic,
+)
 from deploy.context import ABSENT, KEPT, UNCHANGED, DeployContext, label
 from deploy.errors import DeployError, explain, is_aws_endpoint
 
@@ -62,15 +74,19 @@ def _account_id(session, region):
     return session.client("sts", region_name=region).get_caller_identity()["Account"]
 
 
-def stage_settings(stage, account_id, region, project_dir, environ):
-    """Settings for ``stage``: the environment over the stage's current config values.
+def stage_settings(stage, account_id, region, project_dir, environ, overrides=None):
+    """Settings for ``stage``: ``overrides``, then the environment, over the stage's config values.
 
-    A value set in the environment wins; otherwise what ``.chalice/config.json`` holds for the
-    stage is kept, so a deploy never resets a tuned value to its default. Stage, account and
-    region are the deploy's own.
+    ``overrides`` (``--set NAME=VALUE``) win, even when empty (that clears a value such as
+    NOTIFICATION_EMAIL); then a value set non-empty in the environment; otherwise what
+    ``.chalice/config.json`` holds for the stage is kept, so a deploy never resets a tuned value
+    to its default. Stage, account and region are the deploy's own. Raises DeployError for an
+    unusable value.
     """
     merged = chalice_config.stage_environment(project_dir, stage)
+    merged.update(chalice_config.stage_deploy_settings(project_dir, stage))
     merged.update((key, value) for key, value in environ.items() if value != "")
+    merged.update(overrides or {})
     try:
         settings = Settings.from_env(merged)
     except ValueError as exc:
@@ -115,14 +131,16 @@ def _run(body):
 
 
 def up(stage, region=None, project_dir=None, dry_run=False, session=None, environ=None,
-       out=None, sleep=time.sleep, tls_only_policy=None):
+       out=None, sleep=time.sleep, tls_only_policy=None, overrides=None):
     """Create or update every resource of ``stage`` and write its Chalice config and policy.
 
     ``project_dir`` is the Chalice project (the repository root by default): ``.chalice/`` is
     written there and ``glue/`` and ``chalicelib/`` are read from there. Progress goes to
     ``out`` (stdout by default). ``tls_only_policy``: put the TLS-only bucket policies; by
     default only when the endpoint is AWS's (emulators deny everything under such a policy, see
-    ``deploy.buckets.ensure_bucket``). Returns a DeployResult; raises DeployError with what to do.
+    ``deploy.buckets.ensure_bucket``). ``overrides``: ``{setting name: value}`` over the
+    environment and the stage's kept values (see ``stage_settings``). Returns a DeployResult;
+    raises DeployError with what to do.
     """
     environ = os.environ if environ is None else environ
     project_dir = Path(project_dir) if project_dir else REPO_ROOT
@@ -130,7 +148,8 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
     def body():
         ctx = _begin(stage, region, session, environ, out, dry_run, sleep)
         resources = ctx.resources
-        settings = stage_settings(stage, resources.account_id, resources.region, project_dir, environ)
+        settings = stage_settings(stage, resources.account_id, resources.region, project_dir, environ,
+                                  overrides)
         # Everything read from disk or built locally first: a missing file stops the deploy
         # before it changes anything.
         payloads = assets.asset_payloads(project_dir)
@@ -142,22 +161,34 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
         if not tls_only:
             ctx.say("note: TLS-only bucket policies left out (%s)"
                     % ("turned off" if on_aws else "emulator endpoint"))
-        buckets.ensure_bucket(ctx, resources.landing_bucket, tls_only)
-        buckets.ensure_bucket(ctx, resources.lake_bucket, tls_only)
-        for name, description, trust, policy in iam.role_definitions(resources):
+        buckets.ensure_bucket(ctx, resources.landing_bucket, tls_only, versioned=True,
+                              lifecycle_rules=buckets.landing_lifecycle(settings))
+        buckets.ensure_bucket(ctx, resources.lake_bucket, tls_only,
+                              lifecycle_rules=buckets.lake_lifecycle(settings))
+        for name, description, trust, policy in iam.role_definitions(resources, settings):
             iam.ensure_role(ctx, name, description, trust, policy)
+        # After the roles: the key policy names the state machine's role.
+        _key_change, key_arn = kms.ensure_key(ctx, policies.kms_key_policy(resources))
         for key, payload in payloads.items():
             assets.ensure_asset(ctx, resources.lake_bucket, key, payload)
         glue.ensure_database(ctx, glue_jobs.database_definition(resources))
-        for job in glue_jobs.job_definitions(resources):
+        for job in glue_jobs.job_definitions(resources, settings):
             glue.ensure_job(ctx, job)
         for crawler in glue_jobs.crawler_definitions(resources):
             glue.ensure_crawler(ctx, crawler)
-        athena.ensure_workgroup(ctx, glue_jobs.workgroup_definition(resources))
+        athena.ensure_workgroup(ctx, glue_jobs.workgroup_definition(resources, settings))
         topic.ensure_topic(ctx)
-        stepfunctions.ensure_state_machine(ctx, definition)
-        chalice_config.write_config(ctx, project_dir, stage, settings.lambda_environment())
-        chalice_config.write_policy(ctx, project_dir, stage, policies.lambda_policy(resources))
+        topic.ensure_email_subscription(ctx, settings.notification_email)
+        # The Lambdas' groups too: made here, they get the retention and key before the
+        # functions first log (chalice's log_retention_in_days breaks its terraform packaging).
+        for group in [resources.state_machine_log_group] + resources.lambda_log_groups:
+            logs.ensure_log_group(ctx, group, settings.log_retention_days, key_arn)
+        stepfunctions.ensure_state_machine(ctx, definition, settings)
+        lambda_policies = policies.lambda_policies(resources)
+        chalice_config.write_config(ctx, project_dir, stage, settings.lambda_environment(),
+                                    settings.deploy_environment(), functions=list(lambda_policies))
+        for function, policy in lambda_policies.items():
+            chalice_config.write_policy(ctx, project_dir, stage, policy, function)
 
         _summary(ctx, "Stage %s:" % stage)
         if not dry_run:
@@ -191,6 +222,10 @@ def down(stage, region=None, delete_data=False, dry_run=False, session=None, env
         glue.delete_database(ctx, resources.glue_database)
         athena.delete_workgroup(ctx, resources.athena_workgroup)
         topic.delete_topic(ctx)
+        for group in [resources.state_machine_log_group] + resources.lambda_log_groups:
+            logs.delete_log_group(ctx, group)
+        # After the topic and the log group, which it encrypts.
+        kms.delete_key(ctx)
         assets.delete_assets(ctx, resources.lake_bucket)
         for name, _description, _trust, _policy in iam.role_definitions(resources):
             iam.delete_role(ctx, name)

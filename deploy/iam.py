@@ -10,15 +10,18 @@ KIND = "iam role"
 INLINE_POLICY_NAME = "access"
 
 
-def role_definitions(resources):
-    """``[(role name, description, trust document, inline policy document)]``."""
+def role_definitions(resources, settings=None):
+    """``[(role name, description, trust document, inline policy document)]``.
+
+    ``settings`` (the stage's) decide the state machine's logging and tracing permissions.
+    """
     return [
         (resources.glue_job_role, "Shipping ETL %s: Glue jobs" % resources.stage,
          policies.glue_trust(), policies.glue_job_policy(resources)),
         (resources.crawler_role, "Shipping ETL %s: Glue crawlers" % resources.stage,
          policies.glue_trust(), policies.crawler_policy(resources)),
         (resources.state_machine_role, "Shipping ETL %s: pipeline state machine" % resources.stage,
-         policies.state_machine_trust(resources), policies.state_machine_policy(resources)),
+         policies.state_machine_trust(resources), policies.state_machine_policy(resources, settings)),
     ]
 
 

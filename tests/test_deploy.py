@@ -17,7 +17,7 @@ from moto import mock_aws
 from chalicelib import glue_jobs
 from chalicelib.resources import Resources
 from chalicelib.settings import Settings
-from deploy import DeployError, down, up
+from deploy import DeployError, down, policies, up
 from deploy.__main__ import main
 from deploy.buckets import ensure_bucket
 from deploy.context import DeployContext
@@ -106,6 +106,9 @@ def leftovers():
     prefix = RESOURCES.prefix
     s3, iam, glue = boto3.client("s3"), boto3.client("iam"), boto3.client("glue")
     athena, sns, sfn = boto3.client("athena"), boto3.client("sns"), boto3.client("stepfunctions")
+    kms, logs = boto3.client("kms"), boto3.client("logs")
+    usable_keys = [k["KeyId"] for k in kms.list_keys()["Keys"]
+                   if kms.describe_key(KeyId=k["KeyId"])["KeyMetadata"]["KeyState"] != "PendingDeletion"]
     return {
         "buckets": [b["Name"] for b in s3.list_buckets()["Buckets"]],
         "roles": [r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"].startswith(prefix)],
@@ -115,16 +118,24 @@ def leftovers():
         "workgroups": [w["Name"] for w in athena.list_work_groups()["WorkGroups"] if w["Name"] != "primary"],
         "topics": [t["TopicArn"] for t in sns.list_topics()["Topics"]],
         "state_machines": [m["name"] for m in sfn.list_state_machines()["stateMachines"]],
+        "key_aliases": [a["AliasName"] for a in kms.list_aliases()["Aliases"]
+                        if a["AliasName"].startswith("alias/%s" % prefix)],
+        "usable_keys": usable_keys,
+        "log_groups": [g["logGroupName"] for g in logs.describe_log_groups()["logGroups"]],
+        "subscriptions": sns.list_subscriptions()["Subscriptions"],
     }
 
 
 # -- lifecycle --------------------------------------------------------------------------------
 def test_up_twice_then_down_leaves_nothing_behind(mocked, asl, project):
-    first = deploy_up(project)
+    first = deploy_up(project, overrides={"NOTIFICATION_EMAIL": "data-team@example.com"})
     second = deploy_up(project)
     assert first.changed and set(actions(first).values()) == {"created"}
     assert not second.changed, [c for c in second.changes if c.action != "unchanged"]
-    assert len(second.changes) == len(first.changes) == 18
+    # 2 buckets, 3 roles, key, 3 assets, database, 2 jobs, 2 crawlers, workgroup, topic,
+    # subscription, 4 log groups (state machine, 3 Lambdas), state machine, 4 chalice files
+    # (config, 3 policies).
+    assert len(second.changes) == len(first.changes) == 26
     present = leftovers()
     assert all(present.values()), present
 
@@ -267,11 +278,13 @@ def _statements(document):
 
 
 def _scoped(resource, statement):
-    """A resource of this stage, Glue's own log groups, the catalog, or "*" narrowed by a condition."""
+    """A resource of this stage, Glue's own log groups, the catalog, or "*" for actions that take
+    no resource (or narrowed by a condition)."""
     return (RESOURCES.prefix in resource or RESOURCES.glue_database in resource
             or ":log-group:/aws-glue/" in resource
             or resource.endswith((":catalog", ":datacatalog/AwsDataCatalog"))
-            or (resource == "*" and "Condition" in statement))
+            or (resource == "*" and ("Condition" in statement
+                                     or set(statement["Action"]) <= policies.STAR_ONLY_ACTIONS)))
 
 
 def test_role_policies_name_every_action(mocked, asl, project):
@@ -313,20 +326,26 @@ def test_chalice_config_gets_stage_environment_and_keeps_other_keys(mocked, asl,
     assert config_path.read_text().startswith('{\n    "version"')  # the file's own indentation
 
 
-def test_lambda_policy_file(mocked, asl, project):
+def test_lambda_policy_files(mocked, asl, project):
     deploy_up(project)
-    policy = json.loads((project / ".chalice" / "policy-dev.json").read_text())
     granted = {}
-    for statement in _statements(policy):
-        assert statement["Effect"] == "Allow"
-        for action in statement["Action"]:
-            assert "*" not in action
-            granted.setdefault(action, []).extend(statement["Resource"])
+    for name in ("policy-dev.json", "policy-dev-on_landing.json", "policy-dev-generate_batch.json"):
+        policy = json.loads((project / ".chalice" / name).read_text())
+        for statement in _statements(policy):
+            assert statement["Effect"] == "Allow"
+            for action in statement["Action"]:
+                assert "*" not in action
+                granted.setdefault(action, []).extend(statement["Resource"])
     assert granted["states:StartExecution"] == [RESOURCES.state_machine_arn]
-    assert granted["states:ListExecutions"] == [RESOURCES.state_machine_arn]
-    assert granted["states:DescribeExecution"] == [RESOURCES.execution_arn("*")]
+    machine = RESOURCES.state_machine_name
+    assert granted["states:ListExecutions"] == [
+        RESOURCES.state_machine_arn, "arn:aws:states:%s:%s:mapRun:%s/*" % (REGION, ACCOUNT, machine)]
+    assert granted["states:DescribeExecution"] == 2 * [  # the API handler and on_landing
+        RESOURCES.execution_arn("*"), "arn:aws:states:%s:%s:express:%s:*" % (REGION, ACCOUNT, machine)]
     assert granted["s3:PutObject"] == ["arn:aws:s3:::%s/incoming/*" % RESOURCES.landing_bucket]
-    assert {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"} <= set(granted)
+    assert sorted(granted["logs:PutLogEvents"]) == sorted(
+        "arn:aws:logs:%s:%s:log-group:%s:log-stream:*" % (REGION, ACCOUNT, group)
+        for group in RESOURCES.lambda_log_groups)
 
 
 def test_new_config_points_the_stage_at_its_policy_file(mocked, asl, project):
@@ -428,6 +447,7 @@ def test_dry_run_changes_nothing(mocked, asl, project):
 
 def test_dry_run_after_a_change_reports_it_but_keeps_the_old(mocked, asl, project):
     deploy_up(project)
+    before = leftovers()
     (project / "glue" / "normalize.py").write_text("print('changed')\n")
 
     planned = deploy_up(project, dry_run=True)
@@ -437,7 +457,7 @@ def test_dry_run_after_a_change_reports_it_but_keeps_the_old(mocked, asl, projec
     assert set(actions(removal).values()) == {"deleted"}
     body = boto3.client("s3").get_object(Bucket=RESOURCES.lake_bucket, Key="glue-assets/normalize.py")
     assert body["Body"].read() == b"# normalize.py\nprint('run')\n"
-    assert all(leftovers().values())
+    assert leftovers() == before
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -501,6 +521,21 @@ def test_cli_dry_run_and_error_exit(mocked, asl, project, capsys):
 
     assert main(["down", "--stage", "Bad_Stage"]) == 1
     assert "deploy: error: Stage 'Bad_Stage'" in capsys.readouterr().err
+
+
+def test_cli_set_applies_and_checks_settings(mocked, asl, project, capsys, monkeypatch):
+    # moto denies every object call under the TLS-only policy the CLI would put on AWS endpoints.
+    monkeypatch.setattr("deploy.__main__.up", functools.partial(up, tls_only_policy=False, environ={}))
+    args = ["up", "--stage", "dev", "--project-dir", str(project)]
+    assert main(args + ["--set", "GLUE_JOB_DPU=1", "--set", "NOTIFICATION_EMAIL=ops@example.com"]) == 0
+    assert boto3.client("glue").get_job(JobName=RESOURCES.normalize_job)["Job"]["MaxCapacity"] == 1.0
+    assert "ops@example.com" in capsys.readouterr().out
+
+    assert main(args + ["--set", "GLUE_JOB_DPU=2"]) == 1
+    assert "GLUE_JOB_DPU must be one of 0.0625, 1.0, got '2'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(args + ["--set", "NO_SUCH_SETTING=1"])
+    assert "NAME one of RAW_RETENTION_DAYS" in capsys.readouterr().err
 
 
 def test_cli_help_explains():
