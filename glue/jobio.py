@@ -1,0 +1,289 @@
+"""I/O shared by the Glue job scripts: arguments as Glue passes them, locations that are either
+``s3://bucket/key`` URIs or local paths, logging to stderr, and failures that say what to do.
+
+Shipped to Glue as the top-level module ``jobio`` in the ``--extra-py-files`` zip; imports only
+the standard library and boto3 (Python 3.9). boto3 reaches a local endpoint through the
+``AWS_ENDPOINT_URL`` environment variable, so the same code runs on Glue, on the local stack and
+on local files.
+"""
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+
+LOG = logging.getLogger("shipping_etl")
+
+# Key in the raw Parquet file's key-value metadata under which json_to_parquet stores its counts
+# {"source", "read", "valid", "quarantined"} (JSON) for normalize.
+COUNTS_METADATA_KEY = "shipping_etl.counts"
+S3_SCHEME = "s3://"
+# boto3's transfer manager splits objects above this into parallel parts.
+_MULTIPART_THRESHOLD = 64 * 1024 * 1024
+
+
+class JobError(Exception):
+    """A failure the job reports as its last stderr line before exiting with status 1."""
+
+
+# -- arguments ----------------------------------------------------------------------------
+
+
+def parse_args(argv, required=(), optional=None):
+    """Reads ``--name value`` (or ``--name=value``) pairs from ``argv`` (without the program name).
+
+    Glue adds arguments of its own (``--JOB_NAME``, ``--job-bookmark-option``, ...): every name not
+    in ``required`` or ``optional`` is ignored, with or without a value. Returns ``{name: value}``
+    with the defaults of ``optional`` (``{name: default}``) filled in. Raises JobError naming the
+    missing required arguments.
+    """
+    optional = dict(optional or {})
+    wanted = set(required) | set(optional)
+    values = {}
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        index += 1
+        if not token.startswith("--"):
+            continue
+        name, has_value, value = token[2:].partition("=")
+        if not has_value:
+            if index < len(argv) and not argv[index].startswith("--"):
+                value = argv[index]
+                index += 1
+            else:
+                value = ""
+        if name in wanted:
+            values[name] = value
+    missing = [name for name in required if not values.get(name)]
+    if missing:
+        raise JobError("missing argument(s): %s (pass them as --name value)"
+                       % ", ".join("--" + name for name in missing))
+    for name, default in optional.items():
+        if values.get(name) in (None, ""):
+            values[name] = default
+    return values
+
+
+def positive_int(args, name):
+    """``args[name]`` as an int > 0, or None when it is not set. Raises JobError otherwise."""
+    value = args.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise JobError("--%s must be a whole number > 0, got %r" % (name, value))
+    return number
+
+
+def duckdb_connection(duckdb, memory_limit, **settings):
+    """An in-memory DuckDB connection whose memory is bounded by ``memory_limit`` (e.g.
+    ``"600MB"``). ``duckdb`` is the module (jobio itself imports no DuckDB). Raises JobError
+    when DuckDB refuses the limit."""
+    try:
+        return duckdb.connect(config=dict(settings, memory_limit=memory_limit))
+    except duckdb.Error as exc:
+        raise JobError("--memory_limit %r is not usable (%s): pass a size such as 600MB" % (memory_limit, exc))
+
+
+# -- locations ------------------------------------------------------------------------------
+
+
+def is_s3(uri):
+    return uri.startswith(S3_SCHEME)
+
+
+def split_s3(uri):
+    """``s3://bucket/key`` -> ``(bucket, key)``. Raises JobError for anything else."""
+    bucket, _, key = uri[len(S3_SCHEME):].partition("/")
+    if not is_s3(uri) or not bucket:
+        raise JobError("not an s3://bucket/key URI: %r" % uri)
+    return bucket, key
+
+
+def join(base, name):
+    """``name`` inside the folder ``base`` (an s3:// prefix or a local directory)."""
+    if is_s3(base):
+        return base.rstrip("/") + "/" + name
+    return os.path.join(base, *name.split("/"))
+
+
+def stem(uri):
+    """The last path component without its extension: ``s3://b/raw/abc.parquet`` -> ``abc``."""
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    return os.path.splitext(os.path.basename(name))[0]
+
+
+class Storage:
+    """Reads and writes locations that are s3:// URIs or local paths.
+
+    ``s3_client`` is made on first use (boto3's default chain: credentials, region and
+    ``AWS_ENDPOINT_URL`` from the environment) unless one is given.
+    """
+
+    def __init__(self, s3_client=None):
+        self._s3 = s3_client
+
+    @property
+    def s3(self):
+        if self._s3 is None:
+            import boto3
+
+            self._s3 = boto3.client("s3")
+        return self._s3
+
+    def _transfer_config(self):
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(multipart_threshold=_MULTIPART_THRESHOLD,
+                              multipart_chunksize=_MULTIPART_THRESHOLD)
+
+    def fetch(self, uri, work_dir):
+        """A local path holding the object at ``uri``: the path itself for a local file, else a
+        download into ``work_dir``. Raises JobError when it does not exist or cannot be read."""
+        if not is_s3(uri):
+            if not os.path.isfile(uri):
+                raise JobError("%s does not exist or is not a file" % uri)
+            return uri
+        bucket, key = split_s3(uri)
+        local = os.path.join(work_dir, "source-" + (os.path.basename(key) or "object"))
+        try:
+            self.s3.download_file(bucket, key, local, Config=self._transfer_config())
+        except Exception as exc:  # botocore raises ClientError or its own transfer errors
+            raise JobError("cannot read %s: %s (check that the object exists and that the job's "
+                           "role may s3:GetObject it)" % (uri, _aws_message(exc)))
+        return local
+
+    def put(self, local_path, uri):
+        """Publishes the local file at ``uri`` (replacing what is there). A local destination is
+        replaced atomically, so readers never see half a file."""
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            try:
+                self.s3.upload_file(local_path, bucket, key, Config=self._transfer_config())
+            except Exception as exc:
+                raise JobError("cannot write %s: %s (check that the bucket exists and that the "
+                               "job's role may s3:PutObject there)" % (uri, _aws_message(exc)))
+            return
+        folder = os.path.dirname(os.path.abspath(uri))
+        os.makedirs(folder, exist_ok=True)
+        handle, staged = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(uri))
+        os.close(handle)
+        try:
+            shutil.copyfile(local_path, staged)
+            os.replace(staged, uri)
+        except BaseException:
+            if os.path.exists(staged):
+                os.remove(staged)
+            raise
+
+    def put_text(self, text, uri, work_dir):
+        """Publishes ``text`` (UTF-8) at ``uri``."""
+        handle, local = tempfile.mkstemp(dir=work_dir, suffix=".txt")
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        self.put(local, uri)
+
+    def read_text(self, uri):
+        """The UTF-8 text at ``uri``, or None when nothing is there."""
+        if not is_s3(uri):
+            if not os.path.isfile(uri):
+                return None
+            with open(uri, encoding="utf-8") as source:
+                return source.read()
+        bucket, key = split_s3(uri)
+        try:
+            body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as exc:
+            if _aws_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise JobError("cannot read %s: %s" % (uri, _aws_message(exc)))
+        return body.decode("utf-8")
+
+    def delete(self, uri):
+        """Removes what is at ``uri``; nothing there is fine."""
+        if not is_s3(uri):
+            if os.path.isfile(uri):
+                os.remove(uri)
+            return
+        bucket, key = split_s3(uri)
+        try:
+            self.s3.delete_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            raise JobError("cannot delete %s: %s (the job's role needs s3:DeleteObject on its own "
+                           "outputs)" % (uri, _aws_message(exc)))
+
+    def list_files(self, prefix_uri):
+        """Every file (object) below the folder (prefix) ``prefix_uri``, as URIs or paths."""
+        if not is_s3(prefix_uri):
+            found = []
+            for folder, _dirs, files in os.walk(prefix_uri):
+                found.extend(os.path.join(folder, name) for name in files)
+            return sorted(found)
+        bucket, prefix = split_s3(prefix_uri.rstrip("/") + "/")
+        found = []
+        try:
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                found.extend("s3://%s/%s" % (bucket, item["Key"]) for item in page.get("Contents", ()))
+        except Exception as exc:
+            raise JobError("cannot list %s: %s (the job's role needs s3:ListBucket)"
+                           % (prefix_uri, _aws_message(exc)))
+        return sorted(found)
+
+
+def _aws_code(exc):
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def _aws_message(exc):
+    code = _aws_code(exc)
+    return "%s: %s" % (code, exc) if code else str(exc)
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+class WorkDir:
+    """A scratch directory for one run (downloads, staged outputs, DuckDB spill files), removed
+    afterwards. ``TMPDIR`` chooses where it lives."""
+
+    def __enter__(self):
+        self.path = tempfile.mkdtemp(prefix="shipping-etl-")
+        return self.path
+
+    def __exit__(self, *exc_info):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def configure_logging():
+    """Progress and errors to stderr (Glue ships it to CloudWatch), one line each."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def print_result(result):
+    """The job's result as one JSON line on stdout."""
+    sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def run(job, argv=None):
+    """Runs ``job(argv)`` as a script: returns the exit status (0 on success). A JobError's
+    message is the last line on stderr; any other exception is logged with its traceback."""
+    configure_logging()
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        job(argv)
+    except JobError as exc:
+        LOG.error("%s", exc)
+        return 1
+    except Exception as exc:
+        LOG.exception("unexpected failure")
+        LOG.error("failed: %s: %s", type(exc).__name__, exc)
+        return 1
+    return 0

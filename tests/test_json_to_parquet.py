@@ -1,0 +1,386 @@
+"""The json-to-parquet Glue job: its transform on local files against the independent reference,
+its quarantine, its arguments, S3 through moto, and the script run as Glue runs it."""
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import boto3
+import pyarrow.parquet as pq
+import pytest
+from botocore.exceptions import ClientError
+
+import datafiles
+import reference
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GLUE_DIR = os.path.join(PROJECT_DIR, "glue")
+if GLUE_DIR not in sys.path:
+    sys.path.insert(0, GLUE_DIR)
+
+import jobio  # noqa: E402
+import json_to_parquet  # noqa: E402
+
+SCRIPT = os.path.join(GLUE_DIR, "json_to_parquet.py")
+
+
+def run_convert(tmp_path, data, name="landing.json", **options):
+    """Writes ``data`` as a landing file and converts it. Returns (counts, raw rows or None,
+    quarantine entries)."""
+    source = datafiles.write(tmp_path / name, data)
+    target, quarantine = tmp_path / "raw.parquet", tmp_path / "quarantine.jsonl"
+    counts = json_to_parquet.convert(source, str(target), str(quarantine), "s3://landing/" + name, "sid1", **options)
+    rows = pq.read_table(target).to_pylist() if target.exists() else None
+    entries = [json.loads(line) for line in quarantine.read_text("utf-8").splitlines()] if quarantine.exists() else []
+    return counts, rows, entries
+
+
+def valid_records(data):
+    """Every valid record of a file by the reference rules, duplicates included (the raw zone
+    keeps them), as comparable tuples."""
+    analysis = reference.analyze(data)
+    kept = {line: record for line, record in zip(analysis.kept_lines, analysis.kept)}
+    records = []
+    lines = reference.read_bytes(data).split(b"\n")
+    for number in sorted(set(analysis.kept_lines) | set(analysis.duplicate_lines)):
+        raw = lines[number - 1]
+        record = kept.get(number) or reference.check_record(reference.parse_line(raw.rstrip(b"\r")))
+        records.append(as_tuple(record))
+    return sorted(records, key=repr)
+
+
+def as_tuple(row):
+    return tuple(row[name] for name in reference.FIELD_NAMES)
+
+
+def test_clean_file_becomes_typed_parquet_with_counts(tmp_path):
+    data = datafiles.clean_bytes(500)
+    counts, rows, entries = run_convert(tmp_path, data)
+
+    expected = reference.evaluate(data)
+    assert counts == {"source": "s3://landing/landing.json", "read": 500, "valid": 500, "quarantined": 0}
+    assert expected["read"] == 500 and entries == []
+    assert not (tmp_path / "quarantine.jsonl").exists()
+    table = pq.read_table(tmp_path / "raw.parquet")
+    assert [(f.name, str(f.type)) for f in table.schema] == [
+        ("shipping_id", "int64"), ("shipping_date", "date32[day]"), ("customer_name", "string"),
+        ("street_address", "string"), ("destination_city", "string"), ("shipping_cost", "double"),
+        ("shipping_distance", "double"), ("quantity", "double"), ("product_id", "int64"),
+        ("source_id", "string")]
+    assert {row["source_id"] for row in rows} == {"sid1"}
+    assert sorted(as_tuple(row) for row in rows) == sorted(as_tuple(r) for r in reference.analyze(data).kept)
+    for name, total in expected["totals"].items():
+        assert sum(row[name] for row in rows) == pytest.approx(total, rel=1e-12)
+    stored = json.loads(pq.read_metadata(tmp_path / "raw.parquet").metadata[b"shipping_etl.counts"])
+    assert stored == counts
+
+
+def test_messy_file_matches_the_reference_line_by_line(tmp_path):
+    data = datafiles.messy_bytes()
+    counts, rows, entries = run_convert(tmp_path, data)
+
+    analysis = reference.analyze(data)
+    expected = analysis.counts()
+    assert counts["read"] == expected["read"]
+    assert counts["quarantined"] == expected["quarantined"] == len(datafiles.BAD_LINES)
+    assert counts["valid"] == expected["valid"] + expected["duplicates"]
+    assert [entry["line"] for entry in entries] == [line for line, _why, _raw in analysis.bad]
+    assert sorted(as_tuple(row) for row in rows) == valid_records(data)
+
+
+def test_quarantine_keeps_source_line_number_reason_and_the_line_verbatim(tmp_path):
+    data = datafiles.messy_bytes()
+    _counts, _rows, entries = run_convert(tmp_path, data)
+
+    physical = data.split(b"\n")
+    for entry in entries:
+        assert set(entry) <= {"source", "line", "reason", "record", "record_base64"}
+        assert entry["source"] == "s3://landing/landing.json"
+        raw = physical[entry["line"] - 1]
+        raw = raw[:-1] if raw.endswith(b"\r") else raw
+        if "record_base64" in entry:
+            assert base64.b64decode(entry["record_base64"]) == raw
+            assert entry["reason"].startswith("not valid UTF-8")
+        else:
+            assert entry["record"].encode("utf-8") == raw
+        assert entry["reason"]
+    reasons = {entry["record"]: entry["reason"] for entry in entries}
+    assert reasons["this is not json"].startswith("not valid JSON")
+    assert reasons["[1, 2, 3]"] == "not a JSON object"
+    by_kind = dict(datafiles.BAD_LINES)
+    assert reasons[by_kind["date 2024/02/30"].decode()].startswith("shipping_date must be a real date")
+    assert reasons[by_kind["cost string"].decode()] == 'shipping_cost must be a finite number >= 0, got "12"'
+    assert reasons[by_kind["missing quantity"].decode()] == "quantity is missing or null"
+    assert reasons[by_kind["NaN in an unknown field"].decode()].startswith("not valid JSON")
+    assert reasons[by_kind["trailing comma"].decode()].startswith("not valid JSON")
+
+
+def test_blank_and_whitespace_lines_are_skipped_but_keep_their_line_numbers(tmp_path):
+    good = datafiles.ndjson(datafiles.clean_records(2)).split(b"\n")
+    data = b"\n  \n\t\r\n" + good[0] + b"\r\n\r\n" + b"oops\n" + good[1] + b"\n \n"
+    counts, rows, entries = run_convert(tmp_path, data)
+
+    assert counts["read"] == 3 and counts["valid"] == 2
+    assert [(e["line"], e["record"]) for e in entries] == [(6, "oops")]
+
+
+def test_lenient_json_is_quarantined_but_lookalikes_inside_strings_are_not(tmp_path):
+    base = datafiles.clean_records(4)
+    lookalike = dict(base[0], street_address="1, Infinity Loop: NaN, inf]", customer_name="a,}")
+    lines = [
+        json.dumps(lookalike),
+        json.dumps(base[1])[:-1] + ', "extra": [1, 2,]}',
+        json.dumps(base[2])[:-1] + ', "extra": -Infinity}',
+        json.dumps(base[3]).replace('"quantity": %s' % base[3]["quantity"], '"quantity": nan'),
+    ]
+    counts, rows, entries = run_convert(tmp_path, ("\n".join(lines) + "\n").encode())
+
+    assert [row["street_address"] for row in rows] == [lookalike["street_address"]]
+    assert [entry["line"] for entry in entries] == [2, 3, 4]
+    assert all(entry["reason"].startswith("not valid JSON") for entry in entries)
+    assert counts == dict(counts, read=4, valid=1, quarantined=3)
+
+
+def test_a_member_given_twice_counts_with_its_first_value(tmp_path):
+    record = datafiles.clean_records(1)[0]
+    first_good = json.dumps(record)[:-1] + ', "shipping_id": "later"}'
+    first_bad = '{"shipping_id": "x", ' + json.dumps(dict(record, shipping_id=2))[1:]
+    counts, rows, entries = run_convert(tmp_path, (first_good + "\n" + first_bad + "\n").encode())
+
+    assert [row["shipping_id"] for row in rows] == [record["shipping_id"]]
+    assert [entry["line"] for entry in entries] == [2]
+    assert reference.evaluate((first_good + "\n" + first_bad).encode())["quarantined"] == 1
+
+
+def test_gzip_is_recognised_by_its_magic_bytes_whatever_the_name(tmp_path):
+    data = datafiles.messy_bytes()
+    plain, zipped = tmp_path / "plain", tmp_path / "zipped"
+    plain.mkdir()
+    zipped.mkdir()
+    plain_counts, plain_rows, plain_entries = run_convert(plain, data)
+    counts, rows, entries = run_convert(zipped, datafiles.gzipped(data), name="landing.json")
+
+    assert counts == plain_counts
+    assert sorted(map(as_tuple, rows)) == sorted(map(as_tuple, plain_rows))
+    assert entries == plain_entries
+    assert reference.evaluate(datafiles.gzipped(data)) == reference.evaluate(data)
+
+
+def test_block_boundaries_do_not_change_the_result(tmp_path):
+    data = datafiles.messy_bytes() + datafiles.clean_bytes(300, seed=5, crlf=True)
+    small, large = tmp_path / "small", tmp_path / "large"
+    small.mkdir()
+    large.mkdir()
+    # 509-byte blocks: lines straddle blocks, some are longer than a block.
+    counts_small, rows_small, entries_small = run_convert(small, data, block_bytes=509)
+    counts_large, rows_large, entries_large = run_convert(large, data)
+
+    assert counts_small == counts_large
+    assert sorted(map(as_tuple, rows_small)) == sorted(map(as_tuple, rows_large))
+    assert entries_small == entries_large
+    assert counts_large["read"] == reference.evaluate(data)["read"]
+
+
+def test_file_without_a_final_newline_and_empty_file(tmp_path):
+    data = datafiles.clean_bytes(3).rstrip(b"\n")
+    counts, rows, _entries = run_convert(tmp_path, data)
+    assert counts["valid"] == 3 and len(rows) == 3
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    counts, rows, entries = run_convert(empty, b"")
+    assert counts == dict(counts, read=0, valid=0, quarantined=0)
+    assert rows is None and entries == []
+
+
+# -- arguments ------------------------------------------------------------------------------
+
+
+def test_arguments_as_glue_passes_them_unknown_ones_ignored():
+    argv = ["--JOB_ID", "j_1", "--source_uri", "s3://b/k", "--enable-metrics", "--target_uri=s3://b/raw/x.parquet",
+            "--job-bookmark-option", "job-bookmark-disable", "--quarantine_uri", "s3://b/q/x.jsonl",
+            "--scriptLocation", "s3://b/glue-assets/json_to_parquet.py", "--JOB_NAME", "shipping-etl-json-to-parquet"]
+    args = jobio.parse_args(argv, json_to_parquet.ARGUMENTS, json_to_parquet.OPTIONS)
+
+    assert args == {"source_uri": "s3://b/k", "target_uri": "s3://b/raw/x.parquet", "quarantine_uri": "s3://b/q/x.jsonl",
+                    "source_id": None, "memory_limit": json_to_parquet.DEFAULT_MEMORY_LIMIT, "threads": None}
+
+
+def test_missing_arguments_are_named():
+    with pytest.raises(jobio.JobError) as failure:
+        jobio.parse_args(["--source_uri", "a.json", "--JOB_NAME", "x"], json_to_parquet.ARGUMENTS)
+    assert "--target_uri" in str(failure.value) and "--quarantine_uri" in str(failure.value)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--threads", "0", "--threads must be a whole number > 0"),
+    ("--memory_limit", "lots", "--memory_limit 'lots' is not usable"),
+])
+def test_bad_option_values_are_reported(tmp_path, option, value, message):
+    source = datafiles.write(tmp_path / "in.json", datafiles.clean_bytes(2))
+    with pytest.raises(jobio.JobError) as failure:
+        json_to_parquet.main(["--source_uri", source, "--target_uri", str(tmp_path / "r.parquet"),
+                              "--quarantine_uri", str(tmp_path / "q.jsonl"), option, value])
+    assert message in str(failure.value)
+
+
+def test_source_id_defaults_to_the_target_file_stem(tmp_path, capsys):
+    source = datafiles.write(tmp_path / "in.json", datafiles.clean_bytes(3))
+    json_to_parquet.main(["--source_uri", source, "--target_uri", str(tmp_path / "out" / "abc123.parquet"),
+                          "--quarantine_uri", str(tmp_path / "out" / "abc123.jsonl")])
+
+    assert {row["source_id"] for row in pq.read_table(tmp_path / "out" / "abc123.parquet").to_pylist()} == {"abc123"}
+    assert json.loads(capsys.readouterr().out) == {"source": source, "read": 3, "valid": 3, "quarantined": 0}
+
+
+def test_a_rerun_without_bad_lines_removes_the_stale_quarantine_file(tmp_path):
+    target, quarantine = str(tmp_path / "raw.parquet"), str(tmp_path / "q.jsonl")
+    messy = datafiles.write(tmp_path / "messy.json", datafiles.messy_bytes())
+    clean = datafiles.write(tmp_path / "clean.json", datafiles.clean_bytes(5))
+    args = ["--target_uri", target, "--quarantine_uri", quarantine, "--source_id", "same"]
+    json_to_parquet.main(["--source_uri", messy] + args)
+    assert os.path.exists(quarantine)
+
+    json_to_parquet.main(["--source_uri", clean] + args)
+
+    assert not os.path.exists(quarantine)
+    assert pq.read_metadata(target).num_rows == 5
+
+
+# -- the script, as Glue runs it ------------------------------------------------------------------
+
+
+def run_script(args, cwd=PROJECT_DIR, env=None):
+    return subprocess.run([sys.executable, SCRIPT] + args, cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_script_runs_on_local_paths_from_the_repository_root(tmp_path):
+    source = datafiles.write(tmp_path / "a.json", datafiles.messy_bytes(), gzip=True)
+    out = tmp_path / "out"
+    done = run_script(["--JOB_NAME", "local", "--source_uri", source, "--target_uri", str(out / "raw.parquet"),
+                       "--quarantine_uri", str(out / "q.jsonl"), "--job-bookmark-option", "job-bookmark-disable"])
+
+    assert done.returncode == 0, done.stderr
+    expected = reference.evaluate(datafiles.gzipped(datafiles.messy_bytes()))
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "source": source, "read": expected["read"], "valid": expected["valid"] + expected["duplicates"],
+        "quarantined": expected["quarantined"]}
+    assert pq.read_metadata(out / "raw.parquet").num_rows == expected["valid"] + expected["duplicates"]
+    assert len((out / "q.jsonl").read_text("utf-8").splitlines()) == expected["quarantined"]
+    assert "INFO" in done.stderr
+
+
+def test_script_fails_when_no_line_is_valid_and_still_writes_the_quarantine(tmp_path):
+    source = datafiles.write(tmp_path / "bad.json", datafiles.all_bad_bytes())
+    target, quarantine = tmp_path / "raw.parquet", tmp_path / "q.jsonl"
+    target.write_bytes(b"an earlier run's output")
+    done = run_script(["--source_uri", source, "--target_uri", str(target), "--quarantine_uri", str(quarantine)])
+
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert "no valid record in %s: 12 lines read, 12 quarantined (see %s)" % (source, quarantine) in last
+    assert len(quarantine.read_text("utf-8").splitlines()) == 12
+    assert not target.exists()
+
+
+def test_script_reports_a_missing_source(tmp_path):
+    done = run_script(["--source_uri", str(tmp_path / "nope.json"), "--target_uri", str(tmp_path / "r.parquet"),
+                       "--quarantine_uri", str(tmp_path / "q.jsonl")])
+
+    assert done.returncode == 1
+    assert "nope.json does not exist" in done.stderr.strip().splitlines()[-1]
+
+
+def test_script_runs_from_another_folder_with_its_files_shipped_like_glue(tmp_path):
+    # Glue runs the script alone, with chalicelib/ and jobio.py from the --extra-py-files zip.
+    shipped = tmp_path / "shipped"
+    (shipped / "chalicelib").mkdir(parents=True)
+    shutil.copy(os.path.join(PROJECT_DIR, "chalicelib", "__init__.py"), shipped / "chalicelib")
+    shutil.copy(os.path.join(PROJECT_DIR, "chalicelib", "schema.py"), shipped / "chalicelib")
+    shutil.copy(os.path.join(GLUE_DIR, "jobio.py"), shipped)
+    script = tmp_path / "script" / "json_to_parquet.py"
+    script.parent.mkdir()
+    shutil.copy(SCRIPT, script)
+    source = datafiles.write(tmp_path / "a.json", datafiles.clean_bytes(4))
+    env = dict(os.environ, PYTHONPATH=str(shipped))
+    done = subprocess.run([sys.executable, str(script), "--source_uri", source, "--target_uri",
+                           str(tmp_path / "raw.parquet"), "--quarantine_uri", str(tmp_path / "q.jsonl")],
+                          cwd=str(tmp_path), capture_output=True, text=True, env=env, timeout=120)
+
+    assert done.returncode == 0, done.stderr
+    assert pq.read_metadata(tmp_path / "raw.parquet").num_rows == 4
+
+
+# -- S3 -------------------------------------------------------------------------------------------
+
+
+def test_s3_source_and_outputs(aws, tmp_path, capsys):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="landing")
+    s3.create_bucket(Bucket="lake")
+    body = datafiles.gzipped(datafiles.messy_bytes())
+    etag = s3.put_object(Bucket="landing", Key="incoming/2024/batch.json", Body=body)["ETag"]
+
+    counts = json_to_parquet.main([
+        "--source_uri", "s3://landing/incoming/2024/batch.json", "--target_uri", "s3://lake/raw/sid9.parquet",
+        "--quarantine_uri", "s3://lake/quarantine/sid9.jsonl", "--source_id", "sid9", "--JOB_NAME", "j"])
+
+    expected = reference.evaluate(body)
+    assert counts["quarantined"] == expected["quarantined"]
+    local = tmp_path / "raw.parquet"
+    s3.download_file("lake", "raw/sid9.parquet", str(local))
+    assert pq.read_metadata(local).num_rows == expected["valid"] + expected["duplicates"]
+    quarantined = s3.get_object(Bucket="lake", Key="quarantine/sid9.jsonl")["Body"].read().decode().splitlines()
+    assert len(quarantined) == expected["quarantined"]
+    assert json.loads(quarantined[0])["source"] == "s3://landing/incoming/2024/batch.json"
+    # The landing object is only read.
+    landing = s3.get_object(Bucket="landing", Key="incoming/2024/batch.json")
+    assert landing["ETag"] == etag and landing["Body"].read() == body
+
+
+def test_s3_missing_source_says_what_to_check(aws):
+    boto3.client("s3").create_bucket(Bucket="lake")
+    with pytest.raises(jobio.JobError) as failure:
+        json_to_parquet.main(["--source_uri", "s3://lake/incoming/none.json", "--target_uri", "s3://lake/raw/x.parquet",
+                              "--quarantine_uri", "s3://lake/quarantine/x.jsonl"])
+    message = str(failure.value)
+    assert "s3://lake/incoming/none.json" in message and "s3:GetObject" in message
+    with pytest.raises(ClientError) as missing:
+        boto3.client("s3").head_object(Bucket="lake", Key="raw/x.parquet")
+    assert missing.value.response["Error"]["Code"] == "404"
+
+
+def test_script_reaches_s3_through_aws_endpoint_url(aws_credentials, tmp_path):
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = "http://%s:%d" % (host, port)
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="landing")
+        s3.put_object(Bucket="landing", Key="incoming/a.json", Body=datafiles.messy_bytes())
+        env = dict(os.environ, AWS_ENDPOINT_URL=endpoint)
+        done = run_script(["--source_uri", "s3://landing/incoming/a.json", "--target_uri", "s3://landing/raw/a.parquet",
+                           "--quarantine_uri", "s3://landing/quarantine/a.jsonl", "--JOB_NAME", "x"], env=env)
+        assert done.returncode == 0, done.stderr
+        keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket="landing")["Contents"])
+        assert keys == ["incoming/a.json", "quarantine/a.jsonl", "raw/a.parquet"]
+    finally:
+        server.stop()
+
+
+# -- compatibility --------------------------------------------------------------------------------
+
+
+def test_glue_scripts_stay_python_3_9_compatible():
+    vermin = shutil.which("vermin") or os.path.join(os.path.dirname(sys.executable), "vermin")
+    if not os.path.exists(vermin):
+        pytest.skip("vermin is not installed")
+    done = subprocess.run([vermin, "-q", "--no-tips", "--target=3.9-", "--violations", GLUE_DIR],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
