@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test bench venv clean
+.PHONY: run test bench venv clean browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,19 @@ node_modules/.installed: package.json package-lock.json
 	@if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --silent && touch $@; \
 	else echo "npm not found: the asl-validator test will be skipped"; fi
 
-test: $(VENV)/.installed node_modules/.installed  ## run the test suite
+# Debian's chromium for the dashboard's browser test (tests/test_browser.py), driven by Playwright
+# with executable_path (Playwright's own browser download is never used). Installed when missing and
+# this is root with apt-get (as in CI); otherwise a note, and that test skips.
+CHROMIUM ?= /usr/bin/chromium
+browser:  ## install the browser the dashboard test drives
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium (apt-get) for the browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+		|| { echo "chromium could not be installed: tests/test_browser.py will fail in CI, skip elsewhere"; exit 0; }; \
+	else echo "chromium not found at $(CHROMIUM) and cannot be installed here (needs root and apt-get): tests/test_browser.py will be skipped"; fi
+
+test: $(VENV)/.installed node_modules/.installed browser  ## run the test suite
 	$(PY) -m pytest
 
 $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt

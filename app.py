@@ -1,15 +1,17 @@
 """The Shipping ETL Chalice app: S3 landing events start the pipeline, a schedule generates
-batches, and ``/status`` (JSON) and ``/`` (HTML) show recent executions.
+batches, ``/status`` and ``/status/{name}`` (JSON) and ``/`` (the HTML dashboard) show recent
+executions and their steps.
 
 Handlers only translate events and responses; the work is in chalicelib.
 """
 import logging
 
 import boto3
-from botocore.exceptions import ClientError
-from chalice import BadRequestError, Chalice, ChaliceViewError, Rate, Response
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from chalice import BadRequestError, Chalice, ChaliceViewError, IAMAuthorizer, NotFoundError, Rate, Response
 
-from chalicelib import generator, status
+from chalicelib import api_auth, dashboard, generator, status
 from chalicelib.resources import INCOMING_PREFIX, Resources
 from chalicelib.settings import APP_NAME, Settings
 from chalicelib.trigger import PipelineTrigger
@@ -24,6 +26,10 @@ app = Chalice(app_name=APP_NAME)
 app.log.setLevel(logging.INFO)
 
 _clients = {}
+# Bounds every AWS call a request makes: API Gateway gives up on a Lambda after 29 s, so a slow
+# or throttled Step Functions must fail the request well before that, with a clear answer.
+_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=8,
+                        retries={"max_attempts": 3, "mode": "standard"})
 
 
 def _settings():
@@ -36,7 +42,7 @@ def _client(service, region):
     """A boto3 client, made on first use and reused by warm invocations."""
     key = (service, region)
     if key not in _clients:
-        _clients[key] = boto3.client(service, region_name=region)
+        _clients[key] = boto3.client(service, region_name=region, config=_CLIENT_CONFIG)
     return _clients[key]
 
 
@@ -64,43 +70,96 @@ def generate_batch(event):
 
 
 class ServiceUnavailableError(ChaliceViewError):
-    """503: the stage is not (fully) deployed."""
+    """503: the stage is not (fully) deployed, or Step Functions is throttling."""
 
     STATUS_CODE = 503
 
 
-def _recent_executions():
-    """Returns summaries for the request's ``?limit=`` (default 20, at most 100).
+class BadGatewayError(ChaliceViewError):
+    """502: Step Functions answered with an error this app cannot fix."""
 
-    Raises BadRequestError for a bad limit, ServiceUnavailableError when the state machine does
-    not exist.
-    """
-    params = app.current_request.query_params or {}
+    STATUS_CODE = 502
+
+
+# Options of every route that shows execution summaries: IAM (SigV4) authorization on AWS
+# stages; chalice.test.Client and the local stack's server do not apply it (open on loopback).
+STATUS_ROUTE_OPTIONS = {"authorizer": api_auth.status_authorizer(IAMAuthorizer)}
+STATUS_QUERY = ("limit",)
+DASHBOARD_QUERY = ("limit", "run")
+
+
+def _query(allowed):
+    """The request's query parameters as {name: value}; raises BadRequestError saying which
+    parameters are allowed."""
+    params = app.current_request.query_params
+    given = {name: params.getlist(name) for name in params} if params else {}
     try:
-        limit = status.check_limit(params.get("limit", status.DEFAULT_LIMIT))
+        values = status.check_query(given, allowed)
+        if "limit" in values:
+            values["limit"] = status.check_limit(values["limit"])
+        if "run" in values:
+            status.check_execution_name(values["run"])
     except ValueError as error:
         raise BadRequestError(str(error))
+    return values
+
+
+def _call_step_functions(call, execution=None, **kwargs):
+    """Runs ``call(sfn_client, state_machine_arn, **kwargs)`` and returns its result.
+
+    Turns Step Functions' failures into answers that say what to do: 404 for an unknown
+    execution, 503 when the stage is not deployed or calls are throttled, 502 otherwise.
+    """
     settings = _settings()
     state_machine_arn = Resources.from_settings(settings).state_machine_arn
     try:
-        return status.recent_executions(
-            _client("stepfunctions", settings.region), state_machine_arn, limit=limit
-        )
+        return call(_client("stepfunctions", settings.region), state_machine_arn, **kwargs)
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "StateMachineDoesNotExist":
-            raise
-        raise ServiceUnavailableError(
-            "State machine %s does not exist: deploy the stage first "
-            "(python -m deploy up --stage %s)" % (state_machine_arn, settings.stage)
-        )
+        code = error.response.get("Error", {}).get("Code", "")
+        if code == "ExecutionDoesNotExist":
+            raise NotFoundError("no execution named %r: GET /status lists the recent ones" % execution)
+        if code == "StateMachineDoesNotExist":
+            raise ServiceUnavailableError(
+                "State machine %s does not exist: deploy the stage first "
+                "(python -m deploy up --stage %s)" % (state_machine_arn, settings.stage))
+        if code in ("ThrottlingException", "TooManyRequestsException"):
+            raise ServiceUnavailableError("Step Functions is throttling requests: retry in a few seconds")
+        app.log.error("Step Functions failed: %s", error)
+        raise BadGatewayError("Step Functions answered %s: see the function's log" % (code or "an error"))
+    except BotoCoreError as error:
+        app.log.error("Step Functions unreachable: %s", error)
+        raise ServiceUnavailableError("Step Functions did not answer in time: retry in a few seconds")
 
 
-@app.route("/status")
+def _one_execution(sfn_client, state_machine_arn, name):
+    return status.execution_detail(sfn_client, status.execution_arn(state_machine_arn, name))
+
+
+@app.route("/status", methods=["GET"], **STATUS_ROUTE_OPTIONS)
 def get_status():
-    return {"executions": _recent_executions()}
+    """The newest executions (``?limit=``, 1-100, default 20), newest first."""
+    limit = _query(STATUS_QUERY).get("limit", status.DEFAULT_LIMIT)
+    return {"executions": _call_step_functions(status.recent_executions, limit=limit)}
 
 
-@app.route("/")
+@app.route("/status/{name}", methods=["GET"], **STATUS_ROUTE_OPTIONS)
+def get_execution(name):
+    """One execution's summary with its per-step timeline."""
+    _query(())
+    try:
+        status.check_execution_name(name)
+    except ValueError as error:
+        raise BadRequestError(str(error))
+    return _call_step_functions(_one_execution, execution=name, name=name)
+
+
+@app.route("/", methods=["GET"], **STATUS_ROUTE_OPTIONS)
 def index():
-    body = status.render_page(_recent_executions(), title="Shipping ETL (%s)" % _settings().stage)
-    return Response(body=body, status_code=200, headers={"Content-Type": "text/html; charset=utf-8"})
+    """The dashboard: recent runs, rows and totals over time, the steps of one run (``?run=``,
+    default the newest)."""
+    query = _query(DASHBOARD_QUERY)
+    limit = query.get("limit", status.DEFAULT_LIMIT)
+    data = _call_step_functions(status.overview, execution=query.get("run"), limit=limit,
+                                selected=query.get("run"))
+    body = dashboard.render(data["executions"], data["selected"], stage=_settings().stage, limit=limit)
+    return Response(body=body, status_code=200, headers=dashboard.HEADERS)

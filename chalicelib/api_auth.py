@@ -28,7 +28,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 # (method, path) of every route that shows execution summaries.
-PROTECTED_ROUTES = (("GET", "/status"), ("GET", "/"))
+PROTECTED_ROUTES = (("GET", "/status"), ("GET", "/status/*"), ("GET", "/"))
 SERVICE = "execute-api"
 _API_HOST = re.compile(r"^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 _TIMEOUT_SECONDS = 30

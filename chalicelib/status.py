@@ -2,17 +2,20 @@
 
 A summary holds only what the execution's input and output carry by design: the source URI,
 row counts, query totals, the notification id and, on failure, the failed step and its error.
-Inputs and outputs are PII-free; nothing else is copied in.
+Inputs and outputs are PII-free; nothing else is copied in. A step timeline is built from the
+execution history's event types, state names, times and error names only: the states' inputs
+and outputs in that history are never read.
 """
 import datetime as dt
-import html
 import json
 import logging
 import re
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib import asl
 from chalicelib.queries import parse_totals
 
 DEFAULT_LIMIT = 20
@@ -23,6 +26,22 @@ MAX_WORKERS = 8
 ROW_COUNT_KEYS = ("read", "valid", "quarantined", "duplicates")
 # A Fail state's cause may be up to 32 KB; a summary keeps the start of it.
 MAX_CAUSE_CHARS = 2000
+# How long one request waits for Step Functions after listing: well inside API Gateway's 29 s.
+CALL_BUDGET_SECONDS = 15.0
+# GetExecutionHistory pages read for one timeline: 5 x 1000 events covers hours of crawler
+# polling; a longer history is summarized from its first 5000 events and says so.
+HISTORY_PAGE_SIZE = 1000
+MAX_HISTORY_PAGES = 5
+# The timeline's name for the shared failure branch (failure notice, then the Fail state).
+FAILURE_BRANCH = "on-failure"
+TERMINAL_STATUSES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+# What this pipeline names its executions (chalicelib.naming): also keeps a name from reaching
+# beyond the stage's state machine when it is turned into an ARN.
+_EXECUTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_END_EVENTS = {"ExecutionSucceeded": "SUCCEEDED", "ExecutionFailed": "FAILED",
+               "ExecutionAborted": "ABORTED", "ExecutionTimedOut": "TIMED_OUT"}
+# History event types of a Task state's work (service integrations, Lambda, activities).
+_WORK_PREFIXES = ("Task", "LambdaFunction", "Activity")
 
 _LOG = logging.getLogger(__name__)
 
@@ -96,9 +115,21 @@ def _failure(response):
         error = detail.get("error") or error
         if cause is not None and not isinstance(cause, str):
             cause = json.dumps(cause)
+    cause = _readable_cause(cause)
     if cause is not None and len(cause) > MAX_CAUSE_CHARS:
         cause = cause[:MAX_CAUSE_CHARS] + "..."
     return error, cause, step
+
+
+def _readable_cause(cause):
+    """The part of a cause that says what went wrong: a failed task's cause is often the whole
+    API result as JSON (a Glue JobRun, a Lambda error), of which only the message is readable."""
+    detail = _json_object(cause)
+    if detail is not None:
+        for key in ("ErrorMessage", "errorMessage"):
+            if isinstance(detail.get(key), str) and detail[key]:
+                return detail[key]
+    return cause
 
 
 def summarize(execution):
@@ -148,33 +179,330 @@ def check_limit(limit):
     return value
 
 
-def recent_executions(sfn_client, state_machine_arn, limit=DEFAULT_LIMIT):
+def check_execution_name(name):
+    """Returns ``name`` when it can name one of the pipeline's executions; raises ValueError
+    saying what is allowed otherwise."""
+    if not isinstance(name, str) or not _EXECUTION_NAME.fullmatch(name):
+        raise ValueError("an execution name is 1 to 80 characters of A-Z, a-z, 0-9, '-' and '_', "
+                         "got %r" % (name,))
+    return name
+
+
+def check_query(params, allowed):
+    """Returns ``{name: value}`` from query parameters given as ``{name: [values]}``.
+
+    Raises ValueError naming the allowed parameters when one is unknown, and saying so when one
+    is given more than once.
+    """
+    values = {}
+    for name, given in sorted((params or {}).items()):
+        if name not in allowed:
+            raise ValueError("unknown query parameter %r: allowed are %s"
+                             % (name, ", ".join(allowed) or "none"))
+        if len(given) != 1:
+            raise ValueError("give the query parameter %r once, got it %d times" % (name, len(given)))
+        values[name] = given[0]
+    return values
+
+
+def execution_arn(state_machine_arn, name):
+    """The ARN of the execution ``name`` of a state machine (names checked by
+    check_execution_name); raises ValueError for an ARN that is not a state machine's."""
+    prefix, marker, machine = state_machine_arn.partition(":stateMachine:")
+    if not marker or not machine:
+        raise ValueError("not a state machine ARN: %r" % (state_machine_arn,))
+    return "%s:execution:%s:%s" % (prefix, machine, check_execution_name(name))
+
+
+def _list(sfn_client, state_machine_arn, limit):
+    listed = sfn_client.list_executions(stateMachineArn=state_machine_arn, maxResults=limit)
+    return listed.get("executions", [])[:limit]
+
+
+def _describe_or_item(sfn_client, item):
+    try:
+        return sfn_client.describe_execution(executionArn=item["executionArn"])
+    except (ClientError, BotoCoreError) as error:
+        _LOG.warning("Could not describe %s: %s", item.get("name"), error)
+        return item
+
+
+def recent_executions(sfn_client, state_machine_arn, limit=DEFAULT_LIMIT,
+                      budget_seconds=CALL_BUDGET_SECONDS):
     """Returns summaries of the newest ``limit`` (1-100) executions of the state machine, newest
     first.
 
     Executions are described concurrently (at most 8 calls at a time). An execution that cannot be
-    described (it vanished, or the call failed) is summarized from its list entry.
-    Raises ValueError for a bad limit and botocore's ClientError when listing fails (e.g.
-    StateMachineDoesNotExist: deploy the stage first).
+    described (it vanished, the call failed, or ``budget_seconds`` ran out) is summarized from its
+    list entry. Raises ValueError for a bad limit and botocore's ClientError when listing fails
+    (e.g. StateMachineDoesNotExist: deploy the stage first).
+    """
+    return overview(sfn_client, state_machine_arn, limit=limit, with_steps=False,
+                    budget_seconds=budget_seconds)["executions"]
+
+
+def overview(sfn_client, state_machine_arn, limit=DEFAULT_LIMIT, selected=None, with_steps=True,
+             budget_seconds=CALL_BUDGET_SECONDS):
+    """Returns ``{"executions": [summaries, newest first], "selected": detail or None}``.
+
+    ``selected`` names the execution whose step timeline is included (see execution_detail);
+    by default the newest one, when ``with_steps``. All Step Functions calls after the listing
+    run concurrently, at most 8 at a time, and are waited for ``budget_seconds`` at most: an
+    execution not described by then is summarized from its list entry, and a timeline not read
+    by then (or, for the default choice, not readable) is left out (``selected`` None). Raises ValueError for a bad limit or name, and
+    botocore's ClientError when listing fails or the selected execution does not exist
+    (ExecutionDoesNotExist).
     """
     limit = check_limit(limit)
-    listed = sfn_client.list_executions(stateMachineArn=state_machine_arn, maxResults=limit)
-    items = listed.get("executions", [])[:limit]
-    if not items:
-        return []
-
-    def describe(item):
-        try:
-            return sfn_client.describe_execution(executionArn=item["executionArn"])
-        except ClientError as error:
-            _LOG.warning("Could not describe %s: %s", item.get("name"), error)
-            return item
-
-    with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(items))) as pool:
-        described = list(pool.map(describe, items))
+    selected_arn = None if selected is None else execution_arn(state_machine_arn, selected)
+    items = _list(sfn_client, state_machine_arn, limit)
+    if selected_arn is None and with_steps and items:
+        selected_arn = items[0]["executionArn"]
+    jobs = len(items) + (2 if selected_arn is not None else 0)
+    if not jobs:
+        return {"executions": [], "selected": None}
+    deadline = time.monotonic() + budget_seconds
+    pool = ThreadPoolExecutor(max_workers=min(MAX_WORKERS, jobs))
+    try:
+        history = extra = None
+        if selected_arn is not None:
+            # First in the queue: the timeline's pages are read one after another.
+            history = pool.submit(execution_history, sfn_client, selected_arn, deadline=deadline)
+            if selected_arn not in {item["executionArn"] for item in items}:
+                extra = pool.submit(sfn_client.describe_execution, executionArn=selected_arn)
+        described = [pool.submit(_describe_or_item, sfn_client, item) for item in items]
+        wait([f for f in [history, extra] + described if f is not None],
+             timeout=max(0.0, deadline - time.monotonic()))
+        described = [f.result() if f.done() else item for f, item in zip(described, items)]
+        detail = None
+        if selected_arn is not None:
+            # The selected execution's own error (e.g. ExecutionDoesNotExist) is the answer.
+            if extra is not None:
+                chosen = extra.result() if extra.done() else None
+            else:
+                chosen = next(d for d in described if d.get("executionArn") == selected_arn)
+            if history.done() and chosen is not None:
+                try:
+                    events, complete = history.result()
+                except (ClientError, BotoCoreError) as error:
+                    if selected is not None:
+                        raise
+                    # The newest run's timeline is extra: the list still answers without it.
+                    _LOG.warning("Could not read the history of %s: %s", selected_arn, error)
+                else:
+                    detail = _detail(chosen, events, complete)
+    finally:
+        # Calls still running end on their own, bounded by the client's timeouts.
+        pool.shutdown(wait=False, cancel_futures=True)
     # ListExecutions is newest first already; sorting keeps that true for any backend.
     described.sort(key=_start_key, reverse=True)
-    return [summarize(execution) for execution in described]
+    return {"executions": [summarize(execution) for execution in described], "selected": detail}
+
+
+def execution_detail(sfn_client, execution_arn_value, budget_seconds=CALL_BUDGET_SECONDS):
+    """Returns one execution's summary (see summarize) plus ``"steps"`` (see step_timeline) and
+    ``"history_complete"`` (False when the history was longer than the pages read in
+    ``budget_seconds``).
+
+    DescribeExecution and GetExecutionHistory run concurrently. Raises botocore's ClientError,
+    e.g. ExecutionDoesNotExist for an unknown execution.
+    """
+    deadline = time.monotonic() + budget_seconds
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        described = pool.submit(sfn_client.describe_execution, executionArn=execution_arn_value)
+        history = pool.submit(execution_history, sfn_client, execution_arn_value, deadline=deadline)
+        described = described.result()
+        events, complete = history.result()
+    return _detail(described, events, complete)
+
+
+def _detail(described, events, complete):
+    summary = summarize(described)
+    summary["steps"] = step_timeline(events, status=summary["status"],
+                                     failed_step=summary["failed_step"])
+    summary["history_complete"] = complete
+    return summary
+
+
+def execution_history(sfn_client, execution_arn_value, max_pages=MAX_HISTORY_PAGES,
+                      page_size=HISTORY_PAGE_SIZE, deadline=None):
+    """Returns ``(events, complete)``: the execution's history events in order, at most
+    ``max_pages`` pages of ``page_size`` (and no page started after ``deadline``, a
+    time.monotonic() value), and whether that is all of it. The events carry no state input or
+    output. Raises botocore's ClientError (ExecutionDoesNotExist for an unknown execution)."""
+    events, token = [], None
+    for page_number in range(max_pages):
+        if page_number and deadline is not None and time.monotonic() >= deadline:
+            break
+        kwargs = {"executionArn": execution_arn_value, "maxResults": page_size,
+                  "includeExecutionData": False}
+        if token:
+            kwargs["nextToken"] = token
+        page = sfn_client.get_execution_history(**kwargs)
+        events.extend(page.get("events", []))
+        token = page.get("nextToken")
+        if not token:
+            return events, True
+    return events, False
+
+
+def step_of_state(state_name):
+    """The timeline step of a state: its pipeline step (chalicelib.asl.STATE_STEPS),
+    FAILURE_BRANCH for the shared failure branch, or the state's own name when the definition
+    has a state the builder does not know (an older or newer definition)."""
+    try:
+        step = asl.step_of(state_name)
+    except KeyError:
+        return state_name
+    return FAILURE_BRANCH if step is None else step
+
+
+def _event_kind(event_type):
+    """(kind, detail) of a history event type: ("entered" | "exited" | "end" | "scheduled" |
+    "succeeded" | "failed" | None, name)."""
+    if event_type.endswith("StateEntered"):
+        return "entered", event_type[:-len("StateEntered")]
+    if event_type.endswith("StateExited"):
+        return "exited", event_type[:-len("StateExited")]
+    if event_type in _END_EVENTS:
+        return "end", _END_EVENTS[event_type]
+    if event_type.startswith(_WORK_PREFIXES):
+        if event_type.endswith("Scheduled"):
+            return "scheduled", None
+        if event_type.endswith("Succeeded"):
+            return "succeeded", None
+        if event_type.endswith("Failed") or event_type.endswith("TimedOut"):
+            return "failed", None
+    return None, None
+
+
+def _event_details(event):
+    for key, value in event.items():
+        if key.endswith("EventDetails") and isinstance(value, dict):
+            return value
+    return {}
+
+
+def step_timeline(events, status=None, failed_step=None):
+    """Returns the steps an execution went through, in the order it entered them:
+
+    ``[{"step", "started", "stopped", "duration_seconds", "attempts", "outcome", "error"}]``.
+
+    Times are ISO 8601 strings in UTC (``stopped`` None while the step runs). ``attempts`` is the
+    most calls any one visit of the step's Task states made (1, or more after retries; 0 for a
+    step without a Task). ``outcome``: RUNNING; SUCCEEDED; CAUGHT when the step was left through
+    a Catch (a Catch that leads to another state of the same step, e.g. a wait for a crawl that
+    is already running, is part of the step); FAILED (or the execution's TIMED_OUT/ABORTED) for
+    ``failed_step`` and for a step the execution ended in. ``error`` is the name of the task error that was not
+    recovered by a retry, if any. ``events`` are GetExecutionHistory events in order; ``status``
+    and ``failed_step`` come from the execution's summary (taken from the history when absent).
+    """
+    steps = {}
+    state_of_event = {}
+    visits = {}  # entered event id -> the visit's record
+    open_visit = {}  # state name -> entered event id of its current visit
+    last_entered = None
+    end_time = None
+    for event in sorted(events, key=lambda e: e.get("id", 0)):
+        kind, detail = _event_kind(event.get("type", ""))
+        when = event.get("timestamp")
+        if kind == "end":
+            end_time = when
+            status = status or detail
+            continue
+        details = _event_details(event)
+        if kind in ("entered", "exited"):
+            state = details.get("name")
+        else:
+            # Task events point at the state's earlier events; moto leaves some pointers at 0.
+            state = state_of_event.get(event.get("previousEventId")) or last_entered
+        state_of_event[event.get("id")] = state
+        if state is None:
+            continue
+        step_name = step_of_state(state)
+        step = steps.setdefault(step_name, {
+            "step": step_name, "first": when, "last": when, "open": set(), "attempts": 0,
+            "caught": None, "error": None})
+        if kind == "entered":
+            last_entered = state
+            if detail == "Fail":
+                # A Fail state ends the execution on purpose: its visit is over on entry.
+                step["last"] = when
+                continue
+            visits[event.get("id")] = {"calls": 0, "error": None}
+            open_visit[state] = event.get("id")
+            step["open"].add(event.get("id"))
+        elif kind == "exited":
+            visit_id = open_visit.pop(state, None)
+            step["open"].discard(visit_id)
+            step["last"] = when
+            visit = visits.get(visit_id)
+            # Left through a Catch: the step ends caught unless a later state of the same step
+            # (a wait-and-retry loop) carries on from there and exits cleanly.
+            step["caught"] = visit["error"] if visit else None
+        elif kind is not None:
+            visit = visits.get(open_visit.get(state))
+            if visit is None:
+                continue
+            if kind == "scheduled":
+                visit["calls"] += 1
+                step["attempts"] = max(step["attempts"], visit["calls"])
+            elif kind == "succeeded":
+                visit["error"] = None
+            elif kind == "failed":
+                visit["error"] = details.get("error") or event["type"]
+                step["error"] = visit["error"]
+    ended = status in TERMINAL_STATUSES or end_time is not None
+    timeline = []
+    for step in steps.values():
+        outcome, stopped = "SUCCEEDED", step["last"]
+        if step["open"]:
+            stopped = end_time if ended else None
+            outcome = "RUNNING" if not ended else (status if status in ("TIMED_OUT", "ABORTED") else "FAILED")
+        elif step["step"] == failed_step:
+            outcome = status if status in ("TIMED_OUT", "ABORTED") else "FAILED"
+        elif step["caught"]:
+            outcome = "CAUGHT"
+        if outcome in ("SUCCEEDED", "RUNNING"):
+            # A failure a retry recovered from is not the step's error.
+            error = None if not step["open"] else _pending_error(step, visits)
+        else:
+            error = step["error"]
+        started = step["first"]
+        timeline.append({
+            "step": step["step"],
+            "started": _iso(started),
+            "stopped": _iso(stopped),
+            "duration_seconds": _seconds_between(started, stopped),
+            "attempts": step["attempts"],
+            "outcome": outcome,
+            "error": error,
+        })
+    if status in ("FAILED", "TIMED_OUT", "ABORTED") and not any(
+            s["outcome"] in ("FAILED", "TIMED_OUT", "ABORTED") for s in timeline):
+        # No failed_step and nothing left open: the last pipeline step before the failure
+        # branch is where it went wrong.
+        for entry in reversed(timeline):
+            if entry["step"] != FAILURE_BRANCH:
+                entry["outcome"] = status
+                entry["error"] = steps[entry["step"]]["error"]
+                break
+    return timeline
+
+
+def _pending_error(step, visits):
+    for visit_id in step["open"]:
+        visit = visits.get(visit_id)
+        if visit and visit["error"]:
+            return visit["error"]
+    return None
+
+
+def _seconds_between(started, stopped):
+    started, stopped = _as_datetime(started), _as_datetime(stopped)
+    if started is None or stopped is None:
+        return None
+    return round((stopped - started).total_seconds(), 3)
 
 
 def _start_key(execution):
@@ -184,76 +512,3 @@ def _start_key(execution):
     if started.tzinfo is None:
         started = started.replace(tzinfo=dt.timezone.utc)
     return started.timestamp()
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="refresh" content="30">
-<title>%(title)s</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2em; }
-table { border-collapse: collapse; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.SUCCEEDED { color: #176317; } .FAILED, .TIMED_OUT, .ABORTED { color: #a11; } .RUNNING { color: #035; }
-</style>
-</head>
-<body>
-<h1>%(title)s</h1>
-<p>The %(count)d most recent executions, newest first (times in UTC).
-As JSON: <a href="status">status</a>.</p>
-%(table)s
-</body>
-</html>
-"""
-
-_COLUMNS = ("Started", "Status", "Source", "Read", "Valid", "Quarantined", "Duplicates",
-            "Total cost ($)", "Total distance (mi)", "Total quantity (gal)", "Seconds", "Failure")
-
-
-def _cell(value, numeric=False, css_class=None):
-    if value is None:
-        text = ""
-    elif isinstance(value, float):
-        text = "{:,.2f}".format(value)
-    elif isinstance(value, int):
-        text = "{:,}".format(value)
-    else:
-        text = str(value)
-    classes = " ".join(c for c in ("num" if numeric else None, css_class) if c)
-    attribute = ' class="%s"' % html.escape(classes) if classes else ""
-    return "<td%s>%s</td>" % (attribute, html.escape(text))
-
-
-def render_page(summaries, title="Shipping ETL"):
-    """Returns a small HTML page (a str) listing execution summaries, every value escaped."""
-    if not summaries:
-        table = "<p>No executions yet: put an NDJSON file under incoming/ in the landing bucket.</p>"
-    else:
-        rows = []
-        for summary in summaries:
-            counts = summary.get("rows") or {}
-            totals = summary.get("totals") or {}
-            failure = None
-            if summary.get("error") or summary.get("failed_step"):
-                parts = (summary.get("failed_step"), summary.get("error"))
-                failure = ": ".join(str(part) for part in parts if part)
-            rows.append("<tr>%s</tr>" % "".join([
-                _cell(summary.get("started")),
-                _cell(summary.get("status"), css_class=summary.get("status")),
-                _cell(summary.get("source")),
-                _cell(counts.get("read"), numeric=True),
-                _cell(counts.get("valid"), numeric=True),
-                _cell(counts.get("quarantined"), numeric=True),
-                _cell(counts.get("duplicates"), numeric=True),
-                _cell(totals.get("shipping_cost"), numeric=True),
-                _cell(totals.get("shipping_distance"), numeric=True),
-                _cell(totals.get("quantity"), numeric=True),
-                _cell(summary.get("duration_seconds"), numeric=True),
-                _cell(failure),
-            ]))
-        header = "".join("<th>%s</th>" % html.escape(name) for name in _COLUMNS)
-        table = "<table>\n<tr>%s</tr>\n%s\n</table>" % (header, "\n".join(rows))
-    return _PAGE % {"title": html.escape(title), "count": len(summaries), "table": table}

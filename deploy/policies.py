@@ -229,6 +229,8 @@ def lambda_policies(resources):
             _statement("ListExecutions", ["states:ListExecutions"], [
                 resources.state_machine_arn, _arn(resources, "states", "mapRun:%s/*" % machine)]),
             read_executions,
+            # /status/{name}: the per-step timeline comes from the execution history.
+            _statement("ReadExecutionHistory", ["states:GetExecutionHistory"], [resources.execution_arn("*")]),
             _function_logs(resources, api)),
         "on_landing": _document(
             _statement("StartPipeline", ["states:StartExecution"], [resources.state_machine_arn]),
