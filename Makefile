@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test bench venv clean browser
+.PHONY: run up test bench venv clean browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ browser:  ## install the browser the dashboard test drives
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
 		|| { echo "chromium could not be installed: tests/test_browser.py will fail in CI, skip elsewhere"; exit 0; }; \
 	else echo "chromium not found at $(CHROMIUM) and cannot be installed here (needs root and apt-get): tests/test_browser.py will be skipped"; fi
+
+up: $(VENV)/.installed    ## the local stack as a service: API, dashboard, schedule, S3 events
+	$(PY) -m local up $(ARGS)
 
 test: $(VENV)/.installed node_modules/.installed browser  ## run the test suite
 	$(PY) -m pytest
