@@ -1,5 +1,6 @@
 """Shared fixtures: fake AWS credentials and region, and an in-process moto mock."""
 import os
+import shutil
 import sys
 
 import pytest
@@ -32,3 +33,21 @@ def aws(aws_credentials):
     """An in-process moto mock of every AWS service for the duration of one test."""
     with mock_aws():
         yield
+
+
+@pytest.fixture
+def deploy_project(tmp_path):
+    """A project dir holding what the deploy ships to Glue: chalicelib's shipped modules as they
+    are, small stand-ins for the glue/ scripts and modules (from chalicelib.glue_jobs' lists)."""
+    from chalicelib import glue_jobs
+
+    shipped = [glue_jobs.JSON_TO_PARQUET_SCRIPT, glue_jobs.NORMALIZE_SCRIPT] + [
+        repo_path for _name, repo_path in glue_jobs.LIBRARY_ZIP_MEMBERS]
+    for repo_path in shipped:
+        target = tmp_path / repo_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if repo_path.startswith("chalicelib/"):
+            shutil.copy(os.path.join(PROJECT_DIR, repo_path), target)
+        else:
+            target.write_text("# %s\nprint('run')\n" % os.path.basename(repo_path))
+    return tmp_path

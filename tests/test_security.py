@@ -43,15 +43,8 @@ def asl(monkeypatch):
 
 
 @pytest.fixture
-def project(tmp_path):
-    """A Chalice project dir with what the deploy ships to Glue (small stand-in scripts)."""
-    for repo_path in ("chalicelib/__init__.py", "chalicelib/schema.py"):
-        (tmp_path / repo_path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO_ROOT / repo_path, tmp_path / repo_path)
-    (tmp_path / "glue").mkdir()
-    for name in ("json_to_parquet.py", "normalize.py", "jobio.py"):
-        (tmp_path / "glue" / name).write_text("print('run')\n")
-    return tmp_path
+def project(deploy_project):
+    return deploy_project
 
 
 @functools.lru_cache(maxsize=None)
@@ -144,7 +137,8 @@ def test_each_lambda_may_do_only_its_own_job(deployed):
                for name, document in lambda_policy_files(deployed).items()}
     logs = ["logs:CreateLogStream", "logs:PutLogEvents"]
     assert actions == {
-        "policy-dev.json": sorted(["states:ListExecutions", "states:DescribeExecution"] + logs),
+        "policy-dev.json": sorted(["states:ListExecutions", "states:DescribeExecution",
+                                   "states:GetExecutionHistory"] + logs),
         "policy-dev-on_landing.json": sorted(["states:StartExecution", "states:DescribeExecution"] + logs),
         "policy-dev-generate_batch.json": sorted(["s3:PutObject"] + logs),
     }
@@ -451,6 +445,7 @@ def test_invoke_policy_grants_only_the_status_routes():
     assert statement["Action"] == ["execute-api:Invoke"]
     assert statement["Resource"] == [
         "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/api/GET/status",
+        "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/api/GET/status/*",
         "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/api/GET/"]
 
 
