@@ -149,6 +149,24 @@ class ChaliceApp:
             response = self._client.http.get(path)
         return response.status_code, response.json_body
 
+    def request(self, method, path, headers=None, body=b""):
+        """Send an HTTP request to the app's routes, as API Gateway would. Returns chalice's
+        HTTPResponse (``status_code``, ``headers``, ``body`` bytes)."""
+        with self._lock:
+            return self._client.http.request(method, path, headers=headers or {}, body=body or b"")
+
+    def invoke_with_environment(self, function_name, event, environment):
+        """Like ``invoke``, with ``environment`` set over the stage's variables for this call
+        (as a per-function ``environment_variables`` entry in .chalice/config.json would be)."""
+        from chalice.cli.factory import CLIFactory
+        from chalice.test import TestLambdaClient
+
+        config = CLIFactory(self.project_dir).create_config_obj(
+            chalice_stage_name=self.stage,
+            user_provided_params={"environment_variables": dict(environment)})
+        with self._lock:
+            return TestLambdaClient(self.app, config).invoke(function_name, event).payload
+
 
 class NotificationInbox:
     """An SQS queue subscribed (raw message delivery) to the pipeline's SNS topic."""
