@@ -13,10 +13,13 @@ One builder makes both forms of the definition:
 exits 1 when it is out of date.
 
 The flow (steps in ``STEPS``): json-to-parquet (Glue job) -> crawl-raw -> normalize (Glue job) ->
-crawl-processed -> query (Athena) -> notify (SNS). Every Task retries its transient errors and
-catches everything else into a per-step Pass that records the step, then one failure branch
-publishes a failure notification and ends in a Fail state whose cause is JSON
-``{"step", "error", "cause"}``.
+crawl-processed -> query (Athena) -> notify (SNS). Each job also compares its output with the
+catalog table and writes a decision (glue/catalog.py); a crawl step runs its crawler only when
+that decision asks for one, waits out another execution's crawl in its poll loop instead of
+failing, then has the job check the catalog again (``--catalog_only``). Every Task retries its
+transient errors (a failed job run or query once) and catches everything else into a per-step Pass
+that records the step, then one failure branch publishes a failure notification and ends in a
+Fail state whose cause is JSON ``{"step", "error", "cause"}``. docs/ORCHESTRATION.md explains it.
 """
 import argparse
 import json
@@ -24,6 +27,7 @@ import os
 import sys
 
 from chalicelib import queries
+from chalicelib.glue_jobs import JOB_TIMEOUT_MINUTES
 from chalicelib.naming import output_keys
 from chalicelib.resources import ATHENA_RESULTS_PREFIX, PROCESSED_PREFIX
 from chalicelib.schema import TOTALS
@@ -34,6 +38,7 @@ STEPS = ("json-to-parquet", "crawl-raw", "normalize", "crawl-processed", "query"
 PLACEHOLDERS = {
     "LakeBucket": "lake_bucket",
     "GlueDatabase": "glue_database",
+    "RawTable": "raw_table",
     "ProcessedTable": "processed_table",
     "JsonToParquetJob": "json_to_parquet_job",
     "NormalizeJob": "normalize_job",
@@ -41,18 +46,27 @@ PLACEHOLDERS = {
     "ProcessedCrawler": "processed_crawler",
     "AthenaWorkGroup": "athena_workgroup",
     "TopicArn": "topic_arn",
+    "Region": "region",
 }
 
 TEMPLATE_PATH = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "statemachine", "pipeline.asl.json"
 )
 
-# Task timeouts. A Glue job's own Timeout (set by the deploy) should stay below
-# GLUE_JOB_TIMEOUT_SECONDS, so Glue stops a runaway job before the state gives up on it.
-GLUE_JOB_TIMEOUT_SECONDS = 3600
+# Task timeouts, sized per stage. A job state waits for the job's own Timeout (set by the deploy,
+# chalicelib.glue_jobs) plus Glue's start-up and queueing, so Glue stops a runaway job before
+# the state gives up on it. A catalog check reads no data: its run gets a short Timeout of its own.
+GLUE_START_UP_SECONDS = 900
+GLUE_JOB_TIMEOUT_SECONDS = {step: 60 * minutes + GLUE_START_UP_SECONDS
+                            for step, minutes in JOB_TIMEOUT_MINUTES.items()}
+CATALOG_CHECK_JOB_TIMEOUT_MINUTES = 5
+CATALOG_CHECK_TIMEOUT_SECONDS = 60 * CATALOG_CHECK_JOB_TIMEOUT_MINUTES + GLUE_START_UP_SECONDS
+# The workgroup cancels a query past its scan cutoff; 15 minutes is far beyond what the
+# per-source totals query takes.
 ATHENA_QUERY_TIMEOUT_SECONDS = 900
 API_CALL_TIMEOUT_SECONDS = 60
-# Bounds the whole execution, crawler polling included: two jobs, two crawls, one query.
+# Bounds the whole execution, crawler polling included: two jobs, two crawls, catalog checks,
+# one query.
 EXECUTION_TIMEOUT_SECONDS = 4 * 3600
 
 # Error names starting with "States." are reserved for Step Functions itself, and moto refuses a
@@ -86,6 +100,12 @@ def _sdk_errors(service, names):
     return errors
 
 
+# A task that timed out on a quick API call is worth another try; a job or query that ran into
+# its timeout is not (it would only run as long again).
+TIMEOUT = "States.Timeout"
+# What a failed Glue job run (.sync) or Athena query reports. In a Retry it matches every error
+# but States.Timeout, so its retrier comes after the specific ones.
+TASK_FAILED = "States.TaskFailed"
 GLUE_JOB_TRANSIENT_ERRORS = [
     "Glue.ConcurrentRunsExceededException",
     "Glue.ThrottlingException",
@@ -94,14 +114,23 @@ GLUE_JOB_TRANSIENT_ERRORS = [
 ]
 GLUE_API_TRANSIENT_ERRORS = _sdk_errors(
     "Glue", ["ThrottlingException", "InternalServiceException", "OperationTimeoutException"]
-)
+) + [TIMEOUT]
 CRAWLER_RUNNING_ERRORS = _sdk_errors("Glue", ["CrawlerRunningException"])
-S3_TRANSIENT_ERRORS = _sdk_errors("S3", ["S3Exception", "SlowDownException", "InternalErrorException"])
+S3_TRANSIENT_ERRORS = _sdk_errors(
+    "S3", ["S3Exception", "SlowDownException", "InternalErrorException"]) + [TIMEOUT]
 ATHENA_TRANSIENT_ERRORS = ["Athena.TooManyRequestsException", "Athena.InternalServerException"]
-SNS_TRANSIENT_ERRORS = ["SNS.ThrottledException", "SNS.InternalErrorException"]
+ATHENA_API_TRANSIENT_ERRORS = ATHENA_TRANSIENT_ERRORS + [TIMEOUT]
+SNS_TRANSIENT_ERRORS = ["SNS.ThrottledException", "SNS.InternalErrorException", TIMEOUT]
+
+# Notifications carry these SNS message attributes, so a subscription can filter on them
+# (e.g. an e-mail subscription for failures only).
+OUTCOME_ATTRIBUTE = "outcome"
+OUTCOME_SUCCEEDED = "succeeded"
+OUTCOME_FAILED = "failed"
 
 
 def _retry(errors, interval, attempts, backoff=2.0, max_delay=None):
+    """One Retry entry with full jitter (IntervalSeconds is its upper bound)."""
     retrier = {
         "ErrorEquals": list(errors),
         "IntervalSeconds": interval,
@@ -113,6 +142,25 @@ def _retry(errors, interval, attempts, backoff=2.0, max_delay=None):
     if max_delay is not None:
         retrier["MaxDelaySeconds"] = max_delay
     return retrier
+
+
+# A failed job run or query is run once more, soon: S3 or Athena hiccups, a job killed by a
+# lost node, make one fail now and then, and the outputs are idempotent. A second failure is final.
+FAILED_ONCE_RETRY = _retry([TASK_FAILED], interval=2, attempts=1)
+# Errors no retry can fix (a missing job, a role without permission, bad arguments): they come
+# before FAILED_ONCE_RETRY, whose States.TaskFailed would match them too, and are not retried.
+GLUE_JOB_PERMANENT_ERRORS = ["Glue.EntityNotFoundException", "Glue.AccessDeniedException",
+                             "Glue.InvalidInputException"]
+NO_RETRY_GLUE = {"ErrorEquals": GLUE_JOB_PERMANENT_ERRORS, "MaxAttempts": 0}
+GLUE_JOB_RETRY = [_retry(GLUE_JOB_TRANSIENT_ERRORS, interval=30, attempts=8, max_delay=300), NO_RETRY_GLUE,
+                  FAILED_ONCE_RETRY]
+GLUE_API_RETRY = _retry(GLUE_API_TRANSIENT_ERRORS, interval=2, attempts=5)
+S3_RETRY = _retry(S3_TRANSIENT_ERRORS, interval=2, attempts=3)
+ATHENA_API_RETRY = _retry(ATHENA_API_TRANSIENT_ERRORS, interval=5, attempts=5)
+# SNS throttles for seconds, not minutes: 1 + 2 + 4 s at most before the notification is given up.
+SNS_RETRY = _retry(SNS_TRANSIENT_ERRORS, interval=1, attempts=3)
+NO_RETRY_ATHENA = {"ErrorEquals": ["Athena.InvalidRequestException", "Athena.AccessDeniedException"],
+                   "MaxAttempts": 0}
 
 
 # -- small helpers --------------------------------------------------------------------------
@@ -170,15 +218,16 @@ class _Builder:
             self.state_steps[name] = step
 
     def task(self, step, name, resource, parameters, next_state, timeout, retry, result_path,
-             result_selector=None):
+             result_selector=None, catch=()):
+        """Adds a Task; ``catch``: catchers tried before the step's catch-all."""
         state = {
             "Type": "Task",
             "Resource": resource,
             "Parameters": parameters,
             "TimeoutSeconds": timeout,
             "Retry": retry,
-            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
-                       "Next": failure_recorder(step)}],
+            "Catch": list(catch) + [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
+                                     "Next": failure_recorder(step)}],
             "Next": next_state,
         }
         if result_selector is not None:
@@ -190,38 +239,70 @@ class _Builder:
 # -- the steps ------------------------------------------------------------------------------
 
 
+def _job_run_selector():
+    # The full JobRun holds datetimes and grows with the arguments: keep what a reader needs.
+    return {"JobRunId.$": "$.Id", "JobRunState.$": "$.JobRunState", "ExecutionTime.$": "$.ExecutionTime"}
+
+
 def _glue_job(b, step, name, job, arguments, result_path, next_state):
     b.task(
         step, name, "arn:aws:states:::glue:startJobRun.sync",
         {"JobName": job, "Arguments": arguments}, next_state,
-        timeout=GLUE_JOB_TIMEOUT_SECONDS,
-        retry=[_retry(GLUE_JOB_TRANSIENT_ERRORS, interval=30, attempts=8, max_delay=300)],
-        # The full JobRun holds datetimes and grows with the arguments: keep what a reader needs.
-        result_selector={"JobRunId.$": "$.Id", "JobRunState.$": "$.JobRunState",
-                         "ExecutionTime.$": "$.ExecutionTime"},
+        timeout=GLUE_JOB_TIMEOUT_SECONDS[step],
+        retry=GLUE_JOB_RETRY,
+        result_selector=_job_run_selector(),
         result_path=result_path,
     )
 
 
-def _crawl(b, step, label, crawler, next_state):
-    """Start ``crawler``, poll until READY, then continue only if its last crawl SUCCEEDED."""
+def _crawl(b, step, label, crawler, job, job_arguments, next_state):
+    """The crawl step of one zone.
+
+    Reads the decision the job wrote; when no crawl is needed (the job registered its partitions)
+    goes straight on. Otherwise starts ``crawler``, polls until READY and continues only if its
+    last crawl SUCCEEDED (a failed crawl is started once more). When another execution's crawl is
+    running, waits for it in a poll loop, then has ``job`` check the catalog again
+    (``--catalog_only``): that crawl may have made the table, and our partitions, or not.
+    """
+    read, needed = "Read%sCatalogDecision" % label, "Is%sCrawlNeeded" % label
     start, wait = "Start%sCrawl" % label, "WaitFor%sCrawl" % label
     get_state, is_ready = "Get%sCrawlerState" % label, "Is%sCrawlerReady" % label
     get_result, succeeded = "Get%sCrawlResult" % label, "Did%sCrawlSucceed" % label
+    restart, restarted = "Restart%sCrawl" % label, "$.%s_crawl_restarted" % label.lower()
+    wait_other, get_other = "WaitForRunning%sCrawl" % label, "GetRunning%sCrawlerState" % label
+    other_done, recheck = "IsRunning%sCrawlDone" % label, "Recheck%sCatalog" % label
     not_succeeded = "%sCrawlDidNotSucceed" % label
-    api_retry = _retry(GLUE_API_TRANSIENT_ERRORS, interval=2, attempts=5)
+    decision_key = output_keys("{}")["%s_catalog" % label.lower()]
 
+    b.task(step, read, "arn:aws:states:::aws-sdk:s3:getObject",
+           {"Bucket": b.names["LakeBucket"], "Key.$": _per_source(decision_key)}, needed,
+           timeout=API_CALL_TIMEOUT_SECONDS, retry=[S3_RETRY],
+           # Body only: the rest of GetObject's output holds datetimes (LastModified).
+           result_selector={"decision.$": "States.StringToJson($.Body)"},
+           result_path="$.catalog")
+    b.add(step, needed, {
+        "Type": "Choice",
+        "Choices": [
+            # Another execution's crawl was running when the job looked: ours would likely find
+            # nothing new, so wait for that one and check again.
+            {"And": [{"Variable": "$.catalog.decision.crawl", "BooleanEquals": True},
+                     {"Variable": "$.catalog.decision.crawler_running", "BooleanEquals": True}],
+             "Next": wait_other},
+            {"Variable": "$.catalog.decision.crawl", "BooleanEquals": True, "Next": start},
+        ],
+        "Default": next_state,
+    })
     b.task(step, start, "arn:aws:states:::aws-sdk:glue:startCrawler", {"Name": crawler}, wait,
-           timeout=API_CALL_TIMEOUT_SECONDS,
-           # A crawl started by another execution is waited out, then this one starts its own,
-           # so the crawl that follows sees this execution's files.
-           retry=[_retry(CRAWLER_RUNNING_ERRORS, interval=20, attempts=12, backoff=1.5, max_delay=120),
-                  api_retry],
+           timeout=API_CALL_TIMEOUT_SECONDS, retry=[GLUE_API_RETRY],
+           # Another execution's crawl is running: wait for it (not a fixed retry interval, which
+           # would serialize executions), then check again.
+           catch=[{"ErrorEquals": CRAWLER_RUNNING_ERRORS, "ResultPath": "$.crawl_conflict",
+                   "Next": wait_other}],
            result_path=None)
     b.add(step, wait, {"Type": "Wait", "SecondsPath": "$.poll_seconds", "Next": get_state})
     # getCrawler returns datetimes (CreationTime, LastCrawl.StartTime): select strings only.
     b.task(step, get_state, "arn:aws:states:::aws-sdk:glue:getCrawler", {"Name": crawler}, is_ready,
-           timeout=API_CALL_TIMEOUT_SECONDS, retry=[api_retry],
+           timeout=API_CALL_TIMEOUT_SECONDS, retry=[GLUE_API_RETRY],
            result_selector={"Name.$": "$.Crawler.Name", "State.$": "$.Crawler.State"},
            result_path="$.crawl")
     b.add(step, is_ready, {
@@ -231,15 +312,20 @@ def _crawl(b, step, label, crawler, next_state):
     })
     # LastCrawl is absent until a crawler's first crawl ends, so it is read only once READY.
     b.task(step, get_result, "arn:aws:states:::aws-sdk:glue:getCrawler", {"Name": crawler}, succeeded,
-           timeout=API_CALL_TIMEOUT_SECONDS, retry=[api_retry],
+           timeout=API_CALL_TIMEOUT_SECONDS, retry=[GLUE_API_RETRY],
            result_selector={"Name.$": "$.Crawler.Name", "State.$": "$.Crawler.State",
                             "Status.$": "$.Crawler.LastCrawl.Status"},
            result_path="$.crawl")
     b.add(step, succeeded, {
         "Type": "Choice",
-        "Choices": [{"Variable": "$.crawl.Status", "StringEquals": "SUCCEEDED", "Next": next_state}],
+        "Choices": [
+            {"Variable": "$.crawl.Status", "StringEquals": "SUCCEEDED", "Next": next_state},
+            # Crawls fail transiently too (throttled catalog, S3 errors): one more, then give up.
+            {"Variable": restarted, "IsPresent": False, "Next": restart},
+        ],
         "Default": not_succeeded,
     })
+    b.add(step, restart, {"Type": "Pass", "Result": True, "ResultPath": restarted, "Next": start})
     b.add(step, not_succeeded, {
         "Type": "Pass",
         "Parameters": {
@@ -250,6 +336,24 @@ def _crawl(b, step, label, crawler, next_state):
         "ResultPath": "$.failure",
         "Next": FAILURE_NOTICE,
     })
+    # Someone else's crawl: the same poll interval as our own, so the local stage (0 s) never
+    # sleeps and AWS polls every $.poll_seconds.
+    b.add(step, wait_other, {"Type": "Wait", "SecondsPath": "$.poll_seconds", "Next": get_other})
+    b.task(step, get_other, "arn:aws:states:::aws-sdk:glue:getCrawler", {"Name": crawler}, other_done,
+           timeout=API_CALL_TIMEOUT_SECONDS, retry=[GLUE_API_RETRY],
+           result_selector={"Name.$": "$.Crawler.Name", "State.$": "$.Crawler.State"},
+           result_path="$.crawl")
+    b.add(step, other_done, {
+        "Type": "Choice",
+        "Choices": [{"Variable": "$.crawl.State", "StringEquals": "READY", "Next": recheck}],
+        "Default": wait_other,
+    })
+    arguments = dict(job_arguments)
+    arguments["--catalog_only"] = "true"
+    b.task(step, recheck, "arn:aws:states:::glue:startJobRun.sync",
+           {"JobName": job, "Arguments": arguments, "Timeout": CATALOG_CHECK_JOB_TIMEOUT_MINUTES}, read,
+           timeout=CATALOG_CHECK_TIMEOUT_SECONDS, retry=GLUE_JOB_RETRY,
+           result_selector=_job_run_selector(), result_path="$.catalog_check_run")
 
 
 def _query(b, next_state):
@@ -259,7 +363,7 @@ def _query(b, next_state):
            {"Bucket": n["LakeBucket"], "Key.$": _per_source(output_keys("{}")["manifest"])},
            "PrepareTotalsQuery",
            timeout=API_CALL_TIMEOUT_SECONDS,
-           retry=[_retry(S3_TRANSIENT_ERRORS, interval=2, attempts=3)],
+           retry=[S3_RETRY],
            # Body only: the rest of GetObject's output holds datetimes (LastModified).
            result_selector={"document.$": "States.StringToJson($.Body)"},
            result_path="$.summary")
@@ -281,7 +385,7 @@ def _query(b, next_state):
            },
            "GetTotals",
            timeout=ATHENA_QUERY_TIMEOUT_SECONDS,
-           retry=[_retry(ATHENA_TRANSIENT_ERRORS, interval=5, attempts=5)],
+           retry=[_retry(ATHENA_TRANSIENT_ERRORS, interval=5, attempts=5), NO_RETRY_ATHENA, FAILED_ONCE_RETRY],
            result_selector={"QueryExecutionId.$": "$.QueryExecution.QueryExecutionId"},
            result_path="$.query.execution")
     b.task(step, "GetTotals", "arn:aws:states:::athena:getQueryResults",
@@ -289,7 +393,7 @@ def _query(b, next_state):
            {"QueryExecutionId.$": "$.query.execution.QueryExecutionId", "MaxResults": 2},
            next_state,
            timeout=API_CALL_TIMEOUT_SECONDS,
-           retry=[_retry(ATHENA_TRANSIENT_ERRORS, interval=5, attempts=5)],
+           retry=[ATHENA_API_RETRY],
            # [*] yields a list on AWS and moto alike (moto turns Rows[1].Data[0].X into a list).
            # A NULL cell has no VarCharValue and [*] skips it; only the last column
            # (cost per mile) can be NULL, so the values still line up with the columns.
@@ -330,10 +434,11 @@ def _notify(b):
                "TopicArn": n["TopicArn"],
                "Subject.$": _format("Shipping ETL: source {} processed", "$.source_id"),
                "Message.$": _format(text, *args),
+               "MessageAttributes": _message_attributes(OUTCOME_SUCCEEDED, "$.source_id"),
            },
            "Done",
            timeout=API_CALL_TIMEOUT_SECONDS,
-           retry=[_retry(SNS_TRANSIENT_ERRORS, interval=2, attempts=5)],
+           retry=[SNS_RETRY],
            result_selector={"notification_id.$": "$.MessageId"},
            result_path="$.published")
     b.add(step, "Done", {
@@ -342,6 +447,16 @@ def _notify(b):
         "OutputPath": "$.output",
         "End": True,
     })
+
+
+def _message_attributes(outcome, source_id_path, step_path=None):
+    attributes = {
+        OUTCOME_ATTRIBUTE: {"DataType": "String", "StringValue": outcome},
+        "source_id": {"DataType": "String", "StringValue.$": source_id_path},
+    }
+    if step_path is not None:
+        attributes["step"] = {"DataType": "String", "StringValue.$": step_path}
+    return attributes
 
 
 def _failure_branch(b):
@@ -364,9 +479,10 @@ def _failure_branch(b):
             "Subject.$": _format("Shipping ETL: step {} failed for source {}",
                                  "$.failure.step", "$.source_id"),
             "Message.$": message,
+            "MessageAttributes": _message_attributes(OUTCOME_FAILED, "$.source_id", "$.failure.step"),
         },
         "TimeoutSeconds": API_CALL_TIMEOUT_SECONDS,
-        "Retry": [_retry(SNS_TRANSIENT_ERRORS, interval=2, attempts=5)],
+        "Retry": [SNS_RETRY],
         # Losing the notification must not hide the failure: go on to the Fail state.
         "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.notify_error",
                    "Next": CHOOSE_FAIL_STATE}],
@@ -400,19 +516,38 @@ def _build(names):
     def lake_uri(key):
         return _per_source("s3://%s/%s" % (lake, key))
 
-    _glue_job(b, "json-to-parquet", "ConvertToParquet", names["JsonToParquetJob"], {
+    def catalog_arguments(table, crawler, decision_key):
+        # Where the job checks its output against the catalog and writes its decision.
+        return {
+            "--catalog_database": names["GlueDatabase"],
+            "--catalog_table": table,
+            "--catalog_crawler": crawler,
+            "--catalog_decision_uri.$": lake_uri(decision_key),
+            "--catalog_region": names["Region"],
+        }
+
+    to_parquet = {
         "--source_uri.$": "$.source_uri",
         "--target_uri.$": lake_uri(keys["raw"]),
         "--quarantine_uri.$": lake_uri(keys["quarantine"]),
         "--source_id.$": "$.source_id",
-    }, "$.json_to_parquet_run", "StartRawCrawl")
-    _crawl(b, "crawl-raw", "Raw", names["RawCrawler"], "Normalize")
-    _glue_job(b, "normalize", "Normalize", names["NormalizeJob"], {
+    }
+    to_parquet.update(catalog_arguments(names["RawTable"], names["RawCrawler"], keys["raw_catalog"]))
+    normalize = {
         "--source_uri.$": lake_uri(keys["raw"]),
         "--target_uri": "s3://%s/%s" % (lake, PROCESSED_PREFIX),
         "--summary_uri.$": lake_uri(keys["manifest"]),
-    }, "$.normalize_run", "StartProcessedCrawl")
-    _crawl(b, "crawl-processed", "Processed", names["ProcessedCrawler"], "ReadSummary")
+        "--source_id.$": "$.source_id",
+    }
+    normalize.update(catalog_arguments(names["ProcessedTable"], names["ProcessedCrawler"],
+                                       keys["processed_catalog"]))
+    _glue_job(b, "json-to-parquet", "ConvertToParquet", names["JsonToParquetJob"], to_parquet,
+              "$.json_to_parquet_run", "ReadRawCatalogDecision")
+    _crawl(b, "crawl-raw", "Raw", names["RawCrawler"], names["JsonToParquetJob"], to_parquet, "Normalize")
+    _glue_job(b, "normalize", "Normalize", names["NormalizeJob"], normalize, "$.normalize_run",
+              "ReadProcessedCatalogDecision")
+    _crawl(b, "crawl-processed", "Processed", names["ProcessedCrawler"], names["NormalizeJob"], normalize,
+           "ReadSummary")
     _query(b, "SummarizeRun")
     _notify(b)
     _failure_branch(b)

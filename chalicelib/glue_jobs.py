@@ -32,11 +32,13 @@ ADDITIONAL_PYTHON_MODULES = ("duckdb==1.4.5", "pyarrow==21.0.0")
 JSON_TO_PARQUET_SCRIPT = "glue/json_to_parquet.py"
 NORMALIZE_SCRIPT = "glue/normalize.py"
 # The --extra-py-files zip: (name inside the zip, repository path). chalicelib keeps its package
-# path so ``from chalicelib import schema`` works on Glue; jobio is imported as a top-level module.
+# path so ``from chalicelib import schema`` works on Glue; jobio and catalog are imported as
+# top-level modules.
 LIBRARY_ZIP_MEMBERS = (
     ("chalicelib/__init__.py", "chalicelib/__init__.py"),
     ("chalicelib/schema.py", "chalicelib/schema.py"),
     ("jobio.py", "glue/jobio.py"),
+    ("catalog.py", "glue/catalog.py"),
 )
 LIBRARY_ZIP_NAME = "shipping_etl_glue_libs.zip"
 

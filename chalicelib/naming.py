@@ -32,10 +32,16 @@ def execution_name(bucket, key, etag):
 
 
 def output_keys(sid):
-    """Keys in the lake bucket that the pipeline writes for one source object."""
+    """Keys in the lake bucket that the pipeline writes for one source object.
+
+    ``raw_catalog`` and ``processed_catalog`` hold each job's catalog decision (does the stage's
+    table describe the job's output, or is a crawl needed: glue/catalog.py).
+    """
     return {
         "raw": "%s%s.parquet" % (RAW_PREFIX, sid),
         "quarantine": "%s%s.jsonl" % (QUARANTINE_PREFIX, sid),
         "manifest": "%s%s.json" % (MANIFEST_PREFIX, sid),
+        "raw_catalog": "%s%s.raw-catalog.json" % (MANIFEST_PREFIX, sid),
+        "processed_catalog": "%s%s.processed-catalog.json" % (MANIFEST_PREFIX, sid),
         "processed_root": PROCESSED_PREFIX,
     }

@@ -125,8 +125,9 @@ def state_machine_trust(resources):
 
 # -- role policies -----------------------------------------------------------------------------
 def glue_job_policy(resources):
-    """The jobs read landing objects and their own scripts, write the lake's zones, and
-    register the partitions they write in this stage's tables."""
+    """The jobs read landing objects and their own scripts, write the lake's zones (catalog
+    decisions under manifests/ included), register the partitions they write in this stage's
+    tables and look whether its crawlers are crawling."""
     lake, landing = resources.lake_bucket, resources.landing_bucket
     written = (RAW_PREFIX, PROCESSED_PREFIX, QUARANTINE_PREFIX, MANIFEST_PREFIX)
     return _document(
@@ -139,6 +140,10 @@ def glue_job_policy(resources):
                    [_bucket_arn(landing), _bucket_arn(lake)]),
         _statement("RegisterPartitions", ["glue:GetTable", "glue:GetPartitions",
                                           "glue:BatchCreatePartition"], _catalog(resources)),
+        # A job that finds a crawl needed first looks whether one is running (glue/catalog.py).
+        _statement("ReadCrawlerState", ["glue:GetCrawler"],
+                   [_arn(resources, "glue", "crawler/%s" % name)
+                    for name in (resources.raw_crawler, resources.processed_crawler)]),
         *_write_logs("WriteJobLogs", resources, GLUE_JOB_LOG_GROUPS),
         _statement("PublishGlueMetrics", ["cloudwatch:PutMetricData"], ["*"],
                    {"StringEquals": {"cloudwatch:namespace": "Glue"}}),

@@ -6,9 +6,12 @@ the standard library and boto3 (Python 3.9). boto3 reaches a local endpoint thro
 ``AWS_ENDPOINT_URL`` environment variable, so the same code runs on Glue, on the local stack and
 on local files.
 """
+import importlib
+import importlib.abc
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -19,8 +22,9 @@ LOG = logging.getLogger("shipping_etl")
 # {"source", "read", "valid", "quarantined"} (JSON) for normalize.
 COUNTS_METADATA_KEY = "shipping_etl.counts"
 S3_SCHEME = "s3://"
-# boto3's transfer manager splits objects above this into parallel parts.
+# Objects above this are uploaded by boto3's transfer manager, in parallel parts.
 _MULTIPART_THRESHOLD = 64 * 1024 * 1024
+_READ_CHUNK = 1024 * 1024
 
 
 class JobError(Exception):
@@ -78,6 +82,33 @@ def positive_int(args, name):
     if number < 1:
         raise JobError("--%s must be a whole number > 0, got %r" % (name, value))
     return number
+
+
+# What a job process holds besides DuckDB's buffer memory: the interpreter, pyarrow and DuckDB's
+# code and their allocations outside DuckDB's buffer manager (measured: 100-150 MB).
+PROCESS_BASELINE_MB = 150
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)?\s*$", re.IGNORECASE)
+_UNITS = {"B": 1e-6, "KB": 1e-3, "MB": 1.0, "GB": 1e3, "TB": 1e6,
+          "KIB": 1024 / 1e6, "MIB": 1024 ** 2 / 1e6, "GIB": 1024 ** 3 / 1e6, "TIB": 1024 ** 4 / 1e6}
+
+
+def size_mb(text):
+    """A size such as ``"800MB"``, ``"1GB"`` or ``"512MiB"`` in (decimal) megabytes, or None when
+    ``text`` is not one."""
+    match = _SIZE.match(text or "")
+    if not match:
+        return None
+    return float(match.group(1)) * _UNITS[(match.group(2) or "B").upper()]
+
+
+def duckdb_memory_limit(job_limit):
+    """DuckDB's share of the job's memory limit ``job_limit`` (e.g. ``"800MB"``): the limit less
+    PROCESS_BASELINE_MB, and at least a quarter of it. Returns a size DuckDB accepts; a
+    ``job_limit`` that is no size comes back unchanged (DuckDB then says why it is not usable)."""
+    total = size_mb(job_limit)
+    if total is None:
+        return job_limit
+    return "%dMB" % max(total / 4, total - PROCESS_BASELINE_MB)
 
 
 def duckdb_connection(duckdb, memory_limit, **settings):
@@ -152,8 +183,13 @@ class Storage:
         bucket, key = split_s3(uri)
         local = os.path.join(work_dir, "source-" + (os.path.basename(key) or "object"))
         try:
-            self.s3.download_file(bucket, key, local, Config=self._transfer_config())
-        except Exception as exc:  # botocore raises ClientError or its own transfer errors
+            # One streaming GET: no HEAD first and no transfer threads, which is what a small
+            # object's run time is made of (and one connection is plenty for a 1/16-DPU job).
+            body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
+            with open(local, "wb") as out:
+                for chunk in body.iter_chunks(_READ_CHUNK):
+                    out.write(chunk)
+        except Exception as exc:  # botocore raises ClientError or its own read errors
             raise JobError("cannot read %s: %s (check that the object exists and that the job's "
                            "role may s3:GetObject it)" % (uri, _aws_message(exc)))
         return local
@@ -164,7 +200,11 @@ class Storage:
         if is_s3(uri):
             bucket, key = split_s3(uri)
             try:
-                self.s3.upload_file(local_path, bucket, key, Config=self._transfer_config())
+                if os.path.getsize(local_path) <= _MULTIPART_THRESHOLD:
+                    with open(local_path, "rb") as body:
+                        self.s3.put_object(Bucket=bucket, Key=key, Body=body)
+                else:
+                    self.s3.upload_file(local_path, bucket, key, Config=self._transfer_config())
             except Exception as exc:
                 raise JobError("cannot write %s: %s (check that the bucket exists and that the "
                                "job's role may s3:PutObject there)" % (uri, _aws_message(exc)))
@@ -272,11 +312,43 @@ def print_result(result):
     sys.stdout.flush()
 
 
+class ImportedOnUse:
+    """Stands for the module ``name``, imported when one of its attributes is first used.
+
+    pyarrow takes a fifth of a second to import; a job that can do without it for a given input
+    (small files, DuckDB reading Parquet metadata) should not wait for it, and a job that needs it
+    can import it on a thread while DuckDB works."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attribute):
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+class WithoutPandas(importlib.abc.MetaPathFinder):
+    """While installed (first in ``sys.meta_path``), ``import pandas`` fails as if pandas were
+    not installed.
+
+    DuckDB's and pyarrow's Python layers import pandas, when it is there, only to ask whether an
+    object is a DataFrame. The jobs never hand them one, and the import costs a quarter of a
+    second per run (a second on a busy machine): most of a small file's conversion.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError("the Glue jobs do not use pandas", name=name)
+        return None
+
+
 def run(job, argv=None):
     """Runs ``job(argv)`` as a script: returns the exit status (0 on success). A JobError's
-    message is the last line on stderr; any other exception is logged with its traceback."""
+    message is the last line on stderr; any other exception is logged with its traceback.
+    pandas cannot be imported meanwhile (see WithoutPandas)."""
     configure_logging()
     argv = sys.argv[1:] if argv is None else argv
+    blocker = WithoutPandas()
+    sys.meta_path.insert(0, blocker)
     try:
         job(argv)
     except JobError as exc:
@@ -286,4 +358,6 @@ def run(job, argv=None):
         LOG.exception("unexpected failure")
         LOG.error("failed: %s: %s", type(exc).__name__, exc)
         return 1
+    finally:
+        sys.meta_path.remove(blocker)
     return 0

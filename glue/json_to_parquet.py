@@ -2,7 +2,7 @@
 
     python glue/json_to_parquet.py --source_uri s3://landing/incoming/x.json \\
         --target_uri s3://lake/raw/<sid>.parquet --quarantine_uri s3://lake/quarantine/<sid>.jsonl \\
-        [--source_id <sid>] [--memory_limit 300MB] [--threads N]
+        [--source_id <sid>] [--memory_limit 350MB] [--threads N]
 
 Every ``--*_uri`` may also be a local path. Other arguments (Glue's own) are ignored.
 
@@ -13,19 +13,36 @@ The counts ``{"source", "read", "valid", "quarantined"}`` are stored in the Parq
 metadata under ``shipping_etl.counts`` and printed as one JSON line on stdout. A file without a
 single valid line fails the job (the quarantine file is still written).
 
-How: the source is read in blocks of whole lines (gzip detected by its magic bytes). DuckDB
-splits each block into numbered lines and validates them in SQL, parsing each line once with its
-JSON reader; pyarrow writes the results while DuckDB checks the next block, so memory stays flat
-whatever the file size. DuckDB's reader accepts a few things strict JSON does not (NaN,
-Infinity, trailing commas); lines where those may occur are re-checked with Python's json module.
+How: a gzip file (recognised by its magic bytes, whatever its name) is first decompressed into
+the work directory. Most files hold no bad line at all, so the job first tries to *prove* that,
+at the speed of DuckDB's own JSON reader (the fast path): one ``COPY (SELECT ... FROM
+read_json(...)) TO ... (FORMAT parquet)`` whose typed read is paired with checks for everything
+such a read silently bends (a number given as a string, a string given as a number, ``1.0`` for
+an integer, ...) and which stops at the first row it cannot prove valid, while a second thread
+scans the raw bytes for what DuckDB's reader accepts beyond strict JSON (NaN, Infinity, trailing
+commas, vertical tabs). When both succeed, that Parquet file is the result (its counts, unknown
+when DuckDB writes the footer, are patched into a placeholder of the same length). Otherwise
+the file is checked line by line (the exact path): blocks of whole lines are cut into numbered
+lines, DuckDB proves most lines valid with the same cheap checks, and only the rest are judged
+by the full rules, which say why a line is bad; pyarrow writes the results while DuckDB checks
+the next block, so memory stays flat whatever the file size.
+
+``--memory_limit`` bounds the whole job; DuckDB gets it less what the process needs besides
+(jobio.duckdb_memory_limit).
 """
+import array
 import base64
+import functools
 import gzip
 import json
 import logging
 import os
 import re
+import shutil
 import sys
+import tempfile
+import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 try:
@@ -35,21 +52,26 @@ except ImportError:  # run from a checkout: chalicelib lives next to this script
     from chalicelib import schema
 
 import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 import jobio
+
+# The fast path needs pyarrow only for the raw-byte scan of a large file, which imports it on its
+# own thread while DuckDB converts; a small file's needs none of it.
+pa = jobio.ImportedOnUse("pyarrow")
+pc = jobio.ImportedOnUse("pyarrow.compute")
+pq = jobio.ImportedOnUse("pyarrow.parquet")
 
 LOG = logging.getLogger("shipping_etl.json_to_parquet")
 
 COUNTS_METADATA_KEY = jobio.COUNTS_METADATA_KEY
-DEFAULT_MEMORY_LIMIT = "300MB"
-# Lines are read and checked this many bytes at a time; each block is cut into sub-blocks that
-# DuckDB checks in parallel.
+DEFAULT_MEMORY_LIMIT = "350MB"  # the whole job's, see jobio.duckdb_memory_limit
+# The exact path reads and checks lines this many bytes at a time.
 BLOCK_BYTES = 16 * 1024 * 1024
-SUB_BLOCKS = 8
+# The raw-byte scan of the fast path reads this many bytes at a time.
+SCAN_BYTES = 16 * 1024 * 1024
 PROGRESS_EVERY_BLOCKS = 16
+# Lines per Arrow record batch handed to DuckDB (measured: fastest between 2,048 and 32,768).
+LINES_PER_BATCH = 8192
 GZIP_MAGIC = b"\x1f\x8b"
 # Columns with few distinct values, worth dictionary encoding; for the others (ids, names,
 # addresses, amounts) building a dictionary costs more time than it saves space.
@@ -58,13 +80,37 @@ DICTIONARY_COLUMNS = ("shipping_date", "destination_city", "product_id", schema.
 NOT_JSON = "not valid JSON"
 NOT_OBJECT = "not a JSON object"
 
-_ARROW_TYPES = {"int64": pa.int64(), "date32": pa.date32(), "string": pa.string(), "float64": pa.float64()}
-RAW_SCHEMA = pa.schema([pa.field(f.name, _ARROW_TYPES[f.arrow_type]) for f in schema.FIELDS]
-                       + [pa.field(schema.SOURCE_ID_FIELD, pa.string())])
-_BLOCK_SCHEMA = pa.schema([("first_line", pa.int64()), ("block", pa.string())])
 
 
-# -- the rules in SQL -------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def raw_schema():
+    """The Arrow schema of the raw Parquet file: the schema fields, typed, and ``source_id``."""
+    types = {"int64": pa.int64(), "date32": pa.date32(), "string": pa.string(), "float64": pa.float64()}
+    return pa.schema([pa.field(f.name, types[f.arrow_type]) for f in schema.FIELDS]
+                     + [pa.field(schema.SOURCE_ID_FIELD, pa.string())])
+
+
+@functools.lru_cache(maxsize=None)
+def _block_schema():
+    return pa.schema([("first_line", pa.int64()), ("block", pa.string())])
+
+
+@functools.lru_cache(maxsize=None)
+def _lines_schema():
+    return pa.schema([("line_no", pa.int64()), ("line", pa.string())])
+
+
+def __getattr__(name):
+    if name == "RAW_SCHEMA":  # kept as a module attribute, built on first use
+        return raw_schema()
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+
+
+def _sql_literal(text):
+    return "'%s'" % text.replace("'", "''")
+
+
+# -- the rules in SQL, exactly (with reasons) ----------------------------------------------------
 # Each field is looked at as the JSON text of its value ``t`` (DuckDB re-serialises it: strings
 # keep their quotes, numbers their digits; NULL when the member is absent or null) and as the
 # typed value ``v`` computed from that text.
@@ -74,6 +120,7 @@ _DATE_FORMAT = "'\"%s\"'" % schema.DATE_FORMAT  # the quotes are part of the JSO
 # A string's value: the text without its quotes, unless it holds an escape.
 _STRING_VALUE = ("CASE WHEN contains({t}, '\\') THEN json_extract_string({t}, '$') "
                  "ELSE substr({t}, 2, length({t}) - 2) END")
+_LARGEST_DOUBLE = "1.7976931348623157e308"
 
 # kind -> (typed value of t, condition on t and v, what a valid value is)
 _KINDS = {
@@ -91,7 +138,7 @@ _KINDS = {
     # NaN sorts above every number in DuckDB and infinity lies above the largest double: the
     # range leaves both out.
     "amount": ("TRY_CAST({t} AS DOUBLE)",
-               "{v} BETWEEN 0 AND 1.7976931348623157e308",
+               "{v} BETWEEN 0 AND %s" % _LARGEST_DOUBLE,
                "a finite number >= 0"),
     "text": (_STRING_VALUE,
              "starts_with({t}, '\"') AND {t} <> '\"\"'",
@@ -109,12 +156,13 @@ LENIENT_JSON_PATTERNS = (
     r":[ \t\r]*[-+]?(?i:nan|inf|infinity)[ \t\r]*[,}\]]",
     r"\[[ \t\r]*[-+]?(?i:nan|inf|infinity)[ \t\r]*[,}\]]",
 )
+_LENIENT_JSON_BYTES = tuple(re.compile(pattern.encode("ascii")) for pattern in LENIENT_JSON_PATTERNS)
+# Below this many bytes Python's re scans faster than pyarrow's RE2 can be imported.
+_SMALL_SCAN_BYTES = 256 * 1024
+# Bytes DuckDB's line reader takes for whitespace around a JSON document and strict JSON does not.
+NON_JSON_WHITESPACE = (b"\x0b", b"\x0c")
 # What a blank line may hold: spaces, tabs, carriage returns.
 _BLANK_CHARS = "' ' || chr(9) || chr(13)"
-
-
-def _sql_literal(text):
-    return "'%s'" % text.replace("'", "''")
 
 
 def check_sql(source_id, lenient_scan=False, validate_json=True):
@@ -178,6 +226,63 @@ FROM checked
            source_id=_sql_literal(source_id), source_id_field=schema.SOURCE_ID_FIELD)
 
 
+# -- the rules in SQL, as a proof (cheap, no reasons) --------------------------------------------
+# Strings and dates are read as VARCHAR (DuckDB unescapes them), numbers as JSON (their text as
+# written). A typed read bends: it turns the number 5 into the string '5', the string "12" into
+# the number 12, 1.0 into the integer 1. So each condition below holds only for values that are
+# valid under the rules *and* cannot have been bent; a value it cannot vouch for (e.g. the string
+# "5" as a city, indistinguishable from the number 5) is left to the exact rules above.
+
+PROOF_TYPES = {"id": "JSON", "opt_int": "JSON", "amount": "JSON",
+               "date": "VARCHAR", "text": "VARCHAR", "opt_text": "VARCHAR"}
+# A VARCHAR read of a number, boolean, array or object is that value's JSON text, which DuckDB's
+# own parser accepts; a string whose content is no JSON text (nearly every name, address and
+# city), or one starting with a quote, can only have been a string.
+_CERTAIN_STRING = "(NOT json_valid({c}) OR starts_with({c}, '\"'))"
+# The JSON text of a number is an integer unless it has a fraction or an exponent. (BIGINT's
+# cast alone would take 1.0 and 1e2.)
+_INTEGER_TEXT = "NOT (contains({c}::VARCHAR, '.') OR contains({c}::VARCHAR, 'e') OR contains({c}::VARCHAR, 'E'))"
+
+# kind -> (typed value, condition that proves the value valid); {c} is the column as read.
+_PROOFS = {
+    "id": ("TRY_CAST({c}::VARCHAR AS BIGINT)", "{v} > 0 AND %s" % _INTEGER_TEXT),
+    "opt_int": ("TRY_CAST({c}::VARCHAR AS BIGINT)", "({c} IS NULL OR ({v} IS NOT NULL AND %s))" % _INTEGER_TEXT),
+    "amount": ("TRY_CAST({c}::VARCHAR AS DOUBLE)", "{v} BETWEEN 0 AND %s" % _LARGEST_DOUBLE),
+    # The shape leaves DuckDB's date cast (which takes more than YYYY/MM/DD) only real dates to
+    # reject; year 0 it reads as 1 BC.
+    "date": ("TRY_CAST({c} AS DATE)",
+             "{c} GLOB '[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]' AND year({v}) >= 1"),
+    "text": ("{c}", "{c} <> '' AND %s" % _CERTAIN_STRING),
+    "opt_text": ("{c}", "({c} IS NULL OR %s)" % _CERTAIN_STRING),
+}
+
+
+def proof_columns():
+    """The ``columns`` argument of ``read_json`` (and the struct of ``from_json``) that reads the
+    schema fields the way the proof needs them, as DuckDB struct text."""
+    return "{%s}" % ", ".join('"%s": "%s"' % (f.name, PROOF_TYPES[f.kind]) for f in schema.FIELDS)
+
+
+def proof_sql(relation, source_id, keep=(), also=None):
+    """A SELECT over ``relation`` (which has the schema fields as read with ``proof_columns``,
+    plus the columns named in ``keep``). Returns the ``keep`` columns, the typed schema fields
+    and ``source_id`` (RAW_SCHEMA's names), and ``proven``: true when the row is certainly valid
+    (and the SQL condition ``also`` holds), false when the exact rules must judge it."""
+    values, conditions = [], [] if also is None else [also]
+    for f in schema.FIELDS:
+        value, condition = _PROOFS[f.kind]
+        column, v = '"%s"' % f.name, "v_" + f.name
+        values.append("%s AS %s" % (value.format(c=column), v))
+        conditions.append(condition.format(c=column, v=v))
+    outputs = ["v_%s AS %s" % (f.name, f.name) for f in schema.FIELDS]
+    return """
+SELECT {keep}{outputs}, {source_id} AS {source_id_field}, coalesce({conditions}, false) AS proven
+FROM (SELECT *, {values} FROM {relation})
+""".format(keep="".join("%s, " % name for name in keep), outputs=", ".join(outputs),
+           source_id=_sql_literal(source_id), source_id_field=schema.SOURCE_ID_FIELD,
+           conditions=" AND ".join(conditions), values=", ".join(values), relation=relation)
+
+
 # -- pure transforms ---------------------------------------------------------------------------
 
 
@@ -193,11 +298,65 @@ def strict_json_error(text):
     return None
 
 
+def is_gzip(path):
+    """Whether the file starts with the gzip magic bytes."""
+    with open(path, "rb") as probe:
+        return probe.read(2) == GZIP_MAGIC
+
+
 def open_source(path):
     """A binary stream of the file's lines, gunzipped when it starts with the gzip magic."""
-    with open(path, "rb") as probe:
-        magic = probe.read(2)
-    return gzip.open(path, "rb") if magic == GZIP_MAGIC else open(path, "rb")
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+
+
+def lenient_json_match(text):
+    """Whether a string or binary Arrow array's values might hold what DuckDB's JSON reader
+    accepts beyond strict JSON (a pattern of LENIENT_JSON_PATTERNS matches somewhere)."""
+    return any(pc.any(pc.match_substring_regex(text, pattern)).as_py() for pattern in LENIENT_JSON_PATTERNS)
+
+
+def _ints(values, narrow=False):
+    """An Arrow int64 (int32 when ``narrow``) array of ``values`` (ints), built from a buffer:
+    pa.array() and pa.scalar() on Python values import pandas (a quarter of a second) to ask
+    whether they are pandas objects."""
+    data = array.array("i" if narrow else "q", values)
+    return pa.Array.from_buffers(pa.int32() if narrow else pa.int64(), len(data), [None, pa.py_buffer(data)])
+
+
+def _whole(buffer):
+    """A one-value binary Arrow array over ``buffer`` (an Arrow Buffer), without copying."""
+    return pa.Array.from_buffers(pa.binary(), 1, [None, _ints([0, buffer.size], narrow=True).buffers()[1], buffer])
+
+
+def raw_bytes_are_strict(stream, stop=None, chunk_bytes=SCAN_BYTES):
+    """Scans a binary stream for what DuckDB's NDJSON reader accepts and strict JSON does not:
+    NaN/Infinity literals, trailing commas (LENIENT_JSON_PATTERNS) and the whitespace bytes of
+    NON_JSON_WHITESPACE. Returns False at the first sign of one (a pattern may also match inside
+    a string: False means "not proven", not "bad"), True when there is none. ``stop`` (a
+    threading.Event) ends the scan early, returning False."""
+    buffer = bytearray(chunk_bytes)
+    rest = 0  # bytes carried over from the last chunk's incomplete final line
+    while not (stop is not None and stop.is_set()):
+        got = stream.readinto(memoryview(buffer)[rest:])
+        length = rest + (got or 0)
+        if length == 0:
+            return True
+        # Patterns never span lines: scan up to the last line end, carry the rest over.
+        cut = length if not got else buffer.rfind(b"\n", 0, length) + 1
+        if cut == 0:  # a line longer than the buffer: grow it
+            buffer.extend(bytes(len(buffer)))
+            rest = length
+            continue
+        if any(buffer.find(byte, 0, cut) >= 0 for byte in NON_JSON_WHITESPACE):
+            return False
+        if cut < _SMALL_SCAN_BYTES:
+            if any(pattern.search(buffer, 0, cut) for pattern in _LENIENT_JSON_BYTES):
+                return False
+        elif lenient_json_match(_whole(pa.py_buffer(memoryview(buffer)[:cut]))):
+            return False
+        buffer[:length - cut] = buffer[cut:length]
+        rest = length - cut
+    return False
 
 
 class BlockReader:
@@ -274,61 +433,90 @@ def _without_invalid_utf8(first_line, piece, source, bad):
 
 
 class Block:
-    """One block of lines ready for DuckDB: ``table`` (Arrow: first_line, block), ``lines``
-    (how many physical lines it holds), ``lenient`` (whether a line may use DuckDB's JSON
-    leniencies), ``bad`` (quarantine entries of lines that are not UTF-8, blanked in ``table``)."""
+    """One block of numbered lines ready for DuckDB: ``lines`` (Arrow table line_no, line; each
+    line keeps its line end), ``count`` (how many physical lines it holds), ``lenient`` (whether
+    a line may use DuckDB's JSON leniencies), ``bad`` (quarantine entries of lines that are not
+    UTF-8, blanked in ``lines``)."""
 
-    def __init__(self, table, lines, lenient, bad):
-        self.table, self.lines, self.lenient, self.bad = table, lines, lenient, bad
+    def __init__(self, lines, count, lenient, bad):
+        self.lines, self.count, self.lenient, self.bad = lines, count, lenient, bad
 
 
-def prepare_block(first_line, block, size, source, pieces=SUB_BLOCKS):
+
+
+def prepare_block(first_line, block, size, source):
     """Cuts ``block[:size]`` (bytes or bytearray of whole lines, the first numbered
-    ``first_line``) at line ends into up to ``pieces`` rows of an Arrow table, without copying.
-    Returns a Block."""
-    bounds = [0]
-    for index in range(1, pieces):
-        cut = block.find(b"\n", size * index // pieces, size) + 1
-        if cut > bounds[-1]:
-            bounds.append(cut)
-    if bounds[-1] < size:
-        bounds.append(size)
-    buffer = pa.py_buffer(block)
+    ``first_line``) into numbered lines, an Arrow table whose strings point into ``block``
+    (no copy). Returns a Block."""
+    buffer = pa.py_buffer(block).slice(0, size)
     bad = []
-    batches = []
-    line = first_line
-    lenient = False
-    for start, end in zip(bounds, bounds[1:]):
-        offsets = pa.array([0, end - start], pa.int32()).buffers()[1]
-        piece = pa.Array.from_buffers(pa.binary(), 1, [None, offsets, buffer.slice(start, end - start)])
-        try:
-            text = piece.cast(pa.string())
-        except pa.ArrowInvalid:
-            text = pa.array([_without_invalid_utf8(line, bytes(block[start:end]), source, bad).decode("utf-8")])
-        lenient = lenient or any(pc.any(pc.match_substring_regex(text, pattern)).as_py()
-                                 for pattern in LENIENT_JSON_PATTERNS)
-        batches.append(pa.record_batch([pa.array([line], pa.int64()), text], schema=_BLOCK_SCHEMA))
-        line += block.count(b"\n", start, end)
-    return Block(pa.Table.from_batches(batches, schema=_BLOCK_SCHEMA), line - first_line, lenient, bad)
+    text = _whole(buffer)
+    try:
+        text = text.cast(pa.string())
+    except pa.ArrowInvalid:
+        buffer = pa.py_buffer(_without_invalid_utf8(first_line, bytes(block[:size]), source, bad))
+        text = _whole(buffer).cast(pa.string())
+    newline = pa.Array.from_buffers(pa.uint8(), 1, [None, pa.py_buffer(b"\n")])[0]
+    ends = pc.indices_nonzero(pc.equal(pa.Array.from_buffers(pa.uint8(), buffer.size, [None, buffer]), newline))
+    count = len(ends)
+    starts = [_ints([0], narrow=True)]
+    if count:
+        starts.append(pc.add(ends.cast(pa.int32()), _ints([1], narrow=True)[0]))
+    if not count or ends[-1].as_py() + 1 < buffer.size:  # the last line has no line end
+        starts.append(_ints([buffer.size], narrow=True))
+        count += 1
+    offsets = pa.concat_arrays(starts)
+    lines = pa.Array.from_buffers(pa.string(), count, [None, offsets.buffers()[1], buffer])
+    numbers = _ints(range(first_line, first_line + count))
+    # DuckDB scans an Arrow table one record batch per thread: several batches, so all threads work.
+    table = pa.Table.from_arrays([numbers, lines], schema=_lines_schema())
+    table = pa.Table.from_batches(table.to_batches(max_chunksize=LINES_PER_BATCH), schema=_lines_schema())
+    return Block(table, len(ends), lenient_json_match(text), bad)
+
+
+def _lines_proof_sql(source_id, validate_json, lenient_scan):
+    """The proof query over the Arrow table ``lines`` (line_no, line): one row per non-blank
+    line with ``line_no``, RAW_SCHEMA's columns and ``proven`` (false also for a line that may
+    use DuckDB's JSON leniencies, when ``lenient_scan``)."""
+    struct = _sql_literal(proof_columns())
+    parse = "from_json(line, %s)" % struct
+    if validate_json:
+        parse = "CASE WHEN json_valid(line) THEN %s END" % parse
+    lenient = " OR ".join("regexp_matches(line, %s)" % _sql_literal(p) for p in LENIENT_JSON_PATTERNS)
+    fields = ", ".join('r."%s" AS "%s"' % (f.name, f.name) for f in schema.FIELDS)
+    relation = """(
+    SELECT line_no, {lenient} AS lenient, {fields}
+    FROM (SELECT line_no, line, {parse} AS r FROM lines
+          -- not blank (most lines start with a brace, which spares the trim)
+          WHERE CASE WHEN starts_with(line, '{{') THEN true ELSE trim(line, {blank}) <> '' END)
+)""".format(lenient=lenient if lenient_scan else "false", fields=fields, parse=parse,
+            blank=_BLANK_CHARS + " || chr(10)")
+    return proof_sql(relation, source_id, keep=("line_no",), also="NOT lenient")
 
 
 class LineChecker:
-    """Checks blocks of lines with DuckDB. ``memory_limit`` bounds DuckDB's memory (e.g.
-    ``"300MB"``); ``threads`` its parallelism (default: one per CPU).
+    """Checks blocks of numbered lines with DuckDB (the exact path). ``memory_limit`` is the
+    job's (e.g. ``"350MB"``; DuckDB gets it less what the process needs besides, see
+    jobio.duckdb_memory_limit); ``threads`` DuckDB's parallelism (default: one per CPU).
 
-    Lines are first parsed without validating them as JSON, which is cheaper; from the first
-    block holding a line that is not JSON on, every line is validated first.
+    Every line first meets the cheap proof; the few it cannot vouch for are judged by the exact
+    rules (check_sql), which also give the reasons. Lines are parsed without validating them as
+    JSON first, which is cheaper; from the first block holding a line that is not JSON on, every
+    line is validated first.
     """
 
     def __init__(self, source, source_id, memory_limit=DEFAULT_MEMORY_LIMIT, threads=None, temp_dir=None):
         self.source = source
-        self.connection = jobio.duckdb_connection(duckdb, memory_limit, preserve_insertion_order=True)
+        self.connection = jobio.duckdb_connection(duckdb, jobio.duckdb_memory_limit(memory_limit),
+                                                  preserve_insertion_order=True)
         if threads:
             self.connection.execute("SET threads = %d" % int(threads))
         if temp_dir:
             self.connection.execute("SET temp_directory = %s" % _sql_literal(temp_dir))
-        self._sql = {(lenient, validate): check_sql(source_id, lenient_scan=lenient, validate_json=validate)
-                     for lenient in (False, True) for validate in (False, True)}
+        self._proof = {(validate, lenient): _lines_proof_sql(source_id, validate, lenient)
+                       for validate in (False, True) for lenient in (False, True)}
+        self._exact = {lenient: check_sql(source_id, lenient_scan=lenient, validate_json=True)
+                       for lenient in (False, True)}
         self.validate_json = False
 
     def close(self):
@@ -338,30 +526,44 @@ class LineChecker:
         """Returns ``(valid rows as an Arrow table in RAW_SCHEMA, [quarantine entries])`` for a
         Block, entries in line order."""
         try:
-            checked = self._query(block)
+            checked = self._query(self._proof[self.validate_json, block.lenient], "lines", block.lines)
         except duckdb.InvalidInputException:
             if self.validate_json:
                 raise
             # A line is not JSON: from_json failed on it. Validate from now on.
             self.validate_json = True
-            checked = self._query(block)
+            checked = self._query(self._proof[True, block.lenient], "lines", block.lines)
+        proven = checked.column("proven")
         bad = list(block.bad)
-        valid = self._settle(checked, bad)
+        if checked.num_rows == 0 or pc.all(proven).as_py():
+            valid = checked
+        else:
+            valid = checked.filter(proven)
+            doubtful = pc.subtract(checked.filter(pc.invert(proven)).column("line_no"),
+                                   block.lines.column("line_no")[0])
+            judged = self._query(self._exact[block.lenient], "blocks", pa.Table.from_arrays(
+                [pc.take(block.lines.column("line_no"), doubtful), pc.take(block.lines.column("line"), doubtful)],
+                schema=_block_schema()))
+            rescued = self._settle(judged, bad)
+            if rescued.num_rows:
+                valid = pa.concat_tables([valid.select(raw_schema().names).cast(raw_schema()),
+                                          rescued.select(raw_schema().names).cast(raw_schema())])
         bad.sort(key=lambda entry: entry["line"])
-        return valid.select(RAW_SCHEMA.names).cast(RAW_SCHEMA), bad
+        return valid.select(raw_schema().names).cast(raw_schema()), bad
 
-    def _query(self, block):
+    def _query(self, sql, name, table):
         cursor = self.connection.cursor()
         try:
-            cursor.register("blocks", block.table)
+            cursor.register(name, table)
             # The relational API runs the query on all threads (execute().fetch_arrow_table() on one).
-            return cursor.sql(self._sql[block.lenient, self.validate_json]).fetch_arrow_table()
+            return cursor.sql(sql).fetch_arrow_table()
         finally:
             cursor.close()
 
     def _settle(self, checked, bad):
-        """The valid rows of ``checked``; the others become entries of ``bad``. Lines DuckDB's
-        lenient reader accepted are valid only if they are strict JSON too."""
+        """The valid rows of ``checked`` (check_sql's result); the others become entries of
+        ``bad``. Lines DuckDB's lenient reader accepted are valid only if they are strict JSON
+        too."""
         clean = pc.and_(pc.is_null(checked.column("reason")), pc.invert(checked.column("suspect")))
         if checked.num_rows == 0 or pc.all(clean).as_py():
             return checked
@@ -384,7 +586,7 @@ class LineChecker:
             bad.append(_quarantine_entry(self.source, row["line_no"], reason, raw.encode("utf-8")))
         valid = checked.filter(clean)
         if rescued:
-            valid = pa.concat_tables([valid, checked.take(pa.array(rescued, pa.int64()))])
+            valid = pa.concat_tables([valid, checked.take(_ints(rescued))])
         return valid
 
 
@@ -411,7 +613,7 @@ class RawWriter:
         if not table.num_rows:
             return
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, RAW_SCHEMA, compression="snappy",
+            self._writer = pq.ParquetWriter(self.path, raw_schema(), compression="snappy",
                                             use_dictionary=list(DICTIONARY_COLUMNS))
         self._writer.write_table(table, row_group_size=table.num_rows)
         self.rows += table.num_rows
@@ -457,15 +659,18 @@ class QuarantineWriter:
         return True
 
 
-def convert(source_path, target_path, quarantine_path, source, source_id,
-            memory_limit=DEFAULT_MEMORY_LIMIT, threads=None, temp_dir=None, block_bytes=BLOCK_BYTES):
-    """NDJSON file -> raw Parquet at ``target_path`` + quarantine JSON lines at
-    ``quarantine_path``, all local files. ``source`` is the URI named in the quarantine entries
-    and the counts; ``source_id`` fills the ``source_id`` column.
+def _counts(source, valid, quarantined):
+    return {"source": source, "read": valid + quarantined, "valid": valid, "quarantined": quarantined}
 
-    Writes the Parquet file only if a line is valid and the quarantine file only if one is not.
-    Returns the counts ``{"source", "read", "valid", "quarantined"}``.
-    """
+
+def _counts_text(counts):
+    return json.dumps(counts, sort_keys=True)
+
+
+def convert_lines(source_path, target_path, quarantine_path, source, source_id,
+                  memory_limit=DEFAULT_MEMORY_LIMIT, threads=None, temp_dir=None, block_bytes=BLOCK_BYTES):
+    """The exact path of ``convert``: every line is numbered and checked; bad lines are
+    quarantined. Same arguments and result as ``convert``."""
     checker = LineChecker(source, source_id, memory_limit=memory_limit, threads=threads, temp_dir=temp_dir)
     raw = RawWriter(target_path)
     quarantine = QuarantineWriter(quarantine_path)
@@ -482,7 +687,7 @@ def convert(source_path, target_path, quarantine_path, source, source_id,
             first_line = 1
             for number, (buffer, size) in enumerate(BlockReader(stream, block_bytes), 1):
                 block = prepare_block(first_line, buffer, size, source)
-                first_line += block.lines
+                first_line += block.count
                 submitted = pool.submit(checker.check, block)
                 if in_flight is not None:
                     store(in_flight.result())
@@ -498,10 +703,138 @@ def convert(source_path, target_path, quarantine_path, source, source_id,
     finally:
         checker.close()
     quarantine.close()
-    counts = {"source": source, "read": raw.rows + quarantine.rows, "valid": raw.rows,
-              "quarantined": quarantine.rows}
-    raw.close({COUNTS_METADATA_KEY: json.dumps(counts, sort_keys=True)})
+    counts = _counts(source, raw.rows, quarantine.rows)
+    raw.close({COUNTS_METADATA_KEY: _counts_text(counts)})
     return counts
+
+
+# -- the fast path ------------------------------------------------------------------------------
+
+_FOOTER_TAIL = 8  # a Parquet file ends with the footer's length (4 bytes, little-endian) and PAR1
+
+
+def patch_metadata_value(path, placeholder, value):
+    """Replaces the key-value metadata value ``placeholder`` in the footer of the Parquet file at
+    ``path`` by ``value`` (bytes of the same length), in place. Raises ValueError when the file
+    is no Parquet file or its footer does not hold the placeholder exactly once."""
+    if len(placeholder) != len(value):
+        raise ValueError("a metadata value can only be replaced by one of the same length")
+    size = os.path.getsize(path)
+    with open(path, "r+b") as parquet:
+        parquet.seek(max(0, size - _FOOTER_TAIL))
+        tail = parquet.read(_FOOTER_TAIL)
+        footer_length = int.from_bytes(tail[:4], "little")
+        if len(tail) != _FOOTER_TAIL or tail[4:] != b"PAR1" or footer_length > size - _FOOTER_TAIL:
+            raise ValueError("%s is not a Parquet file" % path)
+        start = size - _FOOTER_TAIL - footer_length
+        parquet.seek(start)
+        footer = parquet.read(footer_length)
+        at = footer.find(placeholder)
+        if at < 0 or footer.find(placeholder, at + 1) >= 0:
+            raise ValueError("the footer of %s does not hold the placeholder exactly once" % path)
+        parquet.seek(start + at)
+        parquet.write(value)
+
+
+def convert_proven(source_path, target_path, source, source_id, memory_limit=DEFAULT_MEMORY_LIMIT,
+                   threads=None, temp_dir=None):
+    """The fast path of ``convert`` for an uncompressed NDJSON file: proves every line valid
+    while DuckDB converts it, or gives up.
+
+    Returns the counts (nothing quarantined) when every non-blank line is proven valid and the
+    Parquet file at ``target_path`` is complete; returns None (and leaves no file) when a line
+    may be bad, or when there is no line at all.
+    """
+    # DuckDB writes the footer before the count is known: its metadata holds a placeholder as
+    # long as the final counts text (padded with spaces, which JSON ignores), patched in place.
+    width = len(_counts_text(_counts(source, 10 ** 19, 0)))
+    placeholder = ('{"pending": "%s"}' % uuid.uuid4().hex).ljust(width).encode("ascii")
+    read_json = "read_json(%s, format='newline_delimited', columns=%s)" % (
+        _sql_literal(source_path), proof_columns().replace('"', "'"))
+    sql = ("COPY (SELECT * EXCLUDE (proven) FROM ({proof}) "
+           "WHERE CASE WHEN proven THEN true ELSE error('a row is not proven valid') END) "
+           "TO {target} (FORMAT parquet, COMPRESSION snappy, KV_METADATA {{{key}: {value}}})").format(
+        proof=proof_sql(read_json, source_id), target=_sql_literal(target_path),
+        key=_sql_literal(COUNTS_METADATA_KEY), value=_sql_literal(placeholder.decode("ascii")))
+    connection = jobio.duckdb_connection(duckdb, jobio.duckdb_memory_limit(memory_limit),
+                                         preserve_insertion_order=False)
+    stop, verdict = threading.Event(), []
+
+    def scan():
+        with open(source_path, "rb") as stream:
+            verdict.append(raw_bytes_are_strict(stream, stop))
+        if not verdict[0] and not stop.is_set():
+            connection.interrupt()
+
+    scanner = threading.Thread(target=scan, name="raw-scan", daemon=True)
+    rows = None
+    try:
+        if threads:
+            connection.execute("SET threads = %d" % int(threads))
+        if temp_dir:
+            connection.execute("SET temp_directory = %s" % _sql_literal(temp_dir))
+        scanner.start()
+        rows = connection.execute(sql).fetchone()[0]
+    except duckdb.Error as exc:
+        LOG.info("not every line proven valid at once (%s): checking line by line",
+                 str(exc).strip().splitlines()[0][:200])
+    finally:
+        if rows is None:
+            stop.set()  # the scan's answer no longer matters
+        if scanner.is_alive():
+            scanner.join()
+        connection.close()
+    if rows is not None and not verdict[0]:
+        LOG.info("the file may hold NaN, Infinity or trailing commas: checking line by line")
+        rows = None
+    if not rows:
+        if os.path.exists(target_path):
+            os.remove(target_path)
+        return None
+    counts = _counts(source, rows, 0)
+    patch_metadata_value(target_path, placeholder, _counts_text(counts).ljust(width).encode("ascii"))
+    return counts
+
+
+def _plain_copy(source_path, work_dir):
+    """The path of an uncompressed copy of a gzip file in ``work_dir`` (the path itself for an
+    uncompressed file)."""
+    if not is_gzip(source_path):
+        return source_path
+    plain = os.path.join(work_dir, "source.ndjson")
+    with gzip.open(source_path, "rb") as packed, open(plain, "wb") as out:
+        shutil.copyfileobj(packed, out, 1024 * 1024)
+    return plain
+
+
+def convert(source_path, target_path, quarantine_path, source, source_id,
+            memory_limit=DEFAULT_MEMORY_LIMIT, threads=None, temp_dir=None, block_bytes=BLOCK_BYTES,
+            fast=True):
+    """NDJSON file (gzip or not) -> raw Parquet at ``target_path`` + quarantine JSON lines at
+    ``quarantine_path``, all local files. ``source`` is the URI named in the quarantine entries
+    and the counts; ``source_id`` fills the ``source_id`` column. ``fast=False`` skips the
+    attempt to prove the whole file valid at once (the exact path alone gives the same result).
+
+    Writes the Parquet file only if a line is valid and the quarantine file only if one is not.
+    Returns the counts ``{"source", "read", "valid", "quarantined"}``.
+    """
+    scratch = None
+    if temp_dir is None:
+        scratch = temp_dir = tempfile.mkdtemp(prefix="json-to-parquet-")
+    try:
+        plain = _plain_copy(source_path, temp_dir)
+        counts = None
+        if fast:
+            counts = convert_proven(plain, target_path, source, source_id, memory_limit=memory_limit,
+                                    threads=threads, temp_dir=temp_dir)
+        if counts is None:
+            counts = convert_lines(plain, target_path, quarantine_path, source, source_id,
+                                   memory_limit=memory_limit, threads=threads, temp_dir=temp_dir,
+                                   block_bytes=block_bytes)
+        return counts
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 # -- the job ------------------------------------------------------------------------------------
@@ -512,9 +845,17 @@ OPTIONS = {"source_id": None, "memory_limit": DEFAULT_MEMORY_LIMIT, "threads": N
 
 def main(argv, storage=None):
     """Runs the job on ``argv`` (Glue-style arguments). Returns the counts; raises JobError."""
-    args = jobio.parse_args(argv, ARGUMENTS, OPTIONS)
+    # The catalog step (glue/catalog.py) runs only when asked: the conversion alone needs jobio only.
+    catalog = None
+    options = OPTIONS
+    if any(token.startswith("--catalog_") for token in argv):
+        import catalog
+        options = dict(OPTIONS, **catalog.OPTIONS)
+    args = jobio.parse_args(argv, ARGUMENTS, options)
     threads = jobio.positive_int(args, "threads")
     storage = storage or jobio.Storage()
+    if catalog is not None and catalog.catalog_only(args):
+        return catalog.recheck(args, storage)
     source, target, quarantine = args["source_uri"], args["target_uri"], args["quarantine_uri"]
     source_id = args["source_id"] or jobio.stem(target)
     with jobio.WorkDir() as work:
@@ -538,6 +879,9 @@ def main(argv, storage=None):
                                  % (source, counts["read"], counts["quarantined"], where))
         storage.put(local_target, target)
         LOG.info("wrote %s", target)
+        if catalog is not None:
+            request = catalog.describe_output(pq.read_schema(local_target), catalog.folder_of(target))
+            catalog.settle(args, storage, work, request)
     jobio.print_result(counts)
     return counts
 

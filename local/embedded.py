@@ -17,6 +17,7 @@ import urllib.request
 
 import boto3
 
+from chalicelib.asl import OUTCOME_ATTRIBUTE, OUTCOME_FAILED
 from chalicelib.settings import DEFAULT_REGION
 from local import moto_hooks
 from local.athena_engine import AthenaEngine
@@ -39,31 +40,134 @@ _running_lock = threading.Lock()
 _running = None  # the EmbeddedStack of this process, while started
 
 
+class InjectedFault(Exception):
+    """A failure the local stack made on purpose (``Faults``); never the engines' own fault."""
+
+    injected = True
+    user_error = False
+
+
 class Faults(dict):
-    """Fault injection, read by the adapters on every run/crawl/query (change it at any time).
+    """Fault injection, read by the adapters on every job run, crawl, query and publish (change it
+    at any time; ``clear()`` removes every fault).
 
     Keys:
       ``crawl_seconds`` (float): every crawl takes at least this long (the crawler stays RUNNING),
       as AWS crawls take minutes; lets a pipeline's polling loop be exercised.
 
-    A new fault is a key read by a wrapper around the engine it affects, as ``_FaultyCrawler``
-    does for crawls: a job or query fault wraps ``job_runner.run`` or ``query_engine.execute``
-    the same way (return ``(False, message)`` / raise), and ``start()`` installs the wrapper.
+    ``fail(target, step, once)`` makes the adapter behind ``target`` fail:
+      ``("job", job name)`` its runs end FAILED (a ``--catalog_only`` run is the crawl step's
+      catalog check, not a run of the job's step: it is left alone);
+      ``("crawler", crawler name)`` its crawls end FAILED;
+      ``("query", None)`` every Athena query ends FAILED;
+      ``("publish", topic ARN)`` its publishes are throttled, except failure notifications
+      (message attribute ``outcome`` = ``failed``), so the failure path can still report.
+    With ``once`` only the first attempt per key fails: per source id for job runs and
+    publishes, per query text (which names the source) for queries, per crawler for crawls
+    (a crawler is shared by every execution).
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+        self._rules = {}  # target -> (step, once)
+        self._failed_keys = set()  # (target, key) already failed once
+
+    def fail(self, target, step, once=False):
+        """Arms a fault for ``target`` (see the class docstring), reported as ``step``. Returns None."""
+        with self._lock:
+            self._rules[target] = (step, bool(once))
+
+    def clear(self):
+        with self._lock:
+            super().clear()
+            self._rules.clear()
+            self._failed_keys.clear()
+
+    @property
+    def armed(self):
+        """``{target: (step, once)}`` of the faults armed now."""
+        with self._lock:
+            return dict(self._rules)
+
+    def check(self, target, key):
+        """The failure message when this attempt at ``target`` must fail, else None."""
+        with self._lock:
+            rule = self._rules.get(target)
+            if rule is None:
+                return None
+            step, once = rule
+            if once:
+                if (target, key) in self._failed_keys:
+                    return None
+                self._failed_keys.add((target, key))
+                return ("Injected fault (--fail-once %s): the first attempt of step %s fails"
+                        % (step, step))
+            return "Injected fault (--fail %s): every attempt of step %s fails" % (step, step)
+
+
+def _is_true(value):
+    return str(value or "").strip().lower() in ("1", "true", "yes")
+
+
+class _FaultyJobRunner:
+    """Delegates to the real job runner unless a job fault says this run fails."""
+
+    def __init__(self, runner, faults):
+        self._runner = runner
+        self._faults = faults
+
+    def run(self, job, arguments):
+        if not _is_true(arguments.get("--catalog_only")):
+            key = arguments.get("--source_id") or arguments.get("--source_uri")
+            message = self._faults.check(("job", job.get("Name")), key)
+            if message:
+                return False, message
+        return self._runner.run(job, arguments)
 
 
 class _FaultyCrawler:
-    """Delegates to the real crawler, applying the crawl faults first."""
+    """Delegates to the real crawler, applying the crawl faults first; counts the crawls."""
 
     def __init__(self, crawler, faults):
         self._crawler = crawler
         self._faults = faults
+        self._lock = threading.Lock()
+        self.counts = {}  # crawler name -> crawls started
 
     def crawl(self, definition):
+        name = definition.get("Name")
+        with self._lock:
+            self.counts[name] = self.counts.get(name, 0) + 1
         delay = float(self._faults.get("crawl_seconds") or 0)
         if delay > 0:
             time.sleep(delay)
+        message = self._faults.check(("crawler", name), name)
+        if message:
+            return False, message
         return self._crawler.crawl(definition)
+
+
+class _FaultyQueryEngine:
+    """Delegates to the real query engine unless a query fault says this query fails."""
+
+    def __init__(self, engine, faults):
+        self._engine = engine
+        self._faults = faults
+
+    def execute(self, sql, database, output_location):
+        message = self._faults.check(("query", None), sql)
+        if message:
+            raise InjectedFault(message)
+        return self._engine.execute(sql, database, output_location)
+
+
+def _publish_fault(faults):
+    def refusal(topic_arn, subject, attributes):
+        if attributes.get(OUTCOME_ATTRIBUTE) == OUTCOME_FAILED:
+            return None  # the failure path must still be able to report
+        return faults.check(("publish", topic_arn), attributes.get("source_id") or subject)
+    return refusal
 
 
 class EmbeddedStack:
@@ -80,10 +184,17 @@ class EmbeddedStack:
         self.crawler = crawler
         self.query_engine = query_engine
         self.faults = Faults()
+        self._counted_crawler = None
         self._saved_environment = saved_environment
         self._saved_sfn_setting = saved_sfn_setting
         self._saved_log_levels = saved_log_levels
         self._stopped = False
+
+    @property
+    def crawl_counts(self):
+        """``{crawler name: crawls started}`` since the stack started (a copy)."""
+        counter = self._counted_crawler
+        return dict(counter.counts) if counter is not None else {}
 
     def client(self, service_name):
         """A boto3 client of this stack (explicit endpoint and region: independent of os.environ)."""
@@ -106,6 +217,7 @@ class EmbeddedStack:
         moto_hooks.uninstall()
         moto_hooks.set_state_machine_execution(self._saved_sfn_setting)
         try:
+            self.job_runner.close()
             self._server.stop()
         finally:
             _restore_environment(self._saved_environment)
@@ -201,7 +313,10 @@ def start(port=0, work_dir=".local-stack"):
             query_engine = AthenaEngine(glue, s3, os.path.join(work_dir, "athena"))
             stack = EmbeddedStack(server, endpoint_url, bound_port, DEFAULT_REGION, work_dir, job_runner, crawler,
                                   query_engine, saved_environment, saved_sfn_setting, saved_log_levels)
-            moto_hooks.install(job_runner, _FaultyCrawler(crawler, stack.faults), query_engine)
+            stack._counted_crawler = _FaultyCrawler(crawler, stack.faults)
+            moto_hooks.install(_FaultyJobRunner(job_runner, stack.faults), stack._counted_crawler,
+                               _FaultyQueryEngine(query_engine, stack.faults),
+                               publish_fault=_publish_fault(stack.faults))
         except BaseException:
             moto_hooks.set_state_machine_execution(saved_sfn_setting)
             _restore_environment(saved_environment)

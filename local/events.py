@@ -8,10 +8,16 @@ the way S3 encodes them (``incoming/a+b%2Bc.json``; moto also encodes the slashe
 not, so keys are re-encoded with ``/`` kept). A message is deleted only after the handler
 returned; a handler that raises gets the event again, like Lambda's asynchronous invocation
 retries, and after ``max_receives`` attempts the event is dropped with a log line.
+
+S3 delivers events at least once: with ``redeliver`` N every event is handed to the handler N
+times at once (on N threads), as duplicate deliveries may arrive; the trigger must start one
+execution and answer "already started" to the others. ``outcomes`` counts what the handler
+answered per record.
 """
 import json
 import logging
 import threading
+from collections import Counter
 from urllib.parse import quote_plus, unquote_plus
 
 import boto3
@@ -67,7 +73,8 @@ class LandingEvents:
     """
 
     def __init__(self, resources, invoke, s3_client=None, sqs_client=None,
-                 handler_name=HANDLER_NAME, max_receives=3, wait_seconds=1, visibility_timeout=2):
+                 handler_name=HANDLER_NAME, max_receives=3, wait_seconds=1, visibility_timeout=2,
+                 redeliver=1):
         self.resources = resources
         self._invoke = invoke
         self._s3 = s3_client
@@ -80,6 +87,8 @@ class LandingEvents:
         self.delivered = 0
         self.failed = 0
         self.dropped = 0
+        self.redeliver = redeliver
+        self.outcomes = Counter()  # what the handler answered per record ("started", ...)
         self._stop = threading.Event()
         self._thread = None
 
@@ -152,7 +161,7 @@ class LandingEvents:
                 obj["key"] = quote_plus(unquote_plus(obj["key"]), safe="/")
         what = ", ".join(describe_record(r) for r in records) or "empty event"
         try:
-            result = self._invoke(self.handler_name, event)
+            result = self._invoke_copies(event, what)
         except Exception as error:  # the handler's failure is the event's failure, as on Lambda
             self.failed += 1
             attempts = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
@@ -170,6 +179,42 @@ class LandingEvents:
         self.delivered += 1
         log.info("event %s -> %s: %s", what, self.handler_name, describe_result(result))
         return True
+
+    def _invoke_copies(self, event, what):
+        """Hands ``event`` to the handler ``redeliver`` times at once. Returns the first copy's
+        result; raises the first copy's error (the others are logged)."""
+        copies = max(1, int(self.redeliver or 1))
+        results, errors = [None] * copies, [None] * copies
+
+        def deliver(index):
+            try:
+                results[index] = self._invoke(self.handler_name, json.loads(json.dumps(event)))
+            except Exception as error:
+                errors[index] = error
+
+        threads = [threading.Thread(target=deliver, args=(i,), name="landing-event-%d" % i, daemon=True)
+                   for i in range(1, copies)]
+        for thread in threads:
+            thread.start()
+        deliver(0)
+        for thread in threads:
+            thread.join()
+        for index, result in enumerate(results):
+            if errors[index] is not None:
+                continue
+            for item in result if isinstance(result, list) else ():
+                if isinstance(item, dict) and item.get("outcome"):
+                    self.outcomes[item["outcome"]] += 1
+            if index:
+                log.info("event %s (delivered again, copy %d of %d) -> %s: %s", what, index + 1, copies,
+                         self.handler_name, describe_result(result))
+        for index, error in enumerate(errors[1:], 1):
+            if error is not None:
+                log.warning("event %s (copy %d of %d) -> %s failed (%s: %s)", what, index + 1, copies,
+                            self.handler_name, type(error).__name__, error)
+        if errors[0] is not None:
+            raise errors[0]
+        return results[0]
 
     def _delete(self, message):
         self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])

@@ -12,14 +12,25 @@ those places so that the engines given to it do the work:
 - ``AthenaBackend.start_query_execution``: ``query_engine.execute(sql, database, output_location)``
   runs the query on a background thread (QUEUED -> RUNNING -> SUCCEEDED|FAILED with
   StateChangeReason); the result set is stored where GetQueryResults reads it.
+- ``SNSBackend.publish`` (only when a ``publish_fault`` is given): a publish the fault names is
+  refused with SNS's throttling error (``Throttled``), before anything is delivered.
+- Speed, not behaviour: Step Functions parses a definition's ASL once (moto's pure-Python ANTLR
+  parser runs again for every execution; the evaluation components are still built afresh for
+  each) and each JSONPath once (jsonpath-ng builds its parser tables on every ``parse``); Task
+  states reuse one boto3 client per service (moto makes a new one, with a new connection, for
+  every call); the server's dispatcher lists moto's package folder once instead of on every
+  request (under a global lock). With twenty executions at once these dominated the local
+  stack's CPU time.
 - Step Functions: ``glue:startJobRun.sync`` works (moto's callback bug is avoided) and
   ``athena:startQueryExecution.sync`` is a supported integration; both fail the task with
-  ``States.TaskFailed`` when the run/query fails, as AWS does.
+  ``States.TaskFailed`` when the run/query fails, as AWS does, and a retried attempt gets a
+  task token of its own (moto reuses the first attempt's, and times the retry out at once).
 
 All of this is private moto API, so moto is pinned exactly (requirements-dev.txt) and
 ``check_hook_points()`` fails loudly, naming what moved, when an upgrade changes any of it.
 """
 import datetime
+import functools
 import importlib
 import json
 import logging
@@ -56,6 +67,8 @@ _HOOK_POINTS = (
     ("moto.athena.models", "QueryResults"),
     ("moto.athena.models", "Execution.status"),
     ("moto.athena.responses", "AthenaResponse.get_query_execution"),
+    ("moto.sns.models", "SNSBackend.publish"),
+    ("moto.sns.exceptions", "SNSException"),
     ("moto.core.utils", "utcnow"),
     ("moto.core.config", "default_user_config"),
     ("moto.moto_api", "state_manager.set_transition"),
@@ -67,9 +80,20 @@ _HOOK_POINTS = (
     (_SFN_SERVICE + ".state_task_service_callback", "StateTaskServiceCallback._eval_integration_pattern"),
     (_SFN_SERVICE + ".state_task_service_callback", "StateTaskServiceCallback._build_sync_resolver"),
     (_SFN_SERVICE + ".state_task_service_callback", "StateTaskServiceCallback._from_error"),
+    ("moto.stepfunctions.parser.asl.eval.states", "ContextObject.update_task_token"),
+    ("moto.stepfunctions.parser.asl.eval.callback.callback", "CallbackPoolManager.add"),
     (_SFN_SERVICE + ".resource", "ResourceCondition.Sync"),
     (_SFN_SERVICE + ".resource", "ResourceCondition.WaitForTaskToken"),
     ("moto.stepfunctions.parser.asl.utils.boto_client", "boto_client_for"),
+    (_SFN_SERVICE + ".state_task_service_glue", "boto_client_for"),
+    (_SFN_SERVICE + ".state_task_service_sns", "boto_client_for"),
+    (_SFN_SERVICE + ".state_task_service_aws_sdk", "boto_client_for"),
+    ("moto.settings", "moto_server_port"),
+    ("moto.backends", "list_of_moto_modules"),
+    ("moto.stepfunctions.parser.asl.parse.asl_parser", "AmazonStateLanguageParser.parse"),
+    ("moto.stepfunctions.parser.asl.parse.preprocessor", "Preprocessor"),
+    ("moto.stepfunctions.parser.asl.utils.json_path", "parse"),
+    ("moto.stepfunctions.parser.asl.component.common.path.result_path", "parse"),
     ("moto.stepfunctions.parser.asl.component.common.error_name.failure_event", "FailureEvent"),
     ("moto.stepfunctions.parser.asl.component.common.error_name.failure_event", "FailureEventException"),
     ("moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name", "CustomErrorName"),
@@ -402,9 +426,9 @@ def _athena_hooks(query_engine):
             state = "SUCCEEDED"
         except Exception as exc:
             # The engine raises Athena-like messages ("TABLE_NOT_FOUND: ...") for what Athena
-            # would reject; anything else is the engine's own fault.
+            # would reject; anything else is the engine's own fault (or an injected one).
             outcome.user_error = bool(getattr(exc, "user_error", False))
-            if not outcome.user_error:
+            if not outcome.user_error and not getattr(exc, "injected", False):
                 LOG.exception("query engine failed on %r", execution.query)
             outcome.finish(str(exc) or _describe_failure(exc))
             state = "FAILED"
@@ -468,6 +492,31 @@ def _athena_hooks(query_engine):
     ]
 
 
+# -- SNS ----------------------------------------------------------------------------------------
+
+
+def _sns_hooks(publish_fault):
+    from moto.sns.exceptions import SNSException
+    from moto.sns.models import SNSBackend
+
+    original_publish = SNSBackend.publish
+
+    class Throttled(SNSException):
+        # The shape name; moto answers with its error code "Throttled" and HTTP 429, as SNS does.
+        code = "ThrottledException"
+
+    def publish(backend, message, arn, *args, **kwargs):
+        subject = kwargs.get("subject", args[1] if len(args) > 1 else None)
+        attributes = kwargs.get("message_attributes", args[2] if len(args) > 2 else None) or {}
+        values = {name: value.get("Value") for name, value in attributes.items()}
+        refusal = publish_fault(arn, subject, values)
+        if refusal:
+            raise Throttled(refusal)
+        return original_publish(backend, message, arn, *args, **kwargs)
+
+    return [(SNSBackend, "publish", publish)]
+
+
 # -- Step Functions ---------------------------------------------------------------------------
 
 
@@ -499,12 +548,18 @@ def _task_service_classes():
         StateTaskServiceGlue,
     )
     from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
-    from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
 
     # moto's callback base dereferences the task's callback endpoint unconditionally, and only
     # services that declare waitForTaskToken get one: declaring it is what makes .sync work.
     # The ASL itself may still not use .waitForTaskToken (rejected below, as AWS does).
     patterns = {ResourceCondition.Sync, ResourceCondition.WaitForTaskToken}
+
+    def fresh_task_token(env):
+        # moto makes one task token (and callback endpoint) per state, not per attempt. The
+        # first attempt's end interrupts that endpoint, so a retried .sync task would find it
+        # interrupted and time out at once (States.Timeout): each attempt gets its own, as on AWS.
+        token = env.states.context_object.update_task_token()
+        env.callback_pool_manager.add(token)
 
     def reject_wait_for_task_token(service):
         if service.resource.condition == ResourceCondition.WaitForTaskToken:
@@ -522,6 +577,10 @@ def _task_service_classes():
         def _validate_service_integration_is_supported(self):
             super()._validate_service_integration_is_supported()
             reject_wait_for_task_token(self)
+
+        def _eval_integration_pattern(self, env, *args, **kwargs):
+            fresh_task_token(env)
+            super()._eval_integration_pattern(env, *args, **kwargs)
 
         def _sync_to_start_job_run(self, env, resource_runtime_part, normalised_parameters, state_credentials):
             poll = super()._sync_to_start_job_run(env, resource_runtime_part, normalised_parameters,
@@ -553,6 +612,10 @@ def _task_service_classes():
         def _get_supported_parameters(self):
             return supported_athena_parameters.get(self.resource.api_action.lower())
 
+        def _eval_integration_pattern(self, env, *args, **kwargs):
+            fresh_task_token(env)
+            super()._eval_integration_pattern(env, *args, **kwargs)
+
         def _validate_service_integration_is_supported(self):
             super()._validate_service_integration_is_supported()
             reject_wait_for_task_token(self)
@@ -564,9 +627,7 @@ def _task_service_classes():
                 )
 
         def _client(self, resource_runtime_part, state_credentials):
-            return boto_client_for(
-                service="athena", region=resource_runtime_part.region, state_credentials=state_credentials
-            )
+            return _sfn_client(resource_runtime_part.region, "athena")
 
         def _from_error(self, env, ex):
             if isinstance(ex, ClientError):
@@ -658,6 +719,84 @@ def _step_functions_hooks():
     return [(state_task_factory, "state_task_service_for", state_task_service_for)]
 
 
+# -- speed ----------------------------------------------------------------------------------------
+
+_CLIENT_MODULES = (
+    "moto.stepfunctions.parser.asl.utils.boto_client",
+    _SFN_SERVICE + ".state_task_service_glue",
+    _SFN_SERVICE + ".state_task_service_sns",
+    _SFN_SERVICE + ".state_task_service_aws_sdk",
+)
+
+
+def _speed_hooks():
+    from moto import backends
+    from moto.settings import moto_server_port
+    from moto.stepfunctions.parser.asl.utils import boto_client
+
+    original_client_for = boto_client.boto_client_for
+    clients, lock = {}, threading.Lock()
+
+    def boto_client_for(region, service, state_credentials=None):
+        # moto's own function ignores state_credentials (every client uses fixed fake keys).
+        # botocore clients are thread-safe; the port is part of the key because a process may
+        # start a new stack (and server) after stopping one.
+        key = (region, service, moto_server_port())
+        with lock:
+            if key not in clients:
+                clients[key] = original_client_for(region=region, service=service)
+            return clients[key]
+
+    modules = tuple(backends.list_of_moto_modules())  # the installed package does not change
+
+    def list_of_moto_modules():
+        return iter(modules)
+
+    patches = [(importlib.import_module(name), "boto_client_for", boto_client_for) for name in _CLIENT_MODULES]
+    patches.append((backends, "list_of_moto_modules", list_of_moto_modules))
+    return patches + _parse_once_hooks()
+
+
+_PARSED_DEFINITIONS_KEPT = 16
+
+
+def _parse_once_hooks():
+    from moto.stepfunctions.parser.asl.component.common.path import result_path
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+    from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
+    from moto.stepfunctions.parser.asl.utils import json_path
+
+    original_parse = AmazonStateLanguageParser.parse
+    trees, lock = {}, threading.Lock()
+
+    def parse(definition):
+        # The ANTLR tree is read-only once built; the components that hold an execution's
+        # progress come from a new Preprocessor each time, exactly as moto builds them.
+        with lock:
+            tree = trees.get(definition)
+        if tree is None:
+            program, tree = original_parse(definition)  # raises on a syntax error: nothing kept
+            with lock:
+                if len(trees) >= _PARSED_DEFINITIONS_KEPT:
+                    trees.pop(next(iter(trees)))
+                trees[definition] = tree
+            return program, tree
+        return Preprocessor().visit(tree), tree
+
+    patches = [(AmazonStateLanguageParser, "parse", staticmethod(parse))]
+    for module in (json_path, result_path):
+        # A parsed JSONPath is immutable; find() and update() only read it.
+        patches.append((module, "parse", functools.lru_cache(maxsize=4096)(module.parse)))
+    return patches
+
+
+def _sfn_client(region, service):
+    """The (shared) client Step Functions' Task states use for ``service``."""
+    from moto.stepfunctions.parser.asl.utils import boto_client
+
+    return boto_client.boto_client_for(region=region, service=service)
+
+
 # -- install / uninstall ----------------------------------------------------------------------
 
 _lock = threading.Lock()
@@ -669,14 +808,16 @@ def is_installed():
     return _installed is not None
 
 
-def install(job_runner, crawler, query_engine):
+def install(job_runner, crawler, query_engine, publish_fault=None):
     """Make moto run Glue jobs, crawls and Athena queries with the given engines.
 
     ``job_runner.run(job: dict, arguments: dict) -> (succeeded, error_message)``;
     ``crawler.crawl(crawler: dict) -> (succeeded, error_message)``;
     ``query_engine.execute(sql, database, output_location) -> (columns, rows)`` (rows of strings
     or None; an optional ``column_types`` attribute gives Athena type names), raising on failure
-    (an exception with ``user_error = True`` is reported as Athena reports user errors).
+    (an exception with ``user_error = True`` is reported as Athena reports user errors);
+    ``publish_fault(topic_arn, subject, {attribute: value}) -> refusal message or None``, when
+    given, may refuse an SNS publish with a throttling error.
     Returns None. Raises HookPointMissing when moto moved something, RuntimeError when already
     installed (call uninstall() first).
     """
@@ -691,11 +832,15 @@ def install(job_runner, crawler, query_engine):
             _job_run_hooks(job_runner)
             + _crawler_hooks(crawler)
             + _athena_hooks(query_engine)
+            + (_sns_hooks(publish_fault) if publish_fault is not None else [])
             + _step_functions_hooks()
+            + _speed_hooks()
         )
         applied = []
         for owner, attribute, replacement in patches:
-            applied.append((owner, attribute, getattr(owner, attribute)))
+            # A class's own __dict__ entry keeps a staticmethod a staticmethod when restored.
+            own = vars(owner) if isinstance(owner, type) else {}
+            applied.append((owner, attribute, own[attribute] if attribute in own else getattr(owner, attribute)))
             setattr(owner, attribute, replacement)
         for model in _MANAGED_MODELS:
             state_manager.set_transition(model, dict(_MANUAL_TRANSITION))

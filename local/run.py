@@ -4,6 +4,12 @@ Starts the stack, deploys the ``local`` stage, lands a generated batch (or the g
 unchanged) in the landing bucket and lets the S3 event drive everything. Waits for one execution
 per landed object, then prints every notification, the app's ``/status`` answer and the totals
 over the whole processed table. Progress goes to stderr, one line per step; results to stdout.
+
+Fault injection (docs/ORCHESTRATION.md): ``--redeliver N`` hands every S3 event to the trigger N
+times at once; ``--fail STEP`` makes every attempt of a pipeline step fail, ``--fail-once STEP``
+only the first; ``--crawl-seconds S`` makes each local crawl take S seconds. The ``--json``
+report counts the crawls the stack ran during the run (``"crawls"``) and what the trigger
+answered to the deliveries (``"events"``).
 """
 import argparse
 import contextlib
@@ -20,6 +26,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib import generator
 from chalicelib import status as status_summaries
+from chalicelib.asl import STEPS
 
 log = logging.getLogger("local")
 
@@ -47,6 +54,16 @@ def _positive_float(text):
         raise argparse.ArgumentTypeError("expected a number of seconds, got %r" % text) from None
     if not value > 0:
         raise argparse.ArgumentTypeError("expected a number of seconds > 0, got %r" % text)
+    return value
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of seconds, got %r" % text) from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("expected a number of seconds >= 0, got %r" % text)
     return value
 
 
@@ -82,6 +99,21 @@ def add_arguments(parser):
     parser.add_argument("--work-dir", default=None, metavar="DIR",
                         help="where the stack keeps job logs and caches (default: .local-stack in the "
                         "project directory)")
+    faults = parser.add_argument_group(
+        "fault injection", "make the local stack misbehave as AWS sometimes does (steps: %s)" % ", ".join(STEPS))
+    faults.add_argument("--redeliver", type=_positive_int, default=1, metavar="N",
+                        help="deliver every S3 event N times at once, as S3's at-least-once delivery may "
+                        "(default: 1)")
+    faults.add_argument("--fail", action="append", default=[], choices=STEPS, metavar="STEP",
+                        help="make every attempt of STEP fail (repeatable): the execution ends FAILED "
+                        "with a failure notification naming STEP")
+    faults.add_argument("--fail-once", action="append", default=[], choices=STEPS, metavar="STEP",
+                        dest="fail_once",
+                        help="make only the first attempt of STEP in each execution fail (for a crawl "
+                        "step: the crawler's first crawl); the state machine's retry recovers")
+    faults.add_argument("--crawl-seconds", type=_non_negative_float, default=0.0, metavar="S",
+                        dest="crawl_seconds",
+                        help="make each local crawl take S seconds, as AWS crawls take minutes (default: 0)")
     return parser
 
 
@@ -129,14 +161,47 @@ def _land_all(stack, args):
     return [stack.land(body, key=generator.landing_key(now, uuid.uuid4().hex[:12]))]
 
 
-def run(args, out=None):
-    """Runs the pipeline as ``args`` say; writes results to ``out``. Returns the exit status."""
+def _arm_faults(stack, args):
+    stack.clear_faults()
+    for step in getattr(args, "fail", None) or ():
+        stack.inject_fault(step)
+    for step in getattr(args, "fail_once", None) or ():
+        stack.inject_fault(step, once=True)
+    crawl_seconds = getattr(args, "crawl_seconds", 0) or 0
+    stack.set_crawl_seconds(crawl_seconds)
+    # The local stage polls crawlers without pause (its crawls take milliseconds); crawls made to
+    # take seconds are polled every second, as AWS's are every POLL_SECONDS.
+    stack.poll_seconds = 1 if crawl_seconds >= 1 else None
+    stack.events.redeliver = getattr(args, "redeliver", 1) or 1
+    armed = ["--fail %s" % s for s in getattr(args, "fail", None) or ()]
+    armed += ["--fail-once %s" % s for s in getattr(args, "fail_once", None) or ()]
+    if getattr(args, "crawl_seconds", 0):
+        armed.append("--crawl-seconds %g" % args.crawl_seconds)
+    if stack.events.redeliver > 1:
+        armed.append("--redeliver %d" % stack.events.redeliver)
+    if armed:
+        log.info("faults: %s", ", ".join(armed))
+
+
+def run(args, out=None, stack=None):
+    """Runs the pipeline as ``args`` say; writes results to ``out``. Returns the exit status.
+
+    ``stack``: a started ``LocalStack`` to use (and leave running) instead of a new one; the
+    run's faults are removed from it when the run ends.
+    """
     from local.stack import ExecutionTimeout, LocalStack, QueryFailed
 
     out = out or sys.stdout
-    stack = LocalStack(port=args.port, work_dir=args.work_dir)
+    own_stack = stack is None
+    if own_stack:
+        stack = LocalStack(port=args.port, work_dir=args.work_dir)
     try:
-        stack.start()
+        if own_stack:
+            stack.start()
+        _arm_faults(stack, args)
+        crawls_before = stack.crawls
+        outcomes_before = dict(stack.events.outcomes)
+        notifications_before = len(stack.notifications(wait_seconds=0))
         landed = _land_all(stack, args)
         names = [item.execution_name for item in landed]
         timed_out = None
@@ -146,7 +211,15 @@ def run(args, out=None):
             timed_out = error
             log.error("%s", error)
             described = _describe_now(stack, names)
-        notifications = stack.notifications(wait_seconds=0)
+        # The faults were for the pipeline: this run's own totals query must not hit them.
+        stack.clear_faults()
+        crawls = stack.crawls - crawls_before
+        events = {outcome: count - outcomes_before.get(outcome, 0)
+                  for outcome, count in stack.events.outcomes.items()
+                  if count != outcomes_before.get(outcome, 0)}
+        log.info("crawls run: %d; the trigger answered: %s", crawls,
+                 ", ".join("%s %d" % item for item in sorted(events.items())) or "nothing")
+        notifications = stack.notifications(wait_seconds=0)[notifications_before:]
         status = stack.status(limit=min(status_summaries.MAX_LIMIT,
                                         max(status_summaries.DEFAULT_LIMIT, len(names))))
         summaries = {s.get("name"): s for s in status.get("executions", [])}
@@ -171,16 +244,21 @@ def run(args, out=None):
                       " at %s" % entry["failed_step"] if entry["failed_step"] else "",
                       short_cause(entry["cause"]) or entry["error"] or "no cause recorded")
         if args.json:
-            report = {"executions": executions, "totals": totals}
+            report = {"executions": executions, "totals": totals, "crawls": crawls, "events": events}
             if totals_error:
                 report["totals_error"] = totals_error
             out.write(json.dumps(report, sort_keys=True) + "\n")
             out.flush()
         return EXIT_FAILED if failed or totals is None else 0
     finally:
-        with _uninterruptible():
-            stack.stop()
-        log.info("stack stopped")
+        if own_stack:
+            with _uninterruptible():
+                stack.stop()
+            log.info("stack stopped")
+        elif stack.embedded is not None:
+            stack.clear_faults()
+            stack.events.redeliver = 1
+            stack.poll_seconds = None
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from chalicelib import naming
+from chalicelib.asl import STEPS
 from chalicelib.queries import parse_totals, totals_sql
 from chalicelib.resources import INCOMING_PREFIX
 from chalicelib.settings import DEFAULT_REGION
@@ -223,8 +224,11 @@ class LocalStack:
     Usable as a context manager; ``stop()`` is idempotent and leaves no server or thread behind.
     """
 
-    def __init__(self, project_dir=PROJECT_DIR, port=0, work_dir=None, stage=STAGE):
+    def __init__(self, project_dir=PROJECT_DIR, port=0, work_dir=None, stage=STAGE, redeliver=1):
         self.project_dir = os.path.abspath(project_dir)
+        self.redeliver = redeliver
+        # Crawler poll interval new executions get; None: the stage's (POLL_SECONDS).
+        self.poll_seconds = None
         self.port = port
         self.work_dir = work_dir or os.path.join(self.project_dir, ".local-stack")
         self.stage = stage
@@ -244,12 +248,16 @@ class LocalStack:
 
         try:
             self.embedded = embedded.start(port=self.port, work_dir=self.work_dir)
+            # moto keeps its resources per process, past a stopped server: a new stack starts
+            # from an empty account, as a new deployment would.
+            self.embedded.reset()
             log.info("stack up on %s", self.embedded.endpoint_url)
             self.deploy_result = self._deploy()
             self.resources = self.deploy_result.resources
             self.app = ChaliceApp(self.project_dir, self.stage)
-            self.events = LandingEvents(self.resources, self.app.invoke,
-                                        s3_client=self.client("s3"), sqs_client=self.client("sqs"))
+            self.events = LandingEvents(self.resources, self._invoke_handler,
+                                        s3_client=self.client("s3"), sqs_client=self.client("sqs"),
+                                        redeliver=self.redeliver)
             self.events.configure()
             self.events.start()
             self.inbox = NotificationInbox(self.resources, sns_client=self.client("sns"),
@@ -259,6 +267,12 @@ class LocalStack:
             self.stop()
             raise
         return self
+
+    def _invoke_handler(self, function_name, event):
+        if self.poll_seconds is None:
+            return self.app.invoke(function_name, event)
+        # As if the stage's POLL_SECONDS were set otherwise for this function.
+        return self.app.invoke_with_environment(function_name, event, {"POLL_SECONDS": str(self.poll_seconds)})
 
     def _deploy(self):
         import deploy
@@ -313,6 +327,41 @@ class LocalStack:
     @property
     def region(self):
         return self.embedded.region if self.embedded is not None else DEFAULT_REGION
+
+    # -- faults -------------------------------------------------------------------------------
+    def fault_targets(self, step):
+        """What a fault at pipeline step ``step`` (chalicelib.asl.STEPS) makes fail, as
+        ``local.embedded.Faults`` targets. Raises ValueError for an unknown step."""
+        r = self.resources
+        targets = {
+            "json-to-parquet": ("job", r.json_to_parquet_job),
+            "crawl-raw": ("crawler", r.raw_crawler),
+            "normalize": ("job", r.normalize_job),
+            "crawl-processed": ("crawler", r.processed_crawler),
+            "query": ("query", None),
+            "notify": ("publish", r.topic_arn),
+        }
+        if step not in targets:
+            raise ValueError("unknown step %r: one of %s" % (step, ", ".join(STEPS)))
+        return targets[step]
+
+    def inject_fault(self, step, once=False):
+        """Make every attempt of ``step`` fail (``once``: only the first attempt in each
+        execution; for a crawl step, the crawler's first crawl). Returns None."""
+        self.embedded.faults.fail(self.fault_targets(step), step, once=once)
+
+    def set_crawl_seconds(self, seconds):
+        """Every local crawl takes at least ``seconds`` from now on (0: as fast as it can)."""
+        self.embedded.faults["crawl_seconds"] = float(seconds or 0)
+
+    def clear_faults(self):
+        """Remove every injected fault and crawl delay."""
+        self.embedded.faults.clear()
+
+    @property
+    def crawls(self):
+        """Crawls this stack has run so far (every crawler together)."""
+        return sum(self.embedded.crawl_counts.values())
 
     # -- using it -----------------------------------------------------------------------------
     def land(self, path_or_bytes, key=None):
@@ -409,17 +458,14 @@ def wait_for_executions(sfn, resources, names, timeout=300.0, poll_seconds=0.2):
     deadline = time.monotonic() + timeout
     done, state = {}, {name: None for name in names}
     while True:
+        # One ListExecutions per poll, however many are awaited; each is described once, when it ends.
+        listed = _execution_states(sfn, resources.state_machine_arn)
         for name in names:
-            if name in done:
+            if name in done or name not in listed:
                 continue
-            try:
+            state[name] = listed[name]
+            if listed[name] in TERMINAL_STATES:
                 described = sfn.describe_execution(executionArn=resources.execution_arn(name))
-            except ClientError as error:
-                if error.response["Error"]["Code"] != "ExecutionDoesNotExist":
-                    raise
-                continue
-            state[name] = described["status"]
-            if described["status"] in TERMINAL_STATES:
                 done[name] = described
                 log.info("execution %s: %s in %s", name, described["status"], _duration(described))
         if len(done) == len(state):
@@ -427,6 +473,18 @@ def wait_for_executions(sfn, resources, names, timeout=300.0, poll_seconds=0.2):
         if time.monotonic() >= deadline:
             raise ExecutionTimeout(timeout, {n: s for n, s in state.items() if n not in done})
         time.sleep(poll_seconds)
+
+
+def _execution_states(sfn, state_machine_arn):
+    """``{execution name: status}`` of every execution of the state machine (none before it exists)."""
+    states = {}
+    try:
+        for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=state_machine_arn):
+            states.update((e["name"], e["status"]) for e in page["executions"])
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "StateMachineDoesNotExist":
+            raise
+    return states
 
 
 def _duration(described):

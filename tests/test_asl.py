@@ -185,6 +185,9 @@ def _assert_failed_at(description, queue_url, step, error):
     assert step in notice["Subject"] and SOURCE_ID in notice["Subject"]
     assert "failed at step %s" % step in notice["Message"]
     assert json.loads(notice["Message"].rsplit("\n\n", 1)[1]) == cause
+    # Subscribers can filter on these (e.g. an e-mail subscription for failures only).
+    assert {k: v["Value"] for k, v in notice["MessageAttributes"].items()} == {
+        "outcome": "failed", "source_id": SOURCE_ID, "step": step}
     return cause
 
 
@@ -234,39 +237,78 @@ def test_every_state_belongs_to_a_step_or_to_the_failure_branch():
 def test_every_task_retries_catches_and_has_a_timeout():
     definition = asl.build_definition(RESOURCES)
     tasks = _tasks(definition)
-    assert len(tasks) == 13
+    assert len(tasks) == 19
     for name, task in tasks.items():
-        assert 0 < task["TimeoutSeconds"] <= asl.GLUE_JOB_TIMEOUT_SECONDS, name
+        assert 0 < task["TimeoutSeconds"] <= max(asl.GLUE_JOB_TIMEOUT_SECONDS.values()), name
         assert task["Retry"], name
         for retrier in task["Retry"]:
-            # Only transient errors are retried: a failed job or query is not run again.
             assert retrier["ErrorEquals"] and "States.ALL" not in retrier["ErrorEquals"], name
-            assert retrier["BackoffRate"] >= 1 and retrier["MaxAttempts"] >= 3, name
-        [catch] = task["Catch"]
-        assert catch["ErrorEquals"] == ["States.ALL"], name
+            if retrier["ErrorEquals"] == [asl.TASK_FAILED]:
+                # A failed job run or query runs once more, and last: States.TaskFailed matches
+                # every error, so a retrier after it would never be reached.
+                assert retrier is task["Retry"][-1] and retrier["MaxAttempts"] == 1, name
+                assert ".sync" in task["Resource"], name
+            elif retrier["MaxAttempts"] == 0:
+                assert set(retrier) == {"ErrorEquals", "MaxAttempts"}, name  # named: never retried
+            else:
+                assert retrier["BackoffRate"] >= 1 and retrier["MaxAttempts"] >= 3, name
+                assert retrier["JitterStrategy"] == "FULL", name
+        *specific, catch_all = task["Catch"]
+        assert catch_all["ErrorEquals"] == ["States.ALL"], name
         if name == asl.FAILURE_NOTICE:
-            assert catch["Next"] == asl.CHOOSE_FAIL_STATE
+            assert catch_all["Next"] == asl.CHOOSE_FAIL_STATE
         else:
-            assert catch["Next"] == asl.failure_recorder(asl.step_of(name)), name
-            assert catch["ResultPath"] == "$.error"
-    longest_path = 2 * asl.GLUE_JOB_TIMEOUT_SECONDS + asl.ATHENA_QUERY_TIMEOUT_SECONDS
+            assert catch_all["Next"] == asl.failure_recorder(asl.step_of(name)), name
+            assert catch_all["ResultPath"] == "$.error"
+        if name.startswith("Start") and name.endswith("Crawl"):
+            [running] = specific
+            assert running["Next"] == name.replace("Start", "WaitForRunning"), name
+        else:
+            assert specific == [], name
+    # Quick API calls retry a timeout; a job or query that ran into its own does not.
+    for name in ("ConvertToParquet", "Normalize", "RecheckRawCatalog", "RunTotalsQuery"):
+        assert asl.TIMEOUT not in [e for r in tasks[name]["Retry"] for e in r["ErrorEquals"]], name
+    for name in ("StartRawCrawl", "GetProcessedCrawlerState", "ReadSummary", "GetTotals", "Notify"):
+        assert asl.TIMEOUT in [e for r in tasks[name]["Retry"] for e in r["ErrorEquals"]], name
+    # Sized per stage: a job waits for its own Glue Timeout plus start-up; a catalog check is short.
+    assert tasks["ConvertToParquet"]["TimeoutSeconds"] > 60 * 30
+    assert tasks["RecheckRawCatalog"]["TimeoutSeconds"] < tasks["ConvertToParquet"]["TimeoutSeconds"]
+    assert tasks["RecheckRawCatalog"]["Parameters"]["Timeout"] == asl.CATALOG_CHECK_JOB_TIMEOUT_MINUTES
+    assert tasks["StartRawCrawl"]["TimeoutSeconds"] == asl.API_CALL_TIMEOUT_SECONDS
+    longest_path = (sum(asl.GLUE_JOB_TIMEOUT_SECONDS.values()) + 2 * asl.CATALOG_CHECK_TIMEOUT_SECONDS
+                    + asl.ATHENA_QUERY_TIMEOUT_SECONDS)
     assert definition["TimeoutSeconds"] > longest_path
+
+
+def test_a_failed_job_or_query_is_retried_once_and_permanent_errors_never():
+    tasks = _tasks(asl.build_definition(RESOURCES))
+    for name in ("ConvertToParquet", "Normalize", "RecheckRawCatalog", "RecheckProcessedCatalog",
+                 "RunTotalsQuery"):
+        retry = tasks[name]["Retry"]
+        assert retry[-1]["ErrorEquals"] == [asl.TASK_FAILED] and retry[-1]["MaxAttempts"] == 1, name
+        never = [r for r in retry if r["MaxAttempts"] == 0]
+        assert len(never) == 1 and never[0] is retry[-2], name
+    assert "Glue.EntityNotFoundException" in tasks["Normalize"]["Retry"][-2]["ErrorEquals"]
+    assert "Glue.ConcurrentRunsExceededException" in tasks["Normalize"]["Retry"][0]["ErrorEquals"]
 
 
 def test_aws_sdk_errors_are_retried_in_aws_and_moto_spelling():
     for name, task in _tasks(asl.build_definition(RESOURCES)).items():
         if ":aws-sdk:" not in task["Resource"]:
             continue
-        for retrier in task["Retry"]:
+        for handler in task["Retry"] + task["Catch"]:
             spellings = {}
-            for error in retrier["ErrorEquals"]:
+            for error in handler["ErrorEquals"]:
                 service, code = error.split(".", 1)
-                spellings.setdefault((service.lower(), code), set()).add(service)
+                if service != "States":
+                    spellings.setdefault((service.lower(), code), set()).add(service)
             for (service, code), seen in spellings.items():
                 assert service in seen and len(seen) == 2, (name, service, code)
     start = asl.build_definition(RESOURCES)["States"]["StartRawCrawl"]
-    errors = [e for r in start["Retry"] for e in r["ErrorEquals"]]
-    assert {"Glue.CrawlerRunningException", "glue.CrawlerRunningException"} <= set(errors)
+    # A running crawl is waited for in the poll loop, not retried at a fixed interval.
+    assert not [e for r in start["Retry"] for e in r["ErrorEquals"] if "CrawlerRunning" in e]
+    assert set(start["Catch"][0]["ErrorEquals"]) == {"Glue.CrawlerRunningException",
+                                                     "glue.CrawlerRunningException"}
 
 
 def test_query_totals_the_processed_table_of_this_source_only():
@@ -281,6 +323,44 @@ def test_query_totals_the_processed_table_of_this_source_only():
     assert run["Parameters"]["WorkGroup"] == RESOURCES.athena_workgroup
     assert run["Parameters"]["ResultConfiguration"]["OutputLocation"] == \
         RESOURCES.lake_uri("athena-results/")
+
+
+def test_crawls_run_only_when_the_job_decided_a_crawl_is_needed():
+    states = asl.build_definition(RESOURCES)["States"]
+    lake = RESOURCES.lake_bucket
+    for label, job, table, crawler, after in (
+            ("Raw", "ConvertToParquet", RESOURCES.raw_table, RESOURCES.raw_crawler, "Normalize"),
+            ("Processed", "Normalize", RESOURCES.processed_table, RESOURCES.processed_crawler, "ReadSummary")):
+        arguments = states[job]["Parameters"]["Arguments"]
+        decision = "s3://%s/manifests/{}.%s-catalog.json" % (lake, label.lower())
+        assert arguments["--catalog_database"] == RESOURCES.glue_database
+        assert arguments["--catalog_table"] == table
+        assert arguments["--catalog_crawler"] == crawler
+        assert arguments["--catalog_decision_uri.$"] == "States.Format('%s', $.source_id)" % decision
+        assert arguments["--catalog_region"] == REGION
+        assert states[job]["Next"] == "Read%sCatalogDecision" % label
+        read = states["Read%sCatalogDecision" % label]
+        assert read["Resource"] == "arn:aws:states:::aws-sdk:s3:getObject"
+        assert read["Parameters"]["Key.$"] == "States.Format('manifests/{}.%s-catalog.json', $.source_id)" % label.lower()
+        needed = states[read["Next"]]
+        # A crawl is needed: wait for the one running, if any, else start one; else go on.
+        assert needed["Choices"] == [
+            {"And": [{"Variable": "$.catalog.decision.crawl", "BooleanEquals": True},
+                     {"Variable": "$.catalog.decision.crawler_running", "BooleanEquals": True}],
+             "Next": "WaitForRunning%sCrawl" % label},
+            {"Variable": "$.catalog.decision.crawl", "BooleanEquals": True, "Next": "Start%sCrawl" % label}]
+        assert needed["Default"] == after
+        # The re-check is the same job, same arguments, catalog only, then the decision again.
+        recheck = states["Recheck%sCatalog" % label]
+        assert recheck["Parameters"]["JobName"] == states[job]["Parameters"]["JobName"]
+        assert recheck["Parameters"]["Arguments"] == dict(arguments, **{"--catalog_only": "true"})
+        assert recheck["Next"] == "Read%sCatalogDecision" % label
+        waiting = states["WaitForRunning%sCrawl" % label]
+        assert waiting["SecondsPath"] == "$.poll_seconds"
+        done = states[states[waiting["Next"]]["Next"]]
+        assert done["Choices"] == [{"Variable": "$.crawl.State", "StringEquals": "READY",
+                                    "Next": "Recheck%sCatalog" % label}]
+        assert done["Default"] == "WaitForRunning%sCrawl" % label
 
 
 def test_crawls_poll_until_ready_and_continue_only_on_succeeded():
@@ -298,8 +378,12 @@ def test_crawls_poll_until_ready_and_continue_only_on_succeeded():
         assert "Get%sCrawlResult" % label in readers
         assert "LastCrawl" not in json.dumps(states["Get%sCrawlerState" % label])
         succeeded = states["Did%sCrawlSucceed" % label]
-        assert succeeded["Choices"] == [{"Variable": "$.crawl.Status", "StringEquals": "SUCCEEDED",
-                                         "Next": after}]
+        flag = "$.%s_crawl_restarted" % label.lower()
+        assert succeeded["Choices"] == [
+            {"Variable": "$.crawl.Status", "StringEquals": "SUCCEEDED", "Next": after},
+            {"Variable": flag, "IsPresent": False, "Next": "Restart%sCrawl" % label}]
+        assert states["Restart%sCrawl" % label] == {"Type": "Pass", "Result": True, "ResultPath": flag,
+                                                   "Next": "Start%sCrawl" % label}
         assert states[succeeded["Default"]]["Next"] == asl.FAILURE_NOTICE
 
 
@@ -387,6 +471,8 @@ def test_missing_glue_job_fails_at_json_to_parquet_with_a_notification(sfn_aws):
 
     cause = _assert_failed_at(description, queue_url, "json-to-parquet", "Glue.EntityNotFoundException")
     assert RESOURCES.json_to_parquet_job in cause["cause"]
+    # A missing job is not retried (no retry can make it exist).
+    assert len([e for e in _history(arn) if e["type"] == "TaskFailed"]) == 1
 
 
 def test_json_to_parquet_job_gets_the_design_arguments(sfn_aws):
@@ -397,43 +483,45 @@ def test_json_to_parquet_job_gets_the_design_arguments(sfn_aws):
 
     description = _finish(_start(asl.build_definition(RESOURCES)))
 
-    [run] = glue.get_job_runs(JobName=RESOURCES.json_to_parquet_job)["JobRuns"]
+    runs = glue.get_job_runs(JobName=RESOURCES.json_to_parquet_job)["JobRuns"]
     lake = RESOURCES.lake_bucket
-    assert run["Arguments"] == {
-        "--source_uri": "s3://%s/%s" % (RESOURCES.landing_bucket, LANDING_KEY),
-        "--target_uri": "s3://%s/raw/%s.parquet" % (lake, SOURCE_ID),
-        "--quarantine_uri": "s3://%s/quarantine/%s.jsonl" % (lake, SOURCE_ID),
-        "--source_id": SOURCE_ID,
-    }
-    # moto 5.2.5 cannot wait for a Glue job (.sync): the task fails with a reserved
-    # "States." error, which ends in the Fail state that reports it without the prefix.
+    for run in runs:
+        assert run["Arguments"] == {
+            "--source_uri": "s3://%s/%s" % (RESOURCES.landing_bucket, LANDING_KEY),
+            "--target_uri": "s3://%s/raw/%s.parquet" % (lake, SOURCE_ID),
+            "--quarantine_uri": "s3://%s/quarantine/%s.jsonl" % (lake, SOURCE_ID),
+            "--source_id": SOURCE_ID,
+            "--catalog_database": RESOURCES.glue_database,
+            "--catalog_table": RESOURCES.raw_table,
+            "--catalog_crawler": RESOURCES.raw_crawler,
+            "--catalog_decision_uri": "s3://%s/manifests/%s.raw-catalog.json" % (lake, SOURCE_ID),
+            "--catalog_region": REGION,
+        }
+    # moto 5.2.5 cannot wait for a Glue job (.sync): the task fails with States.Runtime, which
+    # is no task failure (so not retried, as on AWS), and ends in the Fail state that reports it
+    # without the prefix.
+    assert len(runs) == 1
     cause = json.loads(description["cause"])
-    assert cause["error"].startswith("States.")
+    assert cause["error"] == "States.Runtime"
     _assert_failed_at(description, queue_url, "json-to-parquet", cause["error"])
 
 
-def test_crawl_waits_while_running_and_fails_unless_succeeded(sfn_aws, crawls_held_running):
-    glue = boto3.client("glue", region_name=REGION)
-    _create_crawler(RESOURCES.raw_crawler)
-    queue_url = _subscribe_queue()
-    arn = _start(_part(asl.build_definition(RESOURCES), {"crawl-raw"}, "StartRawCrawl"))
-
-    _wait_until(lambda: _entered(arn, "GetRawCrawlerState") >= 3, "the crawler to be polled")
-    glue.stop_crawler(Name=RESOURCES.raw_crawler)  # RUNNING -> STOPPING: still not READY
-    polls = _entered(arn, "GetRawCrawlerState")
-    _wait_until(lambda: _entered(arn, "GetRawCrawlerState") > polls + 2, "polls while stopping")
-    assert _entered(arn, "GetRawCrawlResult") == 0
-    glue.list_crawls(CrawlerName=RESOURCES.raw_crawler)  # STOPPING -> STOPPED: READY
-    description = _finish(arn)
-
-    cause = _assert_failed_at(description, queue_url, "crawl-raw", "CrawlFailed")
-    assert cause["cause"] == "Crawler %s finished with status STOPPED" % RESOURCES.raw_crawler
+def _put_decision(crawl, label="processed", crawler_running=False):
+    """The catalog decision a job writes (glue/catalog.py), as the state machine reads it."""
+    s3 = boto3.client("s3", region_name=REGION)
+    if RESOURCES.lake_bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+        s3.create_bucket(Bucket=RESOURCES.lake_bucket)
+    decision = {"crawl": crawl, "crawler_running": crawler_running, "reason": "test",
+                "database": RESOURCES.glue_database, "table": label, "registered": 0, "partitions": 1}
+    s3.put_object(Bucket=RESOURCES.lake_bucket, Key="manifests/%s.%s-catalog.json" % (SOURCE_ID, label),
+                  Body=json.dumps(decision))
 
 
-def test_crawl_waits_out_a_running_crawl_then_succeeds(sfn_aws, crawls_held_running, monkeypatch):
+@pytest.fixture
+def aws_crawl_status(monkeypatch):
+    """moto names a finished crawl COMPLETED; GetCrawler's LastCrawl.Status says SUCCEEDED on AWS."""
     from moto.glue.models import FakeCrawler
 
-    # moto names a finished crawl COMPLETED; GetCrawler's LastCrawl.Status says SUCCEEDED on AWS.
     original_as_dict = FakeCrawler.as_dict
 
     def as_dict_with_aws_status(crawler):
@@ -443,26 +531,100 @@ def test_crawl_waits_out_a_running_crawl_then_succeeds(sfn_aws, crawls_held_runn
         return data
 
     monkeypatch.setattr(FakeCrawler, "as_dict", as_dict_with_aws_status)
+
+
+def test_no_crawl_when_the_job_registered_its_partitions(sfn_aws, s3_bodies_as_text):
+    _create_crawler(RESOURCES.processed_crawler)
+    _put_decision(crawl=False)
+    definition = _part(asl.build_definition(RESOURCES), {"crawl-processed"}, "ReadProcessedCatalogDecision")
+
+    arn = _start(definition)
+    description = _finish(arn)
+
+    assert description["status"] == "SUCCEEDED", description.get("cause")
+    assert _entered(arn, "ReadSummary") == 1  # the stand-in for the next step
+    assert _entered(arn, "StartProcessedCrawl") == 0
+    glue = boto3.client("glue", region_name=REGION)
+    assert glue.list_crawls(CrawlerName=RESOURCES.processed_crawler)["Crawls"] == []
+
+
+def test_crawl_waits_while_running_and_fails_unless_succeeded(sfn_aws, crawls_held_running,
+                                                               s3_bodies_as_text):
+    glue = boto3.client("glue", region_name=REGION)
+    _create_crawler(RESOURCES.raw_crawler)
+    _put_decision(crawl=True, label="raw")
+    queue_url = _subscribe_queue()
+    arn = _start(_part(asl.build_definition(RESOURCES), {"crawl-raw"}, "ReadRawCatalogDecision"))
+
+    _wait_until(lambda: _entered(arn, "GetRawCrawlerState") >= 3, "the crawler to be polled")
+    glue.stop_crawler(Name=RESOURCES.raw_crawler)  # RUNNING -> STOPPING: still not READY
+    polls = _entered(arn, "GetRawCrawlerState")
+    _wait_until(lambda: _entered(arn, "GetRawCrawlerState") > polls + 2, "polls while stopping")
+    assert _entered(arn, "GetRawCrawlResult") == 0
+    glue.list_crawls(CrawlerName=RESOURCES.raw_crawler)  # STOPPING -> STOPPED: READY
+    # A crawl that did not succeed is started once more...
+    _wait_until(lambda: _entered(arn, "StartRawCrawl") == 2, "the crawl to be started again")
+    _wait_until(lambda: _entered(arn, "GetRawCrawlerState") > polls + 4, "the second crawl to be polled")
+    glue.stop_crawler(Name=RESOURCES.raw_crawler)
+    glue.list_crawls(CrawlerName=RESOURCES.raw_crawler)
+    description = _finish(arn)
+
+    # ... and a second failure is final.
+    cause = _assert_failed_at(description, queue_url, "crawl-raw", "CrawlFailed")
+    assert cause["cause"] == "Crawler %s finished with status STOPPED" % RESOURCES.raw_crawler
+    assert _entered(arn, "StartRawCrawl") == 2
+
+
+def test_crawl_that_fails_once_is_started_again_and_succeeds(sfn_aws, crawls_held_running,
+                                                             s3_bodies_as_text, aws_crawl_status):
+    glue = boto3.client("glue", region_name=REGION)
+    _create_crawler(RESOURCES.raw_crawler)
+    _put_decision(crawl=True, label="raw")
+    arn = _start(_part(asl.build_definition(RESOURCES), {"crawl-raw"}, "ReadRawCatalogDecision"))
+
+    _wait_until(lambda: _entered(arn, "GetRawCrawlerState") >= 1, "the crawler to be polled")
+    glue.stop_crawler(Name=RESOURCES.raw_crawler)
+    glue.list_crawls(CrawlerName=RESOURCES.raw_crawler)  # STOPPED: the first crawl failed
+    _wait_until(lambda: _entered(arn, "StartRawCrawl") == 2, "the crawl to be started again")
+    glue.list_crawls(CrawlerName=RESOURCES.raw_crawler)  # the second crawl completes
+    description = _finish(arn)
+
+    assert description["status"] == "SUCCEEDED", description.get("cause")
+    assert _entered(arn, "Normalize") == 1  # the stand-in for the next step
+    assert len(glue.list_crawls(CrawlerName=RESOURCES.raw_crawler)["Crawls"]) == 2
+
+
+@pytest.mark.parametrize("seen_by_the_job", [False, True], ids=["refused-start", "seen-by-the-job"])
+def test_running_crawl_is_waited_for_then_the_catalog_checked_again(sfn_aws, crawls_held_running,
+                                                                    s3_bodies_as_text, seen_by_the_job):
     glue = boto3.client("glue", region_name=REGION)
     _create_crawler(RESOURCES.processed_crawler)
+    # The table was missing when the job looked; the job may or may not have seen the crawl.
+    _put_decision(crawl=True, crawler_running=seen_by_the_job)
     glue.start_crawler(Name=RESOURCES.processed_crawler)  # another execution's crawl
-    definition = _part(asl.build_definition(RESOURCES), {"crawl-processed"}, "StartProcessedCrawl")
-    for retrier in definition["States"]["StartProcessedCrawl"]["Retry"]:
-        retrier["IntervalSeconds"] = 1  # keep the test fast; the matching is what is tested
+    definition = _part(asl.build_definition(RESOURCES), {"crawl-processed"}, "ReadProcessedCatalogDecision")
+    # moto cannot wait for a Glue job (.sync): a Pass stands in for the catalog-only run, whose
+    # decision the test writes below, as the job would.
+    definition["States"]["RecheckProcessedCatalog"] = {"Type": "Pass", "Next": "ReadProcessedCatalogDecision"}
     arn = _start(definition)
 
     def refused_while_running():
         return any(e.get("taskFailedEventDetails", {}).get("error") == "glue.CrawlerRunningException"
                    for e in _history(arn))
 
-    _wait_until(refused_while_running, "StartCrawler to be refused")
+    if not seen_by_the_job:
+        _wait_until(refused_while_running, "StartCrawler to be refused")
+    _wait_until(lambda: _entered(arn, "GetRunningProcessedCrawlerState") >= 3, "the running crawl polled")
+    # Waiting, not retrying the start (nor starting at all when the job saw the crawl).
+    assert _entered(arn, "StartProcessedCrawl") == (0 if seen_by_the_job else 1)
+    _put_decision(crawl=False)  # that crawl made the table: the check registers our partitions
     glue.list_crawls(CrawlerName=RESOURCES.processed_crawler)  # the other crawl completes
-    _wait_until(lambda: _entered(arn, "GetProcessedCrawlerState") >= 2, "this execution's crawl")
-    glue.list_crawls(CrawlerName=RESOURCES.processed_crawler)  # this execution's crawl completes
     description = _finish(arn)
 
     assert description["status"] == "SUCCEEDED", description.get("cause")
-    assert len(glue.list_crawls(CrawlerName=RESOURCES.processed_crawler)["Crawls"]) == 2
+    assert len(glue.list_crawls(CrawlerName=RESOURCES.processed_crawler)["Crawls"]) == 1  # no crawl of ours
+    assert _entered(arn, "RecheckProcessedCatalog") == 1
+    assert _entered(arn, "ReadProcessedCatalogDecision") == 2
     assert _entered(arn, "ReadSummary") == 1  # the stand-in for the next step
 
 
@@ -512,6 +674,8 @@ def test_query_and_notify_publish_the_summary_and_return_the_design_output(sfn_a
     assert execution["ResultConfiguration"]["OutputLocation"].startswith(
         RESOURCES.lake_uri("athena-results/"))
     assert SOURCE_ID in notice["Subject"] and len(notice["Subject"]) <= 100
+    assert {k: v["Value"] for k, v in notice["MessageAttributes"].items()} == {
+        "outcome": "succeeded", "source_id": SOURCE_ID}
     readable, summary = notice["Message"].split("\n\n", 1)
     assert "Rows read: 12, valid: 9, quarantined: 2, duplicates: 1" in readable
     for line in ("Total_Cost_in_$: 1500.5", "Total_Distance_in_miles: 320.25",

@@ -144,6 +144,13 @@ def test_top_level_totals_cover_every_landed_file(files, files_run):
     assert totals["shipments"] == sum(r["valid"] for r in refs)
 
 
+def test_two_files_crawl_each_zone_once_or_wait_for_it(files_run):
+    # Landing together on a new stage, both find the tables missing; one crawls each zone, the
+    # other waits for that crawl (a second crawl only when the two decisions race its end).
+    assert 2 <= files_run.report["crawls"] <= 4, files_run.report["crawls"]
+    assert files_run.report["events"] == {"started": 2}
+
+
 def test_run_prints_notifications_and_status(files_run):
     assert "== notifications (2)" in files_run.stdout
     assert "Total_Cost_in_$" in files_run.stdout
@@ -261,10 +268,11 @@ def test_pii_appears_nowhere_downstream_of_the_raw_zone(tmp_path):
     assert len(pii) > 20
 
     with LocalStack(work_dir=str(tmp_path / "stack")) as stack:
-        # one after the other: concurrent executions wait out each other's crawls (tested above)
-        for body, key in ((messy, "incoming/pii/messy.json"), (batch, "incoming/pii/batch.json")):
-            name = stack.land(body, key=key).execution_name
-            assert stack.wait_for_executions([name], timeout=180)[name]["status"] == "SUCCEEDED"
+        # landed together: each execution's outputs, catalog decisions included, are inspected
+        names = [stack.land(body, key=key).execution_name
+                 for body, key in ((messy, "incoming/pii/messy.json"), (batch, "incoming/pii/batch.json"))]
+        ended = stack.wait_for_executions(names, timeout=180)
+        assert [ended[name]["status"] for name in names] == ["SUCCEEDED", "SUCCEEDED"]
         stack.query_totals()  # its result CSV lands in athena-results/ too
         notifications = stack.notifications()
         status = json.dumps(stack.status(), ensure_ascii=False)
@@ -282,6 +290,7 @@ def test_pii_appears_nowhere_downstream_of_the_raw_zone(tmp_path):
         result_keys = objects(ATHENA_RESULTS_PREFIX)
         manifest_keys = objects(MANIFEST_PREFIX)
         assert parquet_keys and manifest_keys
+        assert any(k.endswith(".processed-catalog.json") for k in manifest_keys)
         assert any(k.endswith(".csv") for k in result_keys)
         raw_text = "".join(parquet_text(body(k)) for k in objects(RAW_PREFIX) if k.endswith(".parquet"))
 

@@ -384,3 +384,85 @@ def test_glue_scripts_stay_python_3_9_compatible():
     done = subprocess.run([vermin, "-q", "--no-tips", "--target=3.9-", "--violations", GLUE_DIR],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- the fast path: a proof that every line is valid, or the exact path ---------------------------
+
+LINE_KINDS = [(kind, line) for kind, line in datafiles.BAD_LINES] + [
+    (kind, line.encode("utf-8")) for kind, line in datafiles.ODD_VALID_LINES]
+
+
+@pytest.mark.parametrize("kind, line", LINE_KINDS, ids=[kind for kind, _line in LINE_KINDS])
+def test_the_proof_never_vouches_for_a_bad_line_and_results_match_the_reference(tmp_path, kind, line):
+    data = (datafiles.clean_bytes(20) + line + b"\n"
+            + datafiles.ndjson(datafiles.clean_records(5, seed=3, first_id=500), crlf=True))
+    source = datafiles.write(tmp_path / "in.json", data)
+    proven_target = tmp_path / "proven.parquet"
+
+    proven = json_to_parquet.convert_proven(source, str(proven_target), "s3://landing/landing.json", "sid1")
+    counts, rows, entries = run_convert(tmp_path, data)
+
+    expected = reference.analyze(data)
+    if expected.bad:
+        assert proven is None and not proven_target.exists()
+    assert [entry["line"] for entry in entries] == [number for number, _why, _raw in expected.bad]
+    assert sorted(map(as_tuple, rows), key=repr) == valid_records(data)
+    if proven is not None:
+        assert proven == counts
+        assert sorted(map(as_tuple, pq.read_table(proven_target).to_pylist()), key=repr) == valid_records(data)
+
+
+def test_a_clean_file_takes_the_fast_path_and_matches_the_exact_path(tmp_path):
+    data = datafiles.clean_bytes(400, seed=2, crlf=True) + b"\n \t\n" + datafiles.ndjson(
+        datafiles.clean_records(100, seed=8, first_id=5000), ascii_only=True)
+    source = datafiles.write(tmp_path / "in.json.gz", data, gzip=True)
+    fast, exact = tmp_path / "fast.parquet", tmp_path / "exact.parquet"
+
+    counts = json_to_parquet.convert(source, str(fast), str(tmp_path / "q1.jsonl"), "s3://l/in.json.gz", "sid1")
+    exact_counts = json_to_parquet.convert(source, str(exact), str(tmp_path / "q2.jsonl"), "s3://l/in.json.gz",
+                                           "sid1", fast=False)
+
+    assert counts == exact_counts == {"source": "s3://l/in.json.gz", "read": 500, "valid": 500, "quarantined": 0}
+    plain = datafiles.write(tmp_path / "plain.json", data)
+    assert json_to_parquet.convert_proven(plain, str(tmp_path / "p.parquet"), "s3://l/in.json.gz", "sid1") == counts
+    assert pq.read_schema(fast) == pq.read_schema(exact).remove_metadata()
+    assert sorted(map(as_tuple, pq.read_table(fast).to_pylist()), key=repr) == sorted(
+        map(as_tuple, pq.read_table(exact).to_pylist()), key=repr) == valid_records(data)
+    for path in (fast, exact):
+        assert json.loads(pq.read_metadata(path).metadata[b"shipping_etl.counts"]) == counts
+    assert not (tmp_path / "q1.jsonl").exists()
+
+
+def test_a_metadata_value_is_replaced_in_place(tmp_path):
+    path = tmp_path / "file.parquet"
+    key = b"shipping_etl.counts"
+    placeholder, final = b'{"pending": "x"}     ', b'{"read": 3}          '
+    table = json_to_parquet.RAW_SCHEMA.empty_table()
+    with pq.ParquetWriter(path, table.schema) as writer:
+        writer.write_table(table)
+        writer.add_key_value_metadata({key: placeholder})
+
+    json_to_parquet.patch_metadata_value(str(path), placeholder, final)
+
+    assert json.loads(pq.read_metadata(path).metadata[key]) == {"read": 3}
+    assert pq.read_table(path).schema.names == table.schema.names
+    with pytest.raises(ValueError, match="same length"):
+        json_to_parquet.patch_metadata_value(str(path), final, b"{}")
+    with pytest.raises(ValueError, match="exactly once"):
+        json_to_parquet.patch_metadata_value(str(path), placeholder, final)
+
+
+@pytest.mark.parametrize("rows, chunk_bytes", [(30, 16), (30, 300), (30, 1 << 20), (3000, 1 << 20)])
+def test_the_raw_scan_finds_what_duckdb_reads_leniently_wherever_it_falls(rows, chunk_bytes):
+    import io
+
+    # Small chunks are scanned with Python's re, large ones (3000 rows: 600 kB) with pyarrow's RE2.
+    clean = datafiles.clean_bytes(rows)
+    assert json_to_parquet.raw_bytes_are_strict(io.BytesIO(clean), chunk_bytes=chunk_bytes)
+    cut = clean.index(b"\n", len(clean) // 2) + 1
+    for lenient in (b'{"a": NaN}', b'{"a": [1, 2 ,]}', b'{"a": 1,\t}', b'{"a": -Infinity}', b'{"a": [inf]}',
+                    b"\x0b" + clean[:cut].split(b"\n")[0], b"\x0c"):
+        data = clean[:cut] + lenient + b"\n" + clean[cut:]
+        assert not json_to_parquet.raw_bytes_are_strict(io.BytesIO(data), chunk_bytes=chunk_bytes), lenient
+    lookalike = b'{"note": "Infinity Loop, NaN Street"}'
+    assert json_to_parquet.raw_bytes_are_strict(io.BytesIO(clean + lookalike + b"\n"), chunk_bytes=chunk_bytes)

@@ -244,3 +244,28 @@ def test_s3_end_to_end_with_both_jobs(aws, tmp_path):
     assert keys == sorted(["processed/shipping_date=1999-01-01/other.parquet"]
                           + ["processed/shipping_date=%s/sid7.parquet" % d for d in summary["partitions"]])
     assert summary["outputs"] == ["s3://lake/processed/shipping_date=%s/sid7.parquet" % d for d in summary["partitions"]]
+
+
+def test_rows_sharing_an_id_are_kept_unless_equal_on_every_field(tmp_path):
+    record = datafiles.clean_records(1)[0]
+    lines = [record, dict(record, shipping_cost=record["shipping_cost"] + 1), dict(record, product_id=None), record,
+             dict(record, quantity=0.0), dict(record, quantity=-0.0)] + datafiles.clean_records(20, first_id=100)
+    data = datafiles.ndjson(lines)
+
+    summary = run_main(make_raw(tmp_path, data), tmp_path / "processed")
+
+    expected = reference.evaluate(data)
+    assert summary["rows"] == {name: expected[name] for name in ("read", "valid", "quarantined", "duplicates")}
+    assert summary["rows"]["duplicates"] == 2  # the repeated record, and -0.0 beside 0.0
+    processed = processed_rows(tmp_path / "processed")
+    for name, total in expected["totals"].items():
+        assert sum(row[name] for row in processed) == pytest.approx(total, rel=1e-12)
+
+
+def test_a_file_without_repeated_ids_is_copied_whole(tmp_path):
+    data = datafiles.clean_bytes(200, seed=7)
+
+    summary = run_main(make_raw(tmp_path, data), tmp_path / "processed")
+
+    assert summary["rows"] == {"read": 200, "valid": 200, "quarantined": 0, "duplicates": 0}
+    assert len(processed_rows(tmp_path / "processed")) == 200

@@ -1,0 +1,176 @@
+"""glue/catalog.py: when a job's output needs a crawl, and the partitions it registers itself when
+it does not; the jobs' catalog step and ``--catalog_only``, against moto's Glue catalog."""
+import json
+import os
+import sys
+
+import boto3
+import pyarrow as pa
+import pytest
+
+from tests import datafiles, reference
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GLUE_DIR = os.path.join(PROJECT_DIR, "glue")
+if GLUE_DIR not in sys.path:
+    sys.path.insert(0, GLUE_DIR)
+
+import catalog  # noqa: E402
+import jobio  # noqa: E402
+import json_to_parquet  # noqa: E402
+import normalize  # noqa: E402
+
+DATABASE = "shipping_etl_test"
+LAKE = "s3://lake"
+PROCESSED = LAKE + "/processed/"
+FILE_SCHEMA = pa.schema([("shipping_id", pa.int64()), ("shipping_cost", pa.float64()),
+                         ("destination_city", pa.string()), ("source_id", pa.dictionary(pa.int32(), pa.string()))])
+COLUMNS = [{"Name": "shipping_id", "Type": "bigint"}, {"Name": "shipping_cost", "Type": "double"},
+           {"Name": "destination_city", "Type": "string"}, {"Name": "source_id", "Type": "string"}]
+PARQUET_SD = {
+    "InputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+    "OutputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+    "SerdeInfo": {"SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"},
+}
+
+
+@pytest.fixture
+def glue(aws):
+    client = boto3.client("glue")
+    client.create_database(DatabaseInput={"Name": DATABASE})
+    return client
+
+
+def create_table(glue, columns=COLUMNS, location=PROCESSED, keys=("shipping_date",)):
+    glue.create_table(DatabaseName=DATABASE, TableInput={
+        "Name": "processed",
+        "PartitionKeys": [{"Name": k, "Type": "string"} for k in keys],
+        "Parameters": {"classification": "parquet"},
+        "StorageDescriptor": dict(PARQUET_SD, Columns=columns, Location=location),
+    })
+
+
+def request(dates=("2024-01-15", "2024-01-16")):
+    return catalog.describe_output(FILE_SCHEMA, PROCESSED, ["shipping_date"],
+                                   {d: PROCESSED + "shipping_date=%s/" % d for d in dates})
+
+
+def partitions(glue):
+    found = glue.get_partitions(DatabaseName=DATABASE, TableName="processed")["Partitions"]
+    return {p["Values"][0]: p["StorageDescriptor"] for p in found}
+
+
+def test_a_missing_table_needs_a_crawl(glue):
+    decision = catalog.decide(glue, DATABASE, "processed", request())
+
+    assert decision["crawl"] is True and decision["crawler_running"] is False
+    assert decision["reason"] == "table %s.processed does not exist yet" % DATABASE
+
+
+def test_a_matching_table_gets_the_partitions_and_needs_no_crawl(glue):
+    create_table(glue)
+
+    first = catalog.decide(glue, DATABASE, "processed", request())
+    again = catalog.decide(glue, DATABASE, "processed", request(("2024-01-16", "2024-01-17")))
+
+    assert first["crawl"] is False and first["registered"] == 2
+    assert again["crawl"] is False and again["registered"] == 1  # one of the two was there
+    registered = partitions(glue)
+    assert sorted(registered) == ["2024-01-15", "2024-01-16", "2024-01-17"]
+    descriptor = registered["2024-01-17"]
+    assert descriptor["Location"] == PROCESSED + "shipping_date=2024-01-17/"
+    assert descriptor["Columns"] == COLUMNS
+    assert descriptor["SerdeInfo"] == PARQUET_SD["SerdeInfo"]
+
+
+def test_columns_the_files_lack_are_fine(glue):
+    create_table(glue, columns=COLUMNS + [{"Name": "added_later", "Type": "string"}])
+
+    assert catalog.decide(glue, DATABASE, "processed", request())["crawl"] is False
+
+
+@pytest.mark.parametrize("change, reason", [
+    (dict(columns=COLUMNS[:2]), "column destination_city is not in the table"),
+    (dict(columns=[dict(COLUMNS[0], Type="int")] + COLUMNS[1:]), "column shipping_id is int in the table, bigint in the files"),
+    (dict(keys=()), "the table is partitioned by nothing, the files by ['shipping_date']"),
+    (dict(location=LAKE + "/elsewhere/"), "the table's location is s3://lake/elsewhere/"),
+])
+def test_a_table_that_differs_from_the_files_needs_a_crawl_and_gets_nothing(glue, change, reason):
+    create_table(glue, **change)
+
+    decision = catalog.decide(glue, DATABASE, "processed", request())
+
+    assert decision["crawl"] is True
+    assert reason in decision["reason"]
+    if change.get("keys", True):
+        assert partitions(glue) == {}
+
+
+def test_a_crawl_needed_while_the_crawler_runs_says_so(glue):
+    glue.create_crawler(Name="processed-crawler", Role="role", DatabaseName=DATABASE,
+                        Targets={"S3Targets": [{"Path": PROCESSED}]})
+    idle = catalog.decide(glue, DATABASE, "processed", request(), crawler="processed-crawler")
+    glue.start_crawler(Name="processed-crawler")
+
+    busy = catalog.decide(glue, DATABASE, "processed", request(), crawler="processed-crawler")
+
+    assert idle["crawl"] is True and idle["crawler_running"] is False
+    assert busy["crawl"] is True and busy["crawler_running"] is True
+    assert "crawler processed-crawler is crawling now" in busy["reason"]
+
+
+def test_catalog_arguments_go_together():
+    with pytest.raises(jobio.JobError, match="catalog arguments go together"):
+        catalog.enabled({"catalog_database": DATABASE})
+    assert catalog.enabled({}) is False
+    with pytest.raises(jobio.JobError, match="--catalog_only needs"):
+        catalog.catalog_only({"catalog_only": "true"})
+
+
+def _catalog_args(tmp_path, table):
+    return ["--catalog_database", DATABASE, "--catalog_table", table,
+            "--catalog_decision_uri", str(tmp_path / ("%s-catalog.json" % table))]
+
+
+def test_jobs_decide_for_what_they_wrote_and_check_again_without_data(glue, tmp_path):
+    source = datafiles.write(tmp_path / "landing.json", datafiles.messy_bytes(seed=3))
+    raw = str(tmp_path / "raw" / "sid1.parquet")
+    processed = str(tmp_path / "processed")
+    os.makedirs(os.path.dirname(raw))
+    convert = ["--source_uri", source, "--target_uri", raw, "--quarantine_uri", str(tmp_path / "q.jsonl"),
+               "--source_id", "sid1"]
+    normalize_args = ["--source_uri", raw, "--target_uri", processed, "--source_id", "sid1"]
+
+    json_to_parquet.main(convert + _catalog_args(tmp_path, "raw"))
+    summary = normalize.main(normalize_args + _catalog_args(tmp_path, "processed"))
+
+    raw_decision = json.loads((tmp_path / "raw-catalog.json").read_text())
+    assert raw_decision["crawl"] is True and raw_decision["table"] == "raw"
+    raw_request = json.loads((tmp_path / ("raw-catalog" + catalog.REQUEST_SUFFIX)).read_text())
+    assert [c["Name"] for c in raw_request["columns"]][:3] == ["shipping_id", "shipping_date", "customer_name"]
+    assert {"Name": "shipping_date", "Type": "date"} in raw_request["columns"]
+    assert raw_request["partition_keys"] == []
+    request_text = (tmp_path / ("processed-catalog" + catalog.REQUEST_SUFFIX)).read_text()
+    processed_request = json.loads(request_text)
+    assert processed_request["partition_keys"] == [{"Name": "shipping_date", "Type": "string"}]
+    assert sorted(p["Values"][0] for p in processed_request["partitions"]) == summary["partitions"]
+    assert "shipping_date" not in [c["Name"] for c in processed_request["columns"]]
+    assert "customer_name" not in [c["Name"] for c in processed_request["columns"]]
+
+    # A crawl made the table meanwhile (from other files: none of this run's partitions).
+    create_table(glue, columns=processed_request["columns"], location=processed + "/")
+    os.remove(os.path.join(processed, "shipping_date=%s" % summary["partitions"][0], "sid1.parquet"))
+    decision = normalize.main(normalize_args + _catalog_args(tmp_path, "processed") + ["--catalog_only", "true"])
+
+    assert decision["crawl"] is False
+    assert decision["registered"] == len(summary["partitions"])
+    assert sorted(partitions(glue)) == summary["partitions"]
+    assert json.loads((tmp_path / "processed-catalog.json").read_text()) == decision
+    assert (tmp_path / ("processed-catalog" + catalog.REQUEST_SUFFIX)).read_text() == request_text
+    assert reference.evaluate(source)["valid"] == summary["rows"]["valid"]
+
+
+def test_catalog_only_needs_the_request_of_an_earlier_run(glue, tmp_path):
+    with pytest.raises(jobio.JobError, match="run the job without --catalog_only first"):
+        normalize.main(["--source_uri", "r.parquet", "--target_uri", str(tmp_path)]
+                       + _catalog_args(tmp_path, "processed") + ["--catalog_only", "true"])
