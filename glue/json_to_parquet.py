@@ -758,16 +758,22 @@ def convert_proven(source_path, target_path, source, source_id, memory_limit=DEF
         key=_sql_literal(COUNTS_METADATA_KEY), value=_sql_literal(placeholder.decode("ascii")))
     connection = jobio.duckdb_connection(duckdb, jobio.duckdb_memory_limit(memory_limit),
                                          preserve_insertion_order=False)
-    stop, verdict = threading.Event(), []
+    stop, strict = threading.Event(), []
 
     def scan():
-        with open(source_path, "rb") as stream:
-            verdict.append(raw_bytes_are_strict(stream, stop))
-        if not verdict[0] and not stop.is_set():
-            connection.interrupt()
+        try:
+            with open(source_path, "rb") as stream:
+                answer = raw_bytes_are_strict(stream, stop)
+        except OSError:
+            answer = False
+        if stop.is_set():
+            return  # stopped: the conversion failed already
+        strict.append(answer)
+        if not answer:
+            connection.interrupt()  # no need to finish a conversion that cannot be used
 
     scanner = threading.Thread(target=scan, name="raw-scan", daemon=True)
-    rows = None
+    rows, why = None, None
     try:
         if threads:
             connection.execute("SET threads = %d" % int(threads))
@@ -776,18 +782,18 @@ def convert_proven(source_path, target_path, source, source_id, memory_limit=DEF
         scanner.start()
         rows = connection.execute(sql).fetchone()[0]
     except duckdb.Error as exc:
-        LOG.info("not every line proven valid at once (%s): checking line by line",
-                 str(exc).strip().splitlines()[0][:200])
+        why = str(exc).strip().splitlines()[0][:200]
     finally:
         if rows is None:
             stop.set()  # the scan's answer no longer matters
         if scanner.is_alive():
             scanner.join()
         connection.close()
-    if rows is not None and not verdict[0]:
-        LOG.info("the file may hold NaN, Infinity or trailing commas: checking line by line")
-        rows = None
+    if strict and not strict[0]:
+        rows, why = None, "the raw bytes may hold NaN, Infinity, trailing commas or vertical tabs"
     if not rows:
+        if why:
+            LOG.info("not every line proven valid at once (%s): checking line by line", why)
         if os.path.exists(target_path):
             os.remove(target_path)
         return None
