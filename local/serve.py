@@ -22,7 +22,7 @@ import uuid
 
 from chalice.app import Rate
 
-from local.run import short_cause
+from local.run import _port, _positive_int, short_cause
 
 log = logging.getLogger("local.serve")
 
@@ -393,16 +393,6 @@ class LocalService:
             stack.stop()
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number, got %r" % text) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("expected a number >= 1, got %d" % value)
-    return value
-
-
 def _positive_minutes(text):
     try:
         value = float(text)
@@ -410,16 +400,6 @@ def _positive_minutes(text):
         raise argparse.ArgumentTypeError("expected a number of minutes, got %r" % text) from None
     if not value > 0 or value != value or value == float("inf"):
         raise argparse.ArgumentTypeError("expected a number of minutes > 0, got %r" % text)
-    return value
-
-
-def _port(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a port number, got %r" % text) from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("expected a port number 0-65535 (0: any free port), got %d" % value)
     return value
 
 
