@@ -220,13 +220,8 @@ OPTIONS = {"summary_uri": None, "source_id": None, "memory_limit": DEFAULT_MEMOR
 
 def main(argv, storage=None):
     """Runs the job on ``argv`` (Glue-style arguments). Returns the summary; raises JobError."""
-    # The catalog step (glue/catalog.py) runs only when asked: normalizing alone needs jobio only.
-    catalog = None
-    options = OPTIONS
-    if any(token.startswith("--catalog_") for token in argv):
-        import catalog
-        options = dict(OPTIONS, **catalog.OPTIONS)
-    args = jobio.parse_args(argv, ARGUMENTS, options)
+    # The catalog step (glue/catalog.py) runs only when asked.
+    args, catalog = jobio.parse_job_args(argv, ARGUMENTS, OPTIONS)
     threads = jobio.positive_int(args, "threads")
     storage = storage or jobio.Storage()
     if catalog is not None and catalog.catalog_only(args):

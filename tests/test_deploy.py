@@ -2,10 +2,8 @@
 import functools
 import io
 import json
-import shutil
 import subprocess
 import sys
-import types
 import zipfile
 from pathlib import Path
 
@@ -30,11 +28,6 @@ STAGE = "dev"
 RESOURCES = Resources(stage=STAGE, account_id=ACCOUNT, region=REGION)
 
 
-def _trivial_definition(resources):
-    return {"Comment": "stand-in until chalicelib/asl.py exists", "StartAt": "Done",
-            "States": {"Done": {"Type": "Pass", "Result": {"stage": resources.stage}, "End": True}}}
-
-
 @pytest.fixture
 def aws_env(monkeypatch):
     """Fake credentials and region; no profile or endpoint override can reach a real account."""
@@ -54,14 +47,10 @@ def mocked(aws_env):
 
 
 @pytest.fixture
-def asl(monkeypatch):
-    """chalicelib.asl, or a trivial stand-in with the same function while it is being written."""
-    try:
-        from chalicelib import asl as module
-    except ImportError:
-        module = types.ModuleType("chalicelib.asl")
-        module.build_definition = _trivial_definition
-        monkeypatch.setitem(sys.modules, "chalicelib.asl", module)
+def asl():
+    """The ASL builder the deploy uses (the definition tests compare against it)."""
+    from chalicelib import asl as module
+
     return module
 
 
