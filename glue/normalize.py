@@ -39,8 +39,7 @@ import duckdb
 import jobio
 
 
-# Parquet metadata is read with DuckDB: pyarrow is needed only to merge split partition files
-# or to describe the output for the catalog.
+# Parquet metadata is read with DuckDB: pyarrow is needed only to merge split partition files.
 pa = jobio.ImportedOnUse("pyarrow")
 pq = jobio.ImportedOnUse("pyarrow.parquet")
 
@@ -261,8 +260,7 @@ def main(argv, storage=None):
                        for date in result["partitions"]}
             written = os.path.join(local_out, "%s=%s" % (schema.PARTITION_FIELD, min(result["partitions"])),
                                    output_name(source_id))
-            request = catalog.describe_output(pq.read_schema(written), jobio.join(target, ""),
-                                              [schema.PARTITION_FIELD], folders)
+            request = catalog.describe_parquet(written, jobio.join(target, ""), [schema.PARTITION_FIELD], folders)
             catalog.settle(args, storage, work, request)
     jobio.print_result(summary)
     return summary

@@ -1,11 +1,14 @@
 """glue/catalog.py: when a job's output needs a crawl, and the partitions it registers itself when
 it does not; the jobs' catalog step and ``--catalog_only``, against moto's Glue catalog."""
+import datetime
 import json
 import os
+import subprocess
 import sys
 
 import boto3
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tests import datafiles, reference
@@ -19,6 +22,7 @@ import catalog  # noqa: E402
 import jobio  # noqa: E402
 import json_to_parquet  # noqa: E402
 import normalize  # noqa: E402
+from chalicelib import schema  # noqa: E402
 
 DATABASE = "shipping_etl_test"
 LAKE = "s3://lake"
@@ -58,6 +62,108 @@ def request(dates=("2024-01-15", "2024-01-16")):
 def partitions(glue):
     found = glue.get_partitions(DatabaseName=DATABASE, TableName="processed")["Partitions"]
     return {p["Values"][0]: p["StorageDescriptor"] for p in found}
+
+
+# -- describing what a job wrote ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "exact-path"])
+def test_describe_parquet_of_a_raw_file_is_describe_output_of_its_arrow_schema(tmp_path, fast):
+    source = datafiles.write(tmp_path / "landing.json", datafiles.clean_bytes(60, seed=4))
+    raw = str(tmp_path / "sid1.parquet")
+    json_to_parquet.convert(source, raw, str(tmp_path / "q.jsonl"), "s3://l/landing.json", "sid1", fast=fast)
+
+    request = catalog.describe_parquet(raw, LAKE + "/raw/")
+
+    assert request == catalog.describe_output(pq.read_schema(raw), LAKE + "/raw/")
+    assert [(c["Name"], c["Type"]) for c in request["columns"]] == (
+        [(f.name, f.glue_type) for f in schema.FIELDS] + [(schema.SOURCE_ID_FIELD, "string")])
+    assert request["unknown_types"] == [] and request["partition_keys"] == [] and request["partitions"] == []
+
+
+def test_describe_parquet_of_partition_files_is_describe_output_of_their_arrow_schema(tmp_path):
+    source = datafiles.write(tmp_path / "landing.json", datafiles.messy_bytes(seed=5))
+    raw = str(tmp_path / "sid1.parquet")
+    json_to_parquet.convert(source, raw, str(tmp_path / "q.jsonl"), "s3://l/landing.json", "sid1")
+    summary = normalize.main(["--source_uri", raw, "--target_uri", str(tmp_path / "processed"), "--source_id", "sid1"])
+    folders = {date: PROCESSED + "shipping_date=%s/" % date for date in summary["partitions"]}
+    assert len(summary["outputs"]) > 1
+
+    for written in summary["outputs"]:  # each in a shipping_date=... folder, which adds no column
+        request = catalog.describe_parquet(written, PROCESSED, ["shipping_date"], folders)
+
+        assert request == catalog.describe_output(pq.read_schema(written), PROCESSED, ["shipping_date"], folders)
+        assert [(c["Name"], c["Type"]) for c in request["columns"]] == [
+            (f.name, f.glue_type) for f in schema.processed_fields() if f.name != schema.PARTITION_FIELD
+        ] + [(schema.SOURCE_ID_FIELD, "string")]
+        assert [p["Values"] for p in request["partitions"]] == [[date] for date in summary["partitions"]]
+
+
+def test_describe_parquet_gives_every_type_describe_output_knows_the_same_glue_type(tmp_path):
+    table = pa.table({
+        "flag": pa.array([True]), "tiny": pa.array([1], pa.int8()), "small": pa.array([1], pa.int16()),
+        "regular": pa.array([1], pa.int32()), "Big": pa.array([1], pa.int64()),
+        "utiny": pa.array([1], pa.uint8()), "usmall": pa.array([1], pa.uint16()), "uregular": pa.array([1], pa.uint32()),
+        "single": pa.array([1.5], pa.float32()), "double": pa.array([1.5]), "text": pa.array(["a"]),
+        "large_text": pa.array(["a"], pa.large_string()), "coded": pa.array(["a"]).dictionary_encode(),
+        "bytes": pa.array([b"a"]), "day": pa.array([datetime.date(2024, 2, 29)]),
+        "at_ms": pa.array([1], pa.timestamp("ms")), "at_utc": pa.array([1], pa.timestamp("us", tz="UTC")),
+        "at_ns": pa.array([1], pa.timestamp("ns")),
+    })
+    path = str(tmp_path / "types.parquet")
+    pq.write_table(table, path)
+
+    request = catalog.describe_parquet(path, PROCESSED)
+
+    assert request == catalog.describe_output(pq.read_schema(path), PROCESSED)
+    assert request["unknown_types"] == []
+    assert [c["Type"] for c in request["columns"]] == [
+        "boolean", "tinyint", "smallint", "int", "bigint", "smallint", "int", "bigint", "float", "double",
+        "string", "string", "string", "binary", "date", "timestamp", "timestamp", "timestamp"]
+
+
+def test_describe_parquet_leaves_types_without_a_glue_type_to_a_crawl(tmp_path):
+    path = str(tmp_path / "odd.parquet")
+    pq.write_table(pa.table({"id": pa.array([1]), "huge": pa.array([1], pa.uint64()),
+                             "price": pa.array([1], pa.decimal128(10, 2)), "tags": pa.array([[1]])}), path)
+
+    request = catalog.describe_parquet(path, PROCESSED)
+
+    assert request["unknown_types"] == ["huge (UBIGINT)", "price (DECIMAL(10,2))", "tags (BIGINT[])"]
+    from_arrow = catalog.describe_output(pq.read_schema(path), PROCESSED)
+    assert [u.split()[0] for u in from_arrow["unknown_types"]] == ["huge", "price", "tags"]
+    assert [c["Name"] for c in request["columns"]] == [c["Name"] for c in from_arrow["columns"]]
+
+
+NO_PYARROW_RUN = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import catalog, normalize
+requests = []
+catalog.settle = lambda args, storage, work, request=None, glue=None: requests.append(request)
+normalize.main(sys.argv[2:])
+print(json.dumps({"requests": requests, "pyarrow": sorted(m for m in sys.modules if m.split(".")[0] == "pyarrow")}))
+"""
+
+
+def test_normalize_describes_its_output_without_importing_pyarrow(tmp_path):
+    source = datafiles.write(tmp_path / "landing.json", datafiles.clean_bytes(30, seed=6))
+    raw = str(tmp_path / "sid1.parquet")
+    json_to_parquet.convert(source, raw, str(tmp_path / "q.jsonl"), "s3://l/landing.json", "sid1")
+
+    run = subprocess.run(
+        [sys.executable, "-c", NO_PYARROW_RUN, GLUE_DIR, "--source_uri", raw, "--target_uri", str(tmp_path / "out"),
+         "--source_id", "sid1"] + _catalog_args(tmp_path, "processed"),
+        capture_output=True, text=True, check=True, cwd=str(tmp_path))
+
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    assert found["pyarrow"] == []
+    (request,) = found["requests"]
+    assert request["partition_keys"] == [{"Name": "shipping_date", "Type": "string"}]
+    assert request["unknown_types"] == [] and len(request["partitions"]) == 3
+
+
+# -- the decision -----------------------------------------------------------------------------
 
 
 def test_a_missing_table_needs_a_crawl(glue):

@@ -299,11 +299,13 @@ def test_glue_job_with_a_missing_script_fails_and_says_which(tmp_path, aws):
 
 def test_stopping_the_stack_restores_moto_and_the_environment(tmp_path, aws_credentials):
     from moto.glue.models import GlueBackend
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_callback
 
     original = GlueBackend.start_job_run
     stack = embedded.start(work_dir=str(tmp_path))
     try:
         assert GlueBackend.start_job_run is not original
+        assert state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK == moto_hooks.SYNC_CHECK_SECONDS
         with pytest.raises(RuntimeError, match="already running"):
             embedded.start(work_dir=str(tmp_path))
         with pytest.raises(RuntimeError, match="already installed"):
@@ -312,5 +314,6 @@ def test_stopping_the_stack_restores_moto_and_the_environment(tmp_path, aws_cred
         stack.stop()
 
     assert GlueBackend.start_job_run is original
+    assert state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK == 0.5
     assert "AWS_ENDPOINT_URL" not in os.environ
     assert embedded.running() is None

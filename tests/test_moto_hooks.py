@@ -103,6 +103,22 @@ def test_check_hook_points_names_what_an_upgrade_moved(monkeypatch):
         moto_hooks.check_hook_points()
 
 
+def test_check_hook_points_names_a_renamed_sync_check_interval(monkeypatch):
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_callback
+
+    monkeypatch.delattr(state_task_service_callback, "_DELAY_SECONDS_SYNC_CONDITION_CHECK")
+
+    with pytest.raises(moto_hooks.HookPointMissing,
+                       match=r"state_task_service_callback\._DELAY_SECONDS_SYNC_CONDITION_CHECK"):
+        moto_hooks.check_hook_points()
+
+
+def test_sync_tasks_are_checked_every_50_ms_on_the_local_stack(stack):
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_callback
+
+    assert state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK == moto_hooks.SYNC_CHECK_SECONDS == 0.05
+
+
 # -- Glue job runs ----------------------------------------------------------------------------
 
 
