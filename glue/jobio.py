@@ -127,8 +127,11 @@ def duckdb_connection(duckdb, memory_limit, **settings):
     """An in-memory DuckDB connection whose memory is bounded by ``memory_limit`` (e.g.
     ``"600MB"``). ``duckdb`` is the module (jobio itself imports no DuckDB). Raises JobError
     when DuckDB refuses the limit."""
+    # Background threads return freed memory to the system as DuckDB goes: without them the
+    # peak RSS wanders (measured 220-340 MB for the same conversion) and grows with the input.
+    config = dict({"allocator_background_threads": True}, **settings)
     try:
-        return duckdb.connect(config=dict(settings, memory_limit=memory_limit))
+        return duckdb.connect(config=dict(config, memory_limit=memory_limit))
     except duckdb.Error as exc:
         raise JobError("--memory_limit %r is not usable (%s): pass a size such as 600MB" % (memory_limit, exc))
 

@@ -23,9 +23,12 @@ scans the raw bytes for what DuckDB's reader accepts beyond strict JSON (NaN, In
 commas, vertical tabs). When both succeed, that Parquet file is the result (its counts, unknown
 when DuckDB writes the footer, are patched into a placeholder of the same length). Otherwise
 the file is checked line by line (the exact path): blocks of whole lines are cut into numbered
-lines, DuckDB proves most lines valid with the same cheap checks, and only the rest are judged
-by the full rules, which say why a line is bad; pyarrow writes the results while DuckDB checks
-the next block, so memory stays flat whatever the file size.
+lines, and for each block one DuckDB COPY proves most lines valid with the same cheap checks,
+writing them to a Parquet file of the block's own and the rest to a second one (PARTITION_BY);
+only those few are then judged by the full rules, which say why a line is bad. This thread
+cuts the next block while DuckDB checks one, so memory stays flat whatever the file size; at
+the end one more COPY joins the blocks' files (and the few valid lines the proof could not vouch
+for) into the raw Parquet file.
 
 ``--memory_limit`` bounds the whole job; DuckDB gets it less what the process needs besides
 (jobio.duckdb_memory_limit).
@@ -33,6 +36,7 @@ the next block, so memory stays flat whatever the file size.
 import array
 import base64
 import functools
+import glob
 import gzip
 import json
 import logging
@@ -59,7 +63,6 @@ import jobio
 # own thread while DuckDB converts; a small file's needs none of it.
 pa = jobio.ImportedOnUse("pyarrow")
 pc = jobio.ImportedOnUse("pyarrow.compute")
-pq = jobio.ImportedOnUse("pyarrow.parquet")
 
 LOG = logging.getLogger("shipping_etl.json_to_parquet")
 
@@ -73,9 +76,6 @@ PROGRESS_EVERY_BLOCKS = 16
 # Lines per Arrow record batch handed to DuckDB (measured: fastest between 2,048 and 32,768).
 LINES_PER_BATCH = 8192
 GZIP_MAGIC = b"\x1f\x8b"
-# Columns with few distinct values, worth dictionary encoding; for the others (ids, names,
-# addresses, amounts) building a dictionary costs more time than it saves space.
-DICTIONARY_COLUMNS = ("shipping_date", "destination_city", "product_id", schema.SOURCE_ID_FIELD)
 
 NOT_JSON = "not valid JSON"
 NOT_OBJECT = "not a JSON object"
@@ -108,6 +108,10 @@ def __getattr__(name):
 
 def _sql_literal(text):
     return "'%s'" % text.replace("'", "''")
+
+
+def _sql_list(texts):
+    return "[%s]" % ", ".join(_sql_literal(text) for text in texts)
 
 
 # -- the rules in SQL, exactly (with reasons) ----------------------------------------------------
@@ -236,9 +240,14 @@ FROM checked
 PROOF_TYPES = {"id": "JSON", "opt_int": "JSON", "amount": "JSON",
                "date": "VARCHAR", "text": "VARCHAR", "opt_text": "VARCHAR"}
 # A VARCHAR read of a number, boolean, array or object is that value's JSON text, which DuckDB's
-# own parser accepts; a string whose content is no JSON text (nearly every name, address and
-# city), or one starting with a quote, can only have been a string.
-_CERTAIN_STRING = "(NOT json_valid({c}) OR starts_with({c}, '\"'))"
+# own parser accepts and which starts with one of - 0-9 t f [ { ; a string whose content starts
+# with any other character (most names and cities), or is no JSON text (most addresses), or
+# starts with a quote, can only have been a string. The first test is a few comparisons and
+# spares most values a parse.
+_NOT_JSON_VALUE_START = ("({c} < '-' OR ({c} >= '.' AND {c} < '0') OR ({c} >= ':' AND {c} < '[') "
+                         "OR ({c} >= '\\' AND {c} < 'f') OR ({c} >= 'g' AND {c} < 't') "
+                         "OR ({c} >= 'u' AND {c} < '{{') OR {c} >= '|')")
+_CERTAIN_STRING = "(%s OR NOT json_valid({c}) OR starts_with({c}, '\"'))" % _NOT_JSON_VALUE_START
 # The JSON text of a number is an integer unless it has a fraction or an exponent. (BIGINT's
 # cast alone would take 1.0 and 1e2.)
 _INTEGER_TEXT = "NOT (contains({c}::VARCHAR, '.') OR contains({c}::VARCHAR, 'e') OR contains({c}::VARCHAR, 'E'))"
@@ -442,8 +451,6 @@ class Block:
         self.lines, self.count, self.lenient, self.bad = lines, count, lenient, bad
 
 
-
-
 def prepare_block(first_line, block, size, source):
     """Cuts ``block[:size]`` (bytes or bytearray of whole lines, the first numbered
     ``first_line``) into numbered lines, an Arrow table whose strings point into ``block``
@@ -468,7 +475,7 @@ def prepare_block(first_line, block, size, source):
     offsets = pa.concat_arrays(starts)
     lines = pa.Array.from_buffers(pa.string(), count, [None, offsets.buffers()[1], buffer])
     numbers = _ints(range(first_line, first_line + count))
-    # DuckDB scans an Arrow table one record batch per thread: several batches, so all threads work.
+    # DuckDB splits the work on an Arrow table by record batches: several, so all threads work.
     table = pa.Table.from_arrays([numbers, lines], schema=_lines_schema())
     table = pa.Table.from_batches(table.to_batches(max_chunksize=LINES_PER_BATCH), schema=_lines_schema())
     return Block(table, len(ends), lenient_json_match(text), bad)
@@ -476,39 +483,52 @@ def prepare_block(first_line, block, size, source):
 
 def _lines_proof_sql(source_id, validate_json, lenient_scan):
     """The proof query over the Arrow table ``lines`` (line_no, line): one row per non-blank
-    line with ``line_no``, RAW_SCHEMA's columns and ``proven`` (false also for a line that may
-    use DuckDB's JSON leniencies, when ``lenient_scan``)."""
+    line with ``line_no``, RAW_SCHEMA's columns, ``proven`` (false also for a line that may use
+    DuckDB's JSON leniencies, when ``lenient_scan``) and ``line`` (only when not proven).
+
+    Without ``validate_json`` only the lines not shaped like an object ({...}) are validated
+    before from_json parses them, which spares most lines a second parse but fails on an
+    object-shaped line that is not JSON (``{"a": 1,,}``); the caller then runs the query with
+    ``validate_json``."""
     struct = _sql_literal(proof_columns())
-    parse = "from_json(line, %s)" % struct
-    if validate_json:
-        parse = "CASE WHEN json_valid(line) THEN %s END" % parse
+    parse = "CASE WHEN json_valid(line) THEN from_json(line, %s) END" % struct
+    if not validate_json:
+        shaped = " OR ".join("ends_with(line, '}' || %s)" % end for end in ("chr(10)", "chr(13) || chr(10)", "''"))
+        parse = "CASE WHEN starts_with(line, '{') AND (%s) THEN from_json(line, %s) ELSE %s END" % (
+            shaped, struct, parse)
     lenient = " OR ".join("regexp_matches(line, %s)" % _sql_literal(p) for p in LENIENT_JSON_PATTERNS)
     fields = ", ".join('r."%s" AS "%s"' % (f.name, f.name) for f in schema.FIELDS)
     relation = """(
-    SELECT line_no, {lenient} AS lenient, {fields}
+    SELECT line_no, line, {lenient} AS lenient, {fields}
     FROM (SELECT line_no, line, {parse} AS r FROM lines
           -- not blank (most lines start with a brace, which spares the trim)
           WHERE CASE WHEN starts_with(line, '{{') THEN true ELSE trim(line, {blank}) <> '' END)
 )""".format(lenient=lenient if lenient_scan else "false", fields=fields, parse=parse,
             blank=_BLANK_CHARS + " || chr(10)")
-    return proof_sql(relation, source_id, keep=("line_no",), also="NOT lenient")
+    return """
+SELECT line_no, CASE WHEN proven THEN NULL ELSE line END AS line, {columns}, proven
+FROM ({proof})
+""".format(columns=", ".join(raw_schema().names),
+           proof=proof_sql(relation, source_id, keep=("line_no", "line"), also="NOT lenient"))
 
 
 class LineChecker:
-    """Checks blocks of numbered lines with DuckDB (the exact path). ``memory_limit`` is the
-    job's (e.g. ``"350MB"``; DuckDB gets it less what the process needs besides, see
-    jobio.duckdb_memory_limit); ``threads`` DuckDB's parallelism (default: one per CPU).
+    """Checks blocks of lines with DuckDB (the exact path), writing each block's valid rows to a
+    Parquet file of its own in ``parts_dir``. ``memory_limit`` is the job's (e.g. ``"350MB"``;
+    DuckDB gets it less what the process needs besides, see jobio.duckdb_memory_limit);
+    ``threads`` DuckDB's parallelism (default: one per CPU).
 
-    Every line first meets the cheap proof; the few it cannot vouch for are judged by the exact
-    rules (check_sql), which also give the reasons. Lines are parsed without validating them as
-    JSON first, which is cheaper; from the first block holding a line that is not JSON on, every
-    line is validated first.
+    Every line first meets the cheap proof, in one COPY that writes the proven rows (and the
+    others, with their line, to a second file: PARTITION_BY); the few lines it cannot vouch for
+    are then judged by the exact rules (check_sql), which also give the reasons.
     """
 
-    def __init__(self, source, source_id, memory_limit=DEFAULT_MEMORY_LIMIT, threads=None, temp_dir=None):
+    def __init__(self, source, source_id, parts_dir, memory_limit=DEFAULT_MEMORY_LIMIT, threads=None,
+                 temp_dir=None):
         self.source = source
+        self.parts_dir = parts_dir
         self.connection = jobio.duckdb_connection(duckdb, jobio.duckdb_memory_limit(memory_limit),
-                                                  preserve_insertion_order=True)
+                                                  preserve_insertion_order=False)
         if threads:
             self.connection.execute("SET threads = %d" % int(threads))
         if temp_dir:
@@ -517,39 +537,50 @@ class LineChecker:
                        for validate in (False, True) for lenient in (False, True)}
         self._exact = {lenient: check_sql(source_id, lenient_scan=lenient, validate_json=True)
                        for lenient in (False, True)}
-        self.validate_json = False
+        self._blocks = 0
 
     def close(self):
         self.connection.close()
 
     def check(self, block):
-        """Returns ``(valid rows as an Arrow table in RAW_SCHEMA, [quarantine entries])`` for a
-        Block, entries in line order."""
+        """Checks a Block. Returns ``(proven, rescued, bad)``: how many rows were proven valid
+        (written to the block's file), the valid rows the proof could not vouch for (an Arrow
+        table in RAW_SCHEMA, or None) and the quarantine entries, in line order."""
+        self._blocks += 1
+        folder = os.path.join(self.parts_dir, "%08d" % self._blocks)
         try:
-            checked = self._query(self._proof[self.validate_json, block.lenient], "lines", block.lines)
+            rows = self._copy(self._proof[False, block.lenient], block, folder)
         except duckdb.InvalidInputException:
-            if self.validate_json:
-                raise
-            # A line is not JSON: from_json failed on it. Validate from now on.
-            self.validate_json = True
-            checked = self._query(self._proof[True, block.lenient], "lines", block.lines)
-        proven = checked.column("proven")
+            # An object-shaped line is not JSON (from_json failed on it): validate every line.
+            shutil.rmtree(folder, ignore_errors=True)
+            rows = self._copy(self._proof[True, block.lenient], block, folder)
         bad = list(block.bad)
-        if checked.num_rows == 0 or pc.all(proven).as_py():
-            valid = checked
-        else:
-            valid = checked.filter(proven)
-            doubtful = pc.subtract(checked.filter(pc.invert(proven)).column("line_no"),
-                                   block.lines.column("line_no")[0])
-            judged = self._query(self._exact[block.lenient], "blocks", pa.Table.from_arrays(
-                [pc.take(block.lines.column("line_no"), doubtful), pc.take(block.lines.column("line"), doubtful)],
-                schema=_block_schema()))
-            rescued = self._settle(judged, bad)
-            if rescued.num_rows:
-                valid = pa.concat_tables([valid.select(raw_schema().names).cast(raw_schema()),
-                                          rescued.select(raw_schema().names).cast(raw_schema())])
+        rescued = None
+        doubtful_files = glob.glob(os.path.join(folder, "proven=false", "*.parquet"))
+        doubtful = 0
+        if doubtful_files:
+            cursor = self.connection.cursor()
+            try:
+                lines = cursor.sql("SELECT line_no AS first_line, line AS block FROM read_parquet(%s)"
+                                   % _sql_list(doubtful_files)).fetch_arrow_table()
+            finally:
+                cursor.close()
+            doubtful = lines.num_rows
+            judged = self._query(self._exact[block.lenient], "blocks", lines.cast(_block_schema()))
+            valid = self._settle(judged, bad)
+            if valid.num_rows:
+                rescued = valid.select(raw_schema().names).cast(raw_schema())
         bad.sort(key=lambda entry: entry["line"])
-        return valid.select(raw_schema().names).cast(raw_schema()), bad
+        return rows - doubtful, rescued, bad
+
+    def _copy(self, sql, block, folder):
+        cursor = self.connection.cursor()
+        try:
+            cursor.register("lines", block.lines)
+            return cursor.execute("COPY (%s) TO %s (FORMAT parquet, COMPRESSION snappy, PARTITION_BY (proven))"
+                                  % (sql, _sql_literal(folder))).fetchone()[0]
+        finally:
+            cursor.close()
 
     def _query(self, sql, name, table):
         cursor = self.connection.cursor()
@@ -600,41 +631,6 @@ def _not_json_detail(line):
     return "rejected by the JSON parser"
 
 
-class RawWriter:
-    """Writes valid rows to a Parquet file, created with the first row. Each block's rows form
-    one row group (about 55,000 rows of 16 MiB of NDJSON)."""
-
-    def __init__(self, path):
-        self.path = path
-        self.rows = 0
-        self._writer = None
-
-    def write(self, table):
-        if not table.num_rows:
-            return
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, raw_schema(), compression="snappy",
-                                            use_dictionary=list(DICTIONARY_COLUMNS))
-        self._writer.write_table(table, row_group_size=table.num_rows)
-        self.rows += table.num_rows
-
-    def close(self, metadata):
-        """Finishes the file with ``metadata`` (str -> str) in its key-value metadata. Returns
-        whether a file was written (only when there was a valid row)."""
-        if self._writer is None:
-            return False
-        self._writer.add_key_value_metadata(metadata)
-        self._writer.close()
-        return True
-
-    def abort(self):
-        """Closes and removes the unfinished file."""
-        if self._writer is not None:
-            self._writer.close()
-        if os.path.exists(self.path):
-            os.remove(self.path)
-
-
 class QuarantineWriter:
     """Writes quarantine entries as JSON lines (the file is created with the first entry)."""
 
@@ -671,17 +667,22 @@ def convert_lines(source_path, target_path, quarantine_path, source, source_id,
                   memory_limit=DEFAULT_MEMORY_LIMIT, threads=None, temp_dir=None, block_bytes=BLOCK_BYTES):
     """The exact path of ``convert``: every line is numbered and checked; bad lines are
     quarantined. Same arguments and result as ``convert``."""
-    checker = LineChecker(source, source_id, memory_limit=memory_limit, threads=threads, temp_dir=temp_dir)
-    raw = RawWriter(target_path)
+    parts_dir = tempfile.mkdtemp(prefix="parts-", dir=temp_dir)
+    checker = LineChecker(source, source_id, parts_dir, memory_limit=memory_limit, threads=threads,
+                          temp_dir=temp_dir)
     quarantine = QuarantineWriter(quarantine_path)
+    proven, rescued = 0, []
 
     def store(result):
-        valid, bad = result
-        raw.write(valid)
+        nonlocal proven
+        rows, valid, bad = result
+        proven += rows
+        if valid is not None:
+            rescued.append(valid)
         quarantine.write(bad)
 
     try:
-        # DuckDB checks one block while this thread prepares the next and writes the previous one.
+        # DuckDB checks one block while this thread prepares the next.
         with open_source(source_path) as stream, ThreadPoolExecutor(max_workers=1) as pool:
             in_flight = None
             first_line = 1
@@ -693,19 +694,43 @@ def convert_lines(source_path, target_path, quarantine_path, source, source_id,
                     store(in_flight.result())
                 in_flight = submitted
                 if number % PROGRESS_EVERY_BLOCKS == 0:
-                    LOG.info("%d lines read so far (%d valid)", first_line - 1, raw.rows)
+                    LOG.info("%d lines read so far (%d valid)", first_line - 1, proven)
             if in_flight is not None:
                 store(in_flight.result())
-    except BaseException:
-        raw.abort()
         quarantine.close()
+        valid = proven + sum(table.num_rows for table in rescued)
+        counts = _counts(source, valid, quarantine.rows)
+        if valid:
+            _merge_parts(checker.connection, parts_dir, rescued, target_path, _counts_text(counts))
+    except BaseException:
+        quarantine.close()
+        if os.path.exists(target_path):
+            os.remove(target_path)
         raise
     finally:
         checker.close()
-    quarantine.close()
-    counts = _counts(source, raw.rows, quarantine.rows)
-    raw.close({COUNTS_METADATA_KEY: _counts_text(counts)})
+        shutil.rmtree(parts_dir, ignore_errors=True)
     return counts
+
+
+def _merge_parts(connection, parts_dir, rescued, target_path, counts_text):
+    """Writes the raw Parquet file: every block's proven rows (the files in ``parts_dir``) and
+    the ``rescued`` Arrow tables, with ``counts_text`` in the key-value metadata."""
+    columns = ", ".join('"%s"' % name for name in raw_schema().names)
+    selects = []
+    files = sorted(glob.glob(os.path.join(parts_dir, "*", "proven=true", "*.parquet")))
+    if files:
+        selects.append("SELECT %s FROM read_parquet(%s)" % (columns, _sql_list(files)))
+    cursor = connection.cursor()
+    try:
+        if rescued:
+            cursor.register("rescued", pa.concat_tables(rescued))
+            selects.append("SELECT %s FROM rescued" % columns)
+        cursor.execute("COPY (%s) TO %s (FORMAT parquet, COMPRESSION snappy, KV_METADATA {%s: %s})" % (
+            " UNION ALL ".join(selects), _sql_literal(target_path), _sql_literal(COUNTS_METADATA_KEY),
+            _sql_literal(counts_text)))
+    finally:
+        cursor.close()
 
 
 # -- the fast path ------------------------------------------------------------------------------
@@ -881,7 +906,7 @@ def main(argv, storage=None):
         storage.put(local_target, target)
         LOG.info("wrote %s", target)
         if catalog is not None:
-            request = catalog.describe_output(pq.read_schema(local_target), catalog.folder_of(target))
+            request = catalog.describe_parquet(local_target, catalog.folder_of(target))
             catalog.settle(args, storage, work, request)
     jobio.print_result(counts)
     return counts
