@@ -160,20 +160,29 @@ def memory_at_4x(args, work, results, checks, report):
          results["normalize"][OURS_NORMALIZE]["peak_rss_mb"], _normalize_default_limit()),
     ]
     mem = {}
-    report += ["", "### Peak RSS at 4x the input (%s MB NDJSON, %s rows)" % (
-        round(big_size / 1e6), format(args.rows * 4, ",")), "",
-        "| method | seconds at 4x | peak RSS 1x MB | peak RSS 4x MB | growth | job memory limit |",
+    report += ["", "### Peak RSS at 4x the input (%s MB NDJSON, %s rows; highest of %d runs, as at 1x)" % (
+        round(big_size / 1e6), format(args.rows * 4, ","), args.rounds), "",
+        "| method | median s at 4x | peak RSS 1x MB | peak RSS 4x MB | growth | job memory limit |",
         "|---|---|---|---|---|---|"]
-    for name, argv, at_1x, limit in runs:
-        log("4x input: %s" % name)
-        sample = run_process(argv, cwd=peers.ROOT)
-        if sample.returncode:
-            raise SystemExit("bench: %s failed on 4x input:\n%s" % (name, sample.stderr_tail))
-        growth = sample.peak_rss_mb / at_1x - 1
-        mem[name] = {"seconds": sample.seconds, "peak_rss_mb": sample.peak_rss_mb, "peak_rss_1x_mb": at_1x,
-                     "growth": growth, "memory_limit": limit}
+    # Peak RSS moves from run to run (by 20% for DuckDB's own COPY): each method runs as many
+    # times at 4x as at 1x, alternately, and the highest peaks are compared.
+    samples = {name: [] for name, _argv, _at_1x, _limit in runs}
+    for round_number in range(args.rounds):
+        for name, argv, _at_1x, _limit in runs:
+            log("4x input, round %d/%d: %s" % (round_number + 1, args.rounds, name))
+            sample = run_process(argv, cwd=peers.ROOT)
+            if sample.returncode:
+                raise SystemExit("bench: %s failed on 4x input:\n%s" % (name, sample.stderr_tail))
+            samples[name].append(sample)
+    for name, _argv, at_1x, limit in runs:
+        peak = max(sample.peak_rss_mb for sample in samples[name])
+        seconds = statistics.median(sample.seconds for sample in samples[name])
+        growth = peak / at_1x - 1
+        mem[name] = {"seconds": seconds, "peak_rss_mb": peak, "peak_rss_1x_mb": at_1x,
+                     "growth": growth, "memory_limit": limit,
+                     "peak_rss_runs_mb": [sample.peak_rss_mb for sample in samples[name]]}
         report.append("| %s | %.2f | %.0f | %.0f | %+.0f%% | %s |" % (
-            name, sample.seconds, at_1x, sample.peak_rss_mb, growth * 100, limit or ""))
+            name, seconds, at_1x, peak, growth * 100, limit or ""))
     results["memory_4x"] = mem
     expected = data.expected_stats(big, log)
     check("json_to_parquet output = input (4x)", parquet_stats(big_raw), expected, checks)
