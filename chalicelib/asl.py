@@ -255,6 +255,22 @@ def _glue_job(b, step, name, job, arguments, result_path, next_state):
     )
 
 
+def _poll_until_ready(b, step, crawler, wait, get_state, is_ready, when_ready):
+    """A poll loop: ``wait`` $.poll_seconds, read ``crawler``'s state into $.crawl, and go on to
+    ``when_ready`` once it is READY, else back to ``wait``."""
+    b.add(step, wait, {"Type": "Wait", "SecondsPath": "$.poll_seconds", "Next": get_state})
+    # getCrawler returns datetimes (CreationTime, LastCrawl.StartTime): select strings only.
+    b.task(step, get_state, "arn:aws:states:::aws-sdk:glue:getCrawler", {"Name": crawler}, is_ready,
+           timeout=API_CALL_TIMEOUT_SECONDS, retry=[GLUE_API_RETRY],
+           result_selector={"Name.$": "$.Crawler.Name", "State.$": "$.Crawler.State"},
+           result_path="$.crawl")
+    b.add(step, is_ready, {
+        "Type": "Choice",
+        "Choices": [{"Variable": "$.crawl.State", "StringEquals": "READY", "Next": when_ready}],
+        "Default": wait,
+    })
+
+
 def _crawl(b, step, label, crawler, job, job_arguments, next_state):
     """The crawl step of one zone.
 
@@ -299,17 +315,7 @@ def _crawl(b, step, label, crawler, job, job_arguments, next_state):
            catch=[{"ErrorEquals": CRAWLER_RUNNING_ERRORS, "ResultPath": "$.crawl_conflict",
                    "Next": wait_other}],
            result_path=None)
-    b.add(step, wait, {"Type": "Wait", "SecondsPath": "$.poll_seconds", "Next": get_state})
-    # getCrawler returns datetimes (CreationTime, LastCrawl.StartTime): select strings only.
-    b.task(step, get_state, "arn:aws:states:::aws-sdk:glue:getCrawler", {"Name": crawler}, is_ready,
-           timeout=API_CALL_TIMEOUT_SECONDS, retry=[GLUE_API_RETRY],
-           result_selector={"Name.$": "$.Crawler.Name", "State.$": "$.Crawler.State"},
-           result_path="$.crawl")
-    b.add(step, is_ready, {
-        "Type": "Choice",
-        "Choices": [{"Variable": "$.crawl.State", "StringEquals": "READY", "Next": get_result}],
-        "Default": wait,
-    })
+    _poll_until_ready(b, step, crawler, wait, get_state, is_ready, get_result)
     # LastCrawl is absent until a crawler's first crawl ends, so it is read only once READY.
     b.task(step, get_result, "arn:aws:states:::aws-sdk:glue:getCrawler", {"Name": crawler}, succeeded,
            timeout=API_CALL_TIMEOUT_SECONDS, retry=[GLUE_API_RETRY],
@@ -336,18 +342,9 @@ def _crawl(b, step, label, crawler, job, job_arguments, next_state):
         "ResultPath": "$.failure",
         "Next": FAILURE_NOTICE,
     })
-    # Someone else's crawl: the same poll interval as our own, so the local stage (0 s) never
-    # sleeps and AWS polls every $.poll_seconds.
-    b.add(step, wait_other, {"Type": "Wait", "SecondsPath": "$.poll_seconds", "Next": get_other})
-    b.task(step, get_other, "arn:aws:states:::aws-sdk:glue:getCrawler", {"Name": crawler}, other_done,
-           timeout=API_CALL_TIMEOUT_SECONDS, retry=[GLUE_API_RETRY],
-           result_selector={"Name.$": "$.Crawler.Name", "State.$": "$.Crawler.State"},
-           result_path="$.crawl")
-    b.add(step, other_done, {
-        "Type": "Choice",
-        "Choices": [{"Variable": "$.crawl.State", "StringEquals": "READY", "Next": recheck}],
-        "Default": wait_other,
-    })
+    # Someone else's crawl is polled like our own, so the local stage (0 s) never sleeps and AWS
+    # polls every $.poll_seconds.
+    _poll_until_ready(b, step, crawler, wait_other, get_other, other_done, recheck)
     arguments = dict(job_arguments)
     arguments["--catalog_only"] = "true"
     b.task(step, recheck, "arn:aws:states:::glue:startJobRun.sync",

@@ -1,7 +1,7 @@
 """The Athena workgroup, created or updated from ``chalicelib.glue_jobs.workgroup_definition``."""
 from deploy.context import ABSENT, CREATED, DELETED, UNCHANGED, UPDATED
 from deploy.diff import changed_fields
-from deploy.errors import has_code, is_unsupported_operation
+from deploy.errors import has_code, replace_if_unsupported
 
 KIND = "athena workgroup"
 
@@ -44,10 +44,9 @@ def ensure_workgroup(ctx, definition):
                 WorkGroup=name, Description=definition["Description"], State="ENABLED",
                 ConfigurationUpdates=_configuration_updates(definition["Configuration"]))
         except Exception as exc:  # noqa: BLE001 -- narrowed below: only an unsupported call
-            if not is_unsupported_operation(exc, athena):
-                raise
-            athena.delete_work_group(WorkGroup=name, RecursiveDeleteOption=True)
-            athena.create_work_group(**definition)
+            replace_if_unsupported(
+                exc, athena, lambda: athena.delete_work_group(WorkGroup=name, RecursiveDeleteOption=True),
+                lambda: athena.create_work_group(**definition))
     return ctx.record(UPDATED, KIND, name, ", ".join(changed))
 
 

@@ -8,7 +8,7 @@ from collections import namedtuple
 
 from chalicelib.resources import ATHENA_RESULTS_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX
 from deploy import policies
-from deploy.context import ABSENT, CREATED, DELETED, UNCHANGED, UPDATED
+from deploy.context import ABSENT, CREATED, DELETED
 from deploy.diff import matches
 from deploy.errors import DeployError, has_code
 
@@ -227,9 +227,7 @@ def ensure_bucket(ctx, name, tls_only=True, versioned=False, lifecycle_rules=())
                 setting.apply(s3)
     if not exists:
         return ctx.record(CREATED, KIND, name)
-    if changed:
-        return ctx.record(UPDATED, KIND, name, ", ".join(changed))
-    return ctx.record(UNCHANGED, KIND, name)
+    return ctx.record_changes(KIND, name, changed)
 
 
 def delete_objects(ctx, bucket, prefix=""):

@@ -56,6 +56,13 @@ class DeployContext:
         self.say(change.line(self.dry_run))
         return change
 
+    def record_changes(self, kind, name, changed):
+        """Record UPDATED with the ``changed`` labels, or UNCHANGED when there are none; returns
+        the Change."""
+        if changed:
+            return self.record(UPDATED, kind, name, ", ".join(changed))
+        return self.record(UNCHANGED, kind, name)
+
     def say(self, text):
         print(text, file=self.out, flush=True)
 

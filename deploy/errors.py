@@ -59,6 +59,18 @@ def is_unsupported_operation(exc, client):
     )
 
 
+def replace_if_unsupported(exc, client, delete, create):
+    """``delete()`` then ``create()``, only when an emulator lacks the update call just made;
+    otherwise re-raise ``exc``.
+
+    AWS always has the update calls, so there a failed update is never turned into a delete.
+    """
+    if not is_unsupported_operation(exc, client):
+        raise exc
+    delete()
+    create()
+
+
 def explain(exc):
     """A DeployError saying what went wrong and what to do, for a botocore exception.
 

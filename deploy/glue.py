@@ -3,7 +3,7 @@ import json
 
 from deploy.context import ABSENT, CREATED, DELETED, UNCHANGED, UPDATED
 from deploy.diff import changed_fields, role_name
-from deploy.errors import DeployError, has_code, is_unsupported_operation
+from deploy.errors import DeployError, has_code, replace_if_unsupported
 
 # A freshly created role is not assumable by Glue until IAM has propagated it.
 _ROLE_NOT_READY = (("InvalidInputException", "assume"), ("AccessDeniedException", "assume"))
@@ -36,18 +36,24 @@ def ensure_database(ctx, definition):
     return ctx.record(UPDATED, "glue database", wanted["Name"], ", ".join(changed))
 
 
+def _delete(ctx, kind, name, get, delete):
+    """``delete()`` unless ``get()`` finds nothing (EntityNotFoundException); returns the Change."""
+    try:
+        get()
+    except Exception as exc:
+        if _missing(exc):
+            return ctx.record(ABSENT, kind, name)
+        raise
+    if not ctx.dry_run:
+        delete()
+    return ctx.record(DELETED, kind, name)
+
+
 def delete_database(ctx, name):
     """Delete the database and the tables the crawlers made in it; returns the Change."""
     glue = ctx.client("glue")
-    try:
-        glue.get_database(Name=name)
-    except Exception as exc:
-        if _missing(exc):
-            return ctx.record(ABSENT, "glue database", name)
-        raise
-    if not ctx.dry_run:
-        glue.delete_database(Name=name)
-    return ctx.record(DELETED, "glue database", name)
+    return _delete(ctx, "glue database", name, lambda: glue.get_database(Name=name),
+                   lambda: glue.delete_database(Name=name))
 
 
 # -- jobs and crawlers ---------------------------------------------------------------------------
@@ -62,57 +68,59 @@ def _comparable(definition, current):
     return definition, current
 
 
-def _replace_if_unsupported(exc, client, delete, create):
-    """Delete+create, only when an emulator lacks the update call; otherwise re-raise ``exc``.
+def _ensure(ctx, kind, definition, get, create, update, delete, exact=(), refuse=None):
+    """Create the resource or apply a changed definition; returns the Change.
 
-    AWS always has the update calls, so there a failed update is never turned into a delete.
+    ``get``, ``create``, ``update`` and ``delete`` call Glue for this one resource; ``get`` raises
+    EntityNotFoundException while it does not exist. ``exact``: fields compared by equality (see
+    ``changed_fields``). ``refuse(exc, name)`` may turn a failed update into a DeployError.
     """
-    if not is_unsupported_operation(exc, client):
-        raise exc
-    delete()
-    create()
+    glue = ctx.client("glue")
+    name = definition["Name"]
+
+    def create_when_assumable():
+        ctx.retry(create, _ROLE_NOT_READY)
+
+    try:
+        current = get()
+    except Exception as exc:
+        if not _missing(exc):
+            raise
+        if not ctx.dry_run:
+            create_when_assumable()
+        return ctx.record(CREATED, kind, name)
+    changed = changed_fields(*_comparable(definition, current), exact=exact)
+    if not changed:
+        return ctx.record(UNCHANGED, kind, name)
+    if not ctx.dry_run:
+        try:
+            ctx.retry(update, _ROLE_NOT_READY)
+        except Exception as exc:  # noqa: BLE001 -- narrowed below: only an unsupported call
+            refused = refuse(exc, name) if refuse else None
+            if refused:
+                raise refused from exc
+            replace_if_unsupported(exc, glue, delete, create_when_assumable)
+    return ctx.record(UPDATED, kind, name, ", ".join(changed))
 
 
 def ensure_job(ctx, definition):
     """Create the job or apply a changed definition; returns the Change."""
     glue = ctx.client("glue")
     name = definition["Name"]
-
-    def create():
-        ctx.retry(lambda: glue.create_job(**definition), _ROLE_NOT_READY)
-
-    try:
-        current = glue.get_job(JobName=name)["Job"]
-    except Exception as exc:
-        if not _missing(exc):
-            raise
-        if not ctx.dry_run:
-            create()
-        return ctx.record(CREATED, "glue job", name)
-    changed = changed_fields(*_comparable(definition, current), exact=("DefaultArguments",))
-    if not changed:
-        return ctx.record(UNCHANGED, "glue job", name)
-    if not ctx.dry_run:
-        update = {key: value for key, value in definition.items() if key != "Name"}
-        try:
-            ctx.retry(lambda: glue.update_job(JobName=name, JobUpdate=update), _ROLE_NOT_READY)
-        except Exception as exc:  # noqa: BLE001 -- narrowed below: only an unsupported call
-            _replace_if_unsupported(exc, glue, lambda: glue.delete_job(JobName=name), create)
-    return ctx.record(UPDATED, "glue job", name, ", ".join(changed))
+    update = {key: value for key, value in definition.items() if key != "Name"}
+    return _ensure(ctx, "glue job", definition,
+                   get=lambda: glue.get_job(JobName=name)["Job"],
+                   create=lambda: glue.create_job(**definition),
+                   update=lambda: glue.update_job(JobName=name, JobUpdate=update),
+                   delete=lambda: glue.delete_job(JobName=name),
+                   exact=("DefaultArguments",))
 
 
 def delete_job(ctx, name):
     """Delete one job (its run history goes with it); returns the Change."""
     glue = ctx.client("glue")
-    try:
-        glue.get_job(JobName=name)
-    except Exception as exc:
-        if _missing(exc):
-            return ctx.record(ABSENT, "glue job", name)
-        raise
-    if not ctx.dry_run:
-        glue.delete_job(JobName=name)
-    return ctx.record(DELETED, "glue job", name)
+    return _delete(ctx, "glue job", name, lambda: glue.get_job(JobName=name),
+                   lambda: glue.delete_job(JobName=name))
 
 
 def _crawler_running(exc, name):
@@ -126,30 +134,12 @@ def ensure_crawler(ctx, definition):
     """Create the crawler or apply a changed definition; returns the Change."""
     glue = ctx.client("glue")
     name = definition["Name"]
-
-    def create():
-        ctx.retry(lambda: glue.create_crawler(**definition), _ROLE_NOT_READY)
-
-    try:
-        current = glue.get_crawler(Name=name)["Crawler"]
-    except Exception as exc:
-        if not _missing(exc):
-            raise
-        if not ctx.dry_run:
-            create()
-        return ctx.record(CREATED, "glue crawler", name)
-    changed = changed_fields(*_comparable(definition, current))
-    if not changed:
-        return ctx.record(UNCHANGED, "glue crawler", name)
-    if not ctx.dry_run:
-        try:
-            ctx.retry(lambda: glue.update_crawler(**definition), _ROLE_NOT_READY)
-        except Exception as exc:  # noqa: BLE001 -- narrowed below: only an unsupported call
-            running = _crawler_running(exc, name)
-            if running:
-                raise running from exc
-            _replace_if_unsupported(exc, glue, lambda: glue.delete_crawler(Name=name), create)
-    return ctx.record(UPDATED, "glue crawler", name, ", ".join(changed))
+    return _ensure(ctx, "glue crawler", definition,
+                   get=lambda: glue.get_crawler(Name=name)["Crawler"],
+                   create=lambda: glue.create_crawler(**definition),
+                   update=lambda: glue.update_crawler(**definition),
+                   delete=lambda: glue.delete_crawler(Name=name),
+                   refuse=_crawler_running)
 
 
 def _stop_crawl(ctx, glue, name):

@@ -3,7 +3,7 @@ import json
 from urllib.parse import unquote
 
 from deploy import policies
-from deploy.context import ABSENT, CREATED, DELETED, UNCHANGED, UPDATED
+from deploy.context import ABSENT, CREATED, DELETED
 from deploy.errors import has_code
 
 KIND = "iam role"
@@ -87,9 +87,7 @@ def ensure_role(ctx, name, description, trust, policy):
             changed.append("removed policy %s" % other)
             if not ctx.dry_run:
                 iam.delete_role_policy(RoleName=name, PolicyName=other)
-    if changed:
-        return ctx.record(UPDATED, KIND, name, ", ".join(changed))
-    return ctx.record(UNCHANGED, KIND, name)
+    return ctx.record_changes(KIND, name, changed)
 
 
 def delete_role(ctx, name):

@@ -7,7 +7,7 @@ after ``DELETION_WINDOW_DAYS`` (AWS's minimum), during which it can still be rec
 """
 import json
 
-from deploy.context import ABSENT, CREATED, DELETED, UNCHANGED, UPDATED
+from deploy.context import ABSENT, CREATED, DELETED
 from deploy.errors import has_code
 
 KIND = "kms key"
@@ -78,9 +78,7 @@ def ensure_key(ctx, policy):
         changed.append("description")
         if not ctx.dry_run:
             kms.update_key_description(KeyId=key_id, Description=description(resources))
-    if changed:
-        return ctx.record(UPDATED, KIND, alias, ", ".join(changed)), key["Arn"]
-    return ctx.record(UNCHANGED, KIND, alias), key["Arn"]
+    return ctx.record_changes(KIND, alias, changed), key["Arn"]
 
 
 def delete_key(ctx):

@@ -1,6 +1,6 @@
 """The state machine's CloudWatch Logs log group: encrypted with the stage's key, with retention."""
-from deploy.context import ABSENT, CREATED, DELETED, UNCHANGED, UPDATED
-from deploy.errors import is_unsupported_operation
+from deploy.context import ABSENT, CREATED, DELETED
+from deploy.errors import replace_if_unsupported
 
 KIND = "log group"
 # CloudWatch Logs checks that it may use the key: a key policy put seconds ago may not be in
@@ -49,14 +49,8 @@ def ensure_log_group(ctx, name, retention_days, kms_key_arn):
                 ctx.retry(lambda: logs.associate_kms_key(logGroupName=name, kmsKeyId=kms_key_arn),
                           _KEY_NOT_READY)
             except Exception as exc:  # noqa: BLE001 -- narrowed below: only an unsupported call
-                # AWS has the call; an emulator without it gets the group made anew.
-                if not is_unsupported_operation(exc, logs):
-                    raise
-                logs.delete_log_group(logGroupName=name)
-                create()
-    if changed:
-        return ctx.record(UPDATED, KIND, name, ", ".join(changed))
-    return ctx.record(UNCHANGED, KIND, name)
+                replace_if_unsupported(exc, logs, lambda: logs.delete_log_group(logGroupName=name), create)
+    return ctx.record_changes(KIND, name, changed)
 
 
 def delete_log_group(ctx, name):

@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import operator
 import os
 import signal
 import sys
@@ -47,24 +48,24 @@ def _positive_int(text):
     return value
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a number of seconds, got %r" % text) from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("expected a number of seconds > 0, got %r" % text)
-    return value
+def _seconds(relation):
+    """An argparse type: a number of seconds that is ``relation`` (``">"`` or ``">="``) 0."""
+    holds = {">": operator.gt, ">=": operator.ge}[relation]
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("expected a number of seconds, got %r" % text) from None
+        if not holds(value, 0):  # NaN holds neither
+            raise argparse.ArgumentTypeError("expected a number of seconds %s 0, got %r" % (relation, text))
+        return value
+
+    return parse
 
 
-def _non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a number of seconds, got %r" % text) from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError("expected a number of seconds >= 0, got %r" % text)
-    return value
+_positive_float = _seconds(">")
+_non_negative_float = _seconds(">=")
 
 
 def _port(text):

@@ -1,4 +1,5 @@
-"""Shared fixtures: fake AWS credentials and region, and an in-process moto mock."""
+"""Shared fixtures: fake AWS credentials and region, an in-process moto mock, and the project and
+ASL builder the deploy tests deploy."""
 import os
 import shutil
 import sys
@@ -51,3 +52,17 @@ def deploy_project(tmp_path):
         else:
             target.write_text("# %s\nprint('run')\n" % os.path.basename(repo_path))
     return tmp_path
+
+
+@pytest.fixture
+def project(deploy_project):
+    """``deploy_project``, by the name the deploy and security tests use."""
+    return deploy_project
+
+
+@pytest.fixture
+def asl():
+    """The ASL builder the deploy uses (the definition tests compare against it)."""
+    from chalicelib import asl as module
+
+    return module

@@ -20,11 +20,11 @@ from deploy.__main__ import main
 from deploy.buckets import ensure_bucket
 from deploy.context import DeployContext
 from deploy.errors import is_unsupported_operation
+from tests.deploying import STAGE, deploy_up, shared_session
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
-STAGE = "dev"
 RESOURCES = Resources(stage=STAGE, account_id=ACCOUNT, region=REGION)
 
 
@@ -46,36 +46,8 @@ def mocked(aws_env):
         yield
 
 
-@pytest.fixture
-def asl():
-    """The ASL builder the deploy uses (the definition tests compare against it)."""
-    from chalicelib import asl as module
-
-    return module
-
-
-@pytest.fixture
-def project(deploy_project):
-    return deploy_project
-
-
-@functools.lru_cache(maxsize=None)
-def _session():
-    # One session for all tests: a fresh one re-reads botocore's endpoint and service models
-    # (about half a second). Its credentials are the fixtures' fake ones either way.
-    return boto3.session.Session(region_name=REGION)
-
-
-def deploy_up(project_dir, **kwargs):
-    kwargs.setdefault("tls_only_policy", False)  # moto denies every object call under it
-    kwargs.setdefault("session", _session())
-    kwargs.setdefault("environ", {})
-    kwargs.setdefault("out", io.StringIO())
-    return up(STAGE, project_dir=project_dir, sleep=lambda s: None, **kwargs)
-
-
 def deploy_down(**kwargs):
-    return down(STAGE, environ={}, out=io.StringIO(), sleep=lambda s: None, session=_session(),
+    return down(STAGE, environ={}, out=io.StringIO(), sleep=lambda s: None, session=shared_session(),
                 **kwargs)
 
 
@@ -226,7 +198,7 @@ def test_buckets_are_private_and_encrypted(mocked, asl, project):
 
 
 def test_tls_only_policy_denies_plain_http(mocked):
-    ctx = DeployContext(_session(), RESOURCES, out=io.StringIO())
+    ctx = DeployContext(shared_session(), RESOURCES, out=io.StringIO())
     ensure_bucket(ctx, RESOURCES.lake_bucket, tls_only=True)
     again = ensure_bucket(ctx, RESOURCES.lake_bucket, tls_only=True)
 
@@ -241,7 +213,7 @@ def test_tls_only_policy_denies_plain_http(mocked):
 def test_up_puts_tls_only_policy_by_default_on_aws(mocked, asl, project):
     # In-process moto answers on AWS's own endpoints, so the default applies the policy.
     try:
-        up(STAGE, project_dir=project, environ={}, out=io.StringIO(), session=_session())
+        up(STAGE, project_dir=project, environ={}, out=io.StringIO(), session=shared_session())
     except DeployError:
         pass  # moto 5.2 ignores the policy's condition and refuses the asset uploads
     policy = boto3.client("s3").get_bucket_policy(Bucket=RESOURCES.landing_bucket)["Policy"]
@@ -478,7 +450,7 @@ def test_stage_must_fit_resource_names(mocked, project):
         up("Dev_1", project_dir=project, environ={}, out=io.StringIO())
     with pytest.raises(DeployError, match="shorter stage"):
         up("a-very-long-stage-name", project_dir=project, environ={}, out=io.StringIO(),
-           session=_session())
+           session=shared_session())
 
 
 def _client_error(code):

@@ -21,6 +21,7 @@ from chalicelib import generator
 from chalicelib.resources import ATHENA_RESULTS_PREFIX, MANIFEST_PREFIX, PROCESSED_PREFIX, RAW_PREFIX
 from chalicelib.schema import PII_FIELDS
 from tests import datafiles, reference
+from tests.processes import processes_with
 
 pytestmark = pytest.mark.e2e
 
@@ -44,21 +45,6 @@ def assert_matches_reference(execution, ref):
     assert execution["rows"] == {k: ref[k] for k in ("read", "valid", "quarantined", "duplicates")}
     for field, total in ref["totals"].items():
         assert_close(execution["totals"][field], total, "%s of %s" % (field, execution["source"]))
-
-
-def processes_with(marker):
-    """PIDs of live processes whose environment holds ``marker`` (the run's descendants)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            with open("/proc/%s/environ" % pid, "rb") as f:
-                if marker.encode() in f.read():
-                    found.append(int(pid))
-        except OSError:
-            continue  # gone, or not ours
-    return found
 
 
 class Run:

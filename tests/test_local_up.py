@@ -24,6 +24,7 @@ from chalicelib import naming
 from chalicelib.resources import Resources
 from local.serve import (AppServer, ExecutionWatcher, Schedule, _signals_stop, describe_ended,
                          schedule_seconds, scheduled_event)
+from tests.processes import processes_with
 
 from conftest import ACCOUNT_ID, PROJECT_DIR, REGION
 
@@ -306,21 +307,6 @@ def test_cli_on_a_taken_port_fails_at_once_saying_what_to_do(tmp_path):
 
 
 # -- the whole service ------------------------------------------------------------------------
-
-def processes_with(marker):
-    """PIDs of live processes whose environment holds ``marker`` (the service's descendants)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            with open("/proc/%s/environ" % pid, "rb") as f:
-                if marker.encode() in f.read():
-                    found.append(int(pid))
-        except OSError:
-            continue
-    return found
-
 
 class Service:
     """``python -m local up`` as a subprocess; its banner parsed into URLs."""

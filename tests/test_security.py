@@ -1,6 +1,5 @@
 """What a security reviewer checks on a deployed stage, read back through the AWS APIs (moto),
 and every policy document the deploy writes run through parliament."""
-import functools
 import io
 import json
 import urllib.request
@@ -14,41 +13,16 @@ from parliament.statement import get_privilege_info
 from chalicelib import api_auth
 from chalicelib.resources import Resources
 from chalicelib.settings import Settings
-from deploy import DeployError, down, policies, up
+from deploy import DeployError, down, policies
 from deploy.buckets import ensure_bucket
 from deploy.context import DeployContext
+from tests.deploying import STAGE, deploy_up, shared_session
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
-STAGE = "dev"
 RESOURCES = Resources(stage=STAGE, account_id=ACCOUNT, region=REGION)
 ROLES = (RESOURCES.glue_job_role, RESOURCES.crawler_role, RESOURCES.state_machine_role)
-
-
-@pytest.fixture
-def asl():
-    """The ASL builder the deploy uses."""
-    from chalicelib import asl as module
-
-    return module
-
-
-@pytest.fixture
-def project(deploy_project):
-    return deploy_project
-
-
-@functools.lru_cache(maxsize=None)
-def _session():
-    return boto3.session.Session(region_name=REGION)
-
-
-def deploy_up(project_dir, **kwargs):
-    kwargs.setdefault("tls_only_policy", False)  # moto denies every object call under it
-    kwargs.setdefault("environ", {})
-    return up(STAGE, project_dir=project_dir, session=_session(), out=io.StringIO(),
-              sleep=lambda seconds: None, **kwargs)
 
 
 @pytest.fixture
@@ -249,7 +223,7 @@ def test_retention_comes_from_settings_and_is_reapplied(deployed):
 
 
 def test_tls_only_bucket_policy_document(aws):
-    ctx = DeployContext(_session(), RESOURCES, out=io.StringIO())
+    ctx = DeployContext(shared_session(), RESOURCES, out=io.StringIO())
     ensure_bucket(ctx, RESOURCES.landing_bucket, tls_only=True)
     policy = json.loads(boto3.client("s3").get_bucket_policy(Bucket=RESOURCES.landing_bucket)["Policy"])
     assert policy == policies.tls_only_bucket_policy(RESOURCES.landing_bucket)
@@ -366,7 +340,7 @@ def test_email_subscription_follows_configuration(aws, asl, project):
 
 def test_down_schedules_key_deletion(deployed):
     key_id = _key_id()
-    down(STAGE, environ={}, session=_session(), out=io.StringIO())
+    down(STAGE, environ={}, session=shared_session(), out=io.StringIO())
     key = boto3.client("kms").describe_key(KeyId=key_id)["KeyMetadata"]
     assert key["KeyState"] == "PendingDeletion"
     aliases = [alias["AliasName"] for alias in boto3.client("kms").list_aliases()["Aliases"]]
