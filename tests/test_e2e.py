@@ -203,14 +203,17 @@ def test_interrupt_stops_cleanly(tmp_path):
     marker = uuid.uuid4().hex
     env = dict(os.environ, **{MARKER: marker})
     env.pop("AWS_ENDPOINT_URL", None)
+    # Each crawl takes a minute: the run cannot finish (and be stopping already, Ctrl-C ignored
+    # while the stack shuts down) by the time the signal lands, however fast the jobs are.
     process = subprocess.Popen(
-        [sys.executable, "-m", "local", "run", "--rows", "20", "--work-dir", str(tmp_path / "stack")],
+        [sys.executable, "-m", "local", "run", "--rows", "20", "--crawl-seconds", "60",
+         "--work-dir", str(tmp_path / "stack")],
         cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         seen = []
         for line in process.stderr:
             seen.append(line)
-            if line.startswith("glue job "):  # a job's subprocess is running now
+            if line.startswith("glue job "):  # the job server process is up, the crawl comes next
                 break
         process.send_signal(signal.SIGINT)
         _out, err = process.communicate(timeout=60)
