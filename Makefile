@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run up test bench venv clean browser
+.PHONY: run up test test-glue-versions bench venv clean browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,23 @@ browser:  ## install the browser the dashboard test drives
 up: $(VENV)/.installed    ## the local stack as a service: API, dashboard, schedule, S3 events
 	$(PY) -m local up $(ARGS)
 
-test: $(VENV)/.installed node_modules/.installed browser  ## run the test suite
+# The Glue jobs' tests again, at the library versions Glue installs for the jobs (pyarrow 21 there,
+# newer in .venv): see tests/glue_versions.py.
+GLUE_VENV := .venv-glue
+GLUE_TESTS := tests/test_json_to_parquet.py tests/test_normalize.py tests/test_catalog.py tests/test_jobio.py
+$(GLUE_VENV)/.installed: requirements.txt requirements-dev.txt chalicelib/glue_jobs.py tests/glue_versions.py
+	$(PYTHON) -m venv $(GLUE_VENV)
+	$(GLUE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'pip<26.3'
+	$(GLUE_VENV)/bin/python tests/glue_versions.py > $(GLUE_VENV)/requirements.txt
+	$(GLUE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(GLUE_VENV)/requirements.txt
+	touch $@
+
+test-glue-versions: $(GLUE_VENV)/.installed  ## the Glue jobs' tests at Glue's library versions
+	$(GLUE_VENV)/bin/python -m pytest -q $(GLUE_TESTS)
+
+test: $(VENV)/.installed node_modules/.installed browser $(GLUE_VENV)/.installed  ## run the test suite
 	$(PY) -m pytest
+	$(GLUE_VENV)/bin/python -m pytest -q $(GLUE_TESTS)
 
 $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
@@ -48,4 +63,4 @@ bench: $(VENV)/.bench-installed  ## our jobs against the peers (see docs/PERFORM
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) .local-stack
+	rm -rf $(VENV) $(GLUE_VENV) .local-stack

@@ -167,7 +167,9 @@ def _merge(parts, target):
     """Writes the rows of several Parquet files with one schema into one file, part by part."""
     with pq.ParquetWriter(target, pq.read_schema(parts[0]), compression="snappy") as writer:
         for part in parts:
-            writer.write_table(pq.read_table(part))
+            # ParquetFile reads the file alone: read_table would add the shipping_date=... folder
+            # as a column (pyarrow 21, the version Glue installs, does).
+            writer.write_table(pq.ParquetFile(part).read())
 
 
 def summarize(raw_uri, source_id, counts, result, outputs):
