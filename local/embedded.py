@@ -12,7 +12,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import urllib.request
 
 import boto3
@@ -133,15 +132,21 @@ class _FaultyCrawler:
         self._crawler = crawler
         self._faults = faults
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self.counts = {}  # crawler name -> crawls started
+
+    def stop_waiting(self):
+        """Ends every crawl's ``crawl_seconds`` wait at once: stopping the stack must not wait
+        for a slow crawl (Ctrl-C during ``local run --crawl-seconds``)."""
+        self._stopping.set()
 
     def crawl(self, definition):
         name = definition.get("Name")
         with self._lock:
             self.counts[name] = self.counts.get(name, 0) + 1
         delay = float(self._faults.get("crawl_seconds") or 0)
-        if delay > 0:
-            time.sleep(delay)
+        if delay > 0 and self._stopping.wait(delay):
+            return False, "the local stack stopped during the crawl"
         message = self._faults.check(("crawler", name), name)
         if message:
             return False, message
@@ -214,6 +219,8 @@ class EmbeddedStack:
         if self._stopped:
             return
         self._stopped = True
+        if self._counted_crawler is not None:
+            self._counted_crawler.stop_waiting()
         moto_hooks.uninstall()
         moto_hooks.set_state_machine_execution(self._saved_sfn_setting)
         try:

@@ -335,6 +335,9 @@ def main(args):
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        # Also when started as a `&` job of a script, which inherits SIGINT ignored: an interrupt
+        # (Ctrl-C, `kill -INT`, a CI runner) still stops the stack and exits 130.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return run(args)
     except KeyboardInterrupt:
