@@ -174,14 +174,13 @@ NON_JSON_WHITESPACE = (b"\x0b", b"\x0c")
 _BLANK_CHARS = "' ' || chr(9) || chr(13)"
 
 
-def check_sql(source_id, lenient_scan=False, validate_json=True):
+def check_sql(source_id, lenient_scan=False):
     """The query that checks the lines of the Arrow table ``blocks`` (first_line, block).
 
     Returns one row per non-blank line: ``line_no``; ``suspect`` (DuckDB accepted the line but
     it may not be strict JSON; always false unless ``lenient_scan``); ``reason`` (NULL when the
     line is valid); ``record`` (the line, when not valid or suspect); the typed schema fields and
-    ``source_id``. Without ``validate_json`` the query is cheaper but fails on a line that is not
-    JSON at all.
+    ``source_id``.
     """
     struct = "{%s}" % ", ".join('"%s": "JSON"' % f.name for f in schema.FIELDS)
     texts, values, checks, reasons, outputs = [], [], [], [], []
@@ -200,10 +199,7 @@ def check_sql(source_id, lenient_scan=False, validate_json=True):
                        % (condition, _sql_literal("%s must be %s, got " % (f.name, wanted)), t))
         outputs.append("%s AS %s" % (v, f.name))
     struct = _sql_literal(struct)
-    if validate_json:
-        parse = "json_valid(line) AS is_json, CASE WHEN json_valid(line) THEN from_json(line, %s) END AS r" % struct
-    else:
-        parse = "true AS is_json, from_json(line, %s) AS r" % struct
+    parse = "json_valid(line) AS is_json, CASE WHEN json_valid(line) THEN from_json(line, %s) END AS r" % struct
     if lenient_scan:
         suspect = "CASE WHEN is_json THEN %s ELSE false END" % " OR ".join(
             "regexp_matches(line, %s)" % _sql_literal(p) for p in LENIENT_JSON_PATTERNS)
@@ -529,8 +525,7 @@ class LineChecker:
         if temp_dir:
             self.connection.execute("SET temp_directory = %s" % _sql_literal(temp_dir))
         self._proof = {lenient: _lines_proof_sql(source_id, lenient) for lenient in (False, True)}
-        self._exact = {lenient: check_sql(source_id, lenient_scan=lenient, validate_json=True)
-                       for lenient in (False, True)}
+        self._exact = {lenient: check_sql(source_id, lenient_scan=lenient) for lenient in (False, True)}
         self._blocks = 0
 
     def close(self):
