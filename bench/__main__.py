@@ -160,8 +160,8 @@ def memory_at_4x(args, work, results, checks, report):
          results["normalize"][OURS_NORMALIZE]["peak_rss_mb"], _normalize_default_limit()),
     ]
     mem = {}
-    report += ["", "### Peak RSS at 4x the input (%s MB NDJSON, %s rows; highest of %d runs, as at 1x)" % (
-        round(big_size / 1e6), format(args.rows * 4, ","), args.rounds), "",
+    report += ["", "### Peak RSS at 4x the input (%s MB NDJSON, %s rows; highest of %s, as at 1x)" % (
+        round(big_size / 1e6), format(args.rows * 4, ","), "1 run" if args.rounds == 1 else "%d runs" % args.rounds), "",
         "| method | median s at 4x | peak RSS 1x MB | peak RSS 4x MB | growth | job memory limit |",
         "|---|---|---|---|---|---|"]
     # Peak RSS moves from run to run (by 20% for DuckDB's own COPY): each method runs as many
