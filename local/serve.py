@@ -22,7 +22,7 @@ import uuid
 
 from chalice.app import Rate
 
-from local.run import _port, _positive_int, short_cause
+from local.run import _port, _positive_int, _uninterruptible, short_cause
 
 log = logging.getLogger("local.serve")
 
@@ -457,19 +457,6 @@ def _signals_stop(stop):
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-@contextlib.contextmanager
-def _uninterruptible():
-    """A second Ctrl-C must not cut the shutdown short and leave the server or a job behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def main(args, out=None, stop=None):
