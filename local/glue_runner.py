@@ -140,28 +140,15 @@ class GlueJobRunner:
 
     def _execute(self, argv, env, cwd, log_path, timeout):
         """Returns (exit code, last non-blank stderr line, timed out)."""
-        last_error_line = None
         timed_out = threading.Event()
         # stdout goes straight to the log; stderr passes through here so its last line can
         # become the run's ErrorMessage. Both share one O_APPEND file, so lines interleave.
         with open(log_path, "ab") as log:
             process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.PIPE)
-
-            def kill_on_timeout():
-                timed_out.set()
-                process.kill()
-
-            timer = threading.Timer(timeout, kill_on_timeout) if timeout else None
-            if timer:
-                timer.daemon = True
-                timer.start()
+            timer = _kill_after(timeout, process, timed_out)
             try:
-                for line in process.stderr:
-                    log.write(line)
-                    log.flush()
-                    if line.strip():
-                        last_error_line = line.decode("utf-8", "replace").strip()
+                last_error_line = _copy_to_log(process.stderr, log)
                 exit_code = process.wait()
             finally:
                 if timer:
@@ -193,7 +180,6 @@ class GlueJobRunner:
     def _execute_forked(self, script, arguments, python_path, env, cwd, log_path, timeout):
         """As ``_execute``, in a process forked from the fork server."""
         context = self._fork_server()
-        last_error_line = None
         timed_out = threading.Event()
         reader, writer = context.Pipe(duplex=False)
         process = context.Process(target=run_forked_script, name="glue-job",
@@ -203,22 +189,10 @@ class GlueJobRunner:
                 process.start()
             finally:
                 writer.close()  # the child holds its own copy: EOF comes when it exits
-
-            def kill_on_timeout():
-                timed_out.set()
-                process.kill()
-
-            timer = threading.Timer(timeout, kill_on_timeout) if timeout else None
-            if timer:
-                timer.daemon = True
-                timer.start()
+            timer = _kill_after(timeout, process, timed_out)
             try:
                 with os.fdopen(os.dup(reader.fileno()), "rb") as stderr:
-                    for line in stderr:
-                        log.write(line)
-                        log.flush()
-                        if line.strip():
-                            last_error_line = line.decode("utf-8", "replace").strip()
+                    last_error_line = _copy_to_log(stderr, log)
                 process.join()
             finally:
                 if timer:
@@ -253,6 +227,34 @@ class GlueJobRunner:
             self.s3.download_file(bucket, key, partial)
             os.replace(partial, local)
         return local
+
+
+def _kill_after(timeout, process, timed_out):
+    """A started daemon timer that sets ``timed_out`` and kills ``process`` after ``timeout``
+    seconds (None without a timeout); the caller cancels it once the process has ended."""
+    if not timeout:
+        return None
+
+    def kill_on_timeout():
+        timed_out.set()
+        process.kill()
+
+    timer = threading.Timer(timeout, kill_on_timeout)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _copy_to_log(stderr, log):
+    """Copies a job's stderr (binary lines) to its log as it comes; returns the last non-blank
+    line, which becomes the run's ErrorMessage (None when there is none)."""
+    last_error_line = None
+    for line in stderr:
+        log.write(line)
+        log.flush()
+        if line.strip():
+            last_error_line = line.decode("utf-8", "replace").strip()
+    return last_error_line
 
 
 def _fork_server_usable():
