@@ -146,10 +146,6 @@ def describe_output(arrow_schema, location, partition_keys=(), partitions=()):
                     location, partition_keys, partitions)
 
 
-def _sql_literal(text):
-    return "'%s'" % text.replace("'", "''")
-
-
 def parquet_columns(path, connection=None):
     """``[(name, DuckDB type name)]`` of the columns of the local Parquet file at ``path``, read
     from its footer with DuckDB (``connection``, or a connection of its own).
@@ -165,7 +161,7 @@ def parquet_columns(path, connection=None):
     try:
         # DuckDB would otherwise read a partition folder in the path as one more column.
         described = connection.execute("DESCRIBE SELECT * FROM read_parquet(%s, hive_partitioning = false)"
-                                        % _sql_literal(path)).fetchall()
+                                        % jobio.sql_literal(path)).fetchall()
     finally:
         if own:
             connection.close()

@@ -136,6 +136,11 @@ def duckdb_connection(duckdb, memory_limit, **settings):
         raise JobError("--memory_limit %r is not usable (%s): pass a size such as 600MB" % (memory_limit, exc))
 
 
+def sql_literal(text):
+    """``text`` as a SQL string literal (DuckDB): quoted, its quotes doubled."""
+    return "'%s'" % text.replace("'", "''")
+
+
 # -- locations ------------------------------------------------------------------------------
 
 

@@ -111,12 +111,8 @@ def __getattr__(name):
     raise AttributeError("module %r has no attribute %r" % (__name__, name))
 
 
-def _sql_literal(text):
-    return "'%s'" % text.replace("'", "''")
-
-
 def _sql_list(texts):
-    return "[%s]" % ", ".join(_sql_literal(text) for text in texts)
+    return "[%s]" % ", ".join(jobio.sql_literal(text) for text in texts)
 
 
 # -- the rules in SQL, exactly (with reasons) ----------------------------------------------------
@@ -184,8 +180,8 @@ def check_sql(source_id, lenient_scan=False):
     """
     struct = "{%s}" % ", ".join('"%s": "JSON"' % f.name for f in schema.FIELDS)
     texts, values, checks, reasons, outputs = [], [], [], [], []
-    reasons.append("WHEN NOT is_json THEN %s" % _sql_literal(NOT_JSON))
-    reasons.append("WHEN NOT starts_with(ltrim(line, %s), '{') THEN %s" % (_BLANK_CHARS, _sql_literal(NOT_OBJECT)))
+    reasons.append("WHEN NOT is_json THEN %s" % jobio.sql_literal(NOT_JSON))
+    reasons.append("WHEN NOT starts_with(ltrim(line, %s), '{') THEN %s" % (_BLANK_CHARS, jobio.sql_literal(NOT_OBJECT)))
     for f in schema.FIELDS:
         value, condition, wanted = _KINDS[f.kind]
         t, v = "t_" + f.name, "v_" + f.name
@@ -194,15 +190,15 @@ def check_sql(source_id, lenient_scan=False):
         condition = "coalesce(%s, false)" % condition.format(t=t, v=v)
         checks.append(condition)
         if f.required:
-            reasons.append("WHEN %s IS NULL THEN %s" % (t, _sql_literal("%s is missing or null" % f.name)))
+            reasons.append("WHEN %s IS NULL THEN %s" % (t, jobio.sql_literal("%s is missing or null" % f.name)))
         reasons.append("WHEN NOT %s THEN %s || left(%s, 80)"
-                       % (condition, _sql_literal("%s must be %s, got " % (f.name, wanted)), t))
+                       % (condition, jobio.sql_literal("%s must be %s, got " % (f.name, wanted)), t))
         outputs.append("%s AS %s" % (v, f.name))
-    struct = _sql_literal(struct)
+    struct = jobio.sql_literal(struct)
     parse = "json_valid(line) AS is_json, CASE WHEN json_valid(line) THEN from_json(line, %s) END AS r" % struct
     if lenient_scan:
         suspect = "CASE WHEN is_json THEN %s ELSE false END" % " OR ".join(
-            "regexp_matches(line, %s)" % _sql_literal(p) for p in LENIENT_JSON_PATTERNS)
+            "regexp_matches(line, %s)" % jobio.sql_literal(p) for p in LENIENT_JSON_PATTERNS)
     else:
         suspect = "false"
     return """
@@ -228,7 +224,7 @@ FROM checked
 """.format(parse=parse, blank=_BLANK_CHARS, texts=", ".join(texts),
            values=", ".join(values), checks=" AND ".join(checks), suspect=suspect,
            reasons=" ".join(reasons), outputs=", ".join(outputs),
-           source_id=_sql_literal(source_id), source_id_field=schema.SOURCE_ID_FIELD)
+           source_id=jobio.sql_literal(source_id), source_id_field=schema.SOURCE_ID_FIELD)
 
 
 # -- the rules in SQL, as a proof (cheap, no reasons) --------------------------------------------
@@ -285,7 +281,7 @@ def proof_sql(relation, source_id, keep=(), also=None):
 SELECT {keep}{outputs}, {source_id} AS {source_id_field}, coalesce({conditions}, false) AS proven
 FROM (SELECT *, {values} FROM {relation})
 """.format(keep="".join("%s, " % name for name in keep), outputs=", ".join(outputs),
-           source_id=_sql_literal(source_id), source_id_field=schema.SOURCE_ID_FIELD,
+           source_id=jobio.sql_literal(source_id), source_id_field=schema.SOURCE_ID_FIELD,
            conditions=" AND ".join(conditions), values=", ".join(values), relation=relation)
 
 
@@ -485,9 +481,9 @@ def _lines_proof_sql(source_id, lenient_scan):
 
     Every line is validated before from_json parses it (from_json fails the whole query on a
     line that is not JSON); parsing object-shaped lines without it measured no faster."""
-    struct = _sql_literal(proof_columns())
+    struct = jobio.sql_literal(proof_columns())
     parse = "CASE WHEN json_valid(line) THEN from_json(line, %s) END" % struct
-    lenient = " OR ".join("regexp_matches(line, %s)" % _sql_literal(p) for p in LENIENT_JSON_PATTERNS)
+    lenient = " OR ".join("regexp_matches(line, %s)" % jobio.sql_literal(p) for p in LENIENT_JSON_PATTERNS)
     fields = ", ".join('r."%s" AS "%s"' % (f.name, f.name) for f in schema.FIELDS)
     relation = """(
     SELECT line_no, line, {lenient} AS lenient, {fields}
@@ -523,7 +519,7 @@ class LineChecker:
         if threads:
             self.connection.execute("SET threads = %d" % int(threads))
         if temp_dir:
-            self.connection.execute("SET temp_directory = %s" % _sql_literal(temp_dir))
+            self.connection.execute("SET temp_directory = %s" % jobio.sql_literal(temp_dir))
         self._proof = {lenient: _lines_proof_sql(source_id, lenient) for lenient in (False, True)}
         self._exact = {lenient: check_sql(source_id, lenient_scan=lenient) for lenient in (False, True)}
         self._blocks = 0
@@ -562,7 +558,7 @@ class LineChecker:
         try:
             cursor.register("lines", block.lines)
             return cursor.execute("COPY (%s) TO %s (FORMAT parquet, COMPRESSION snappy, PARTITION_BY (proven))"
-                                  % (sql, _sql_literal(folder))).fetchone()[0]
+                                  % (sql, jobio.sql_literal(folder))).fetchone()[0]
         finally:
             cursor.close()
 
@@ -711,8 +707,8 @@ def _merge_parts(connection, parts_dir, rescued, target_path, counts_text):
             cursor.register("rescued", pa.concat_tables(rescued))
             selects.append("SELECT %s FROM rescued" % columns)
         cursor.execute("COPY (%s) TO %s (FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE %d, KV_METADATA {%s: %s})"
-                       % (" UNION ALL ".join(selects), _sql_literal(target_path), ROW_GROUP_ROWS,
-                          _sql_literal(COUNTS_METADATA_KEY), _sql_literal(counts_text)))
+                       % (" UNION ALL ".join(selects), jobio.sql_literal(target_path), ROW_GROUP_ROWS,
+                          jobio.sql_literal(COUNTS_METADATA_KEY), jobio.sql_literal(counts_text)))
     finally:
         cursor.close()
 
@@ -759,13 +755,13 @@ def convert_proven(source_path, target_path, source, source_id, memory_limit=DEF
     width = len(_counts_text(_counts(source, 10 ** 19, 0)))
     placeholder = ('{"pending": "%s"}' % uuid.uuid4().hex).ljust(width).encode("ascii")
     read_json = "read_json(%s, format='newline_delimited', columns=%s)" % (
-        _sql_literal(source_path), proof_columns().replace('"', "'"))
+        jobio.sql_literal(source_path), proof_columns().replace('"', "'"))
     sql = ("COPY (SELECT * EXCLUDE (proven) FROM ({proof}) "
            "WHERE CASE WHEN proven THEN true ELSE error('a row is not proven valid') END) "
            "TO {target} (FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE {row_group}, "
            "KV_METADATA {{{key}: {value}}})").format(row_group=ROW_GROUP_ROWS,
-        proof=proof_sql(read_json, source_id), target=_sql_literal(target_path),
-        key=_sql_literal(COUNTS_METADATA_KEY), value=_sql_literal(placeholder.decode("ascii")))
+        proof=proof_sql(read_json, source_id), target=jobio.sql_literal(target_path),
+        key=jobio.sql_literal(COUNTS_METADATA_KEY), value=jobio.sql_literal(placeholder.decode("ascii")))
     connection = jobio.duckdb_connection(duckdb, jobio.duckdb_memory_limit(memory_limit),
                                          preserve_insertion_order=False)
     stop, strict = threading.Event(), []
@@ -788,7 +784,7 @@ def convert_proven(source_path, target_path, source, source_id, memory_limit=DEF
         if threads:
             connection.execute("SET threads = %d" % int(threads))
         if temp_dir:
-            connection.execute("SET temp_directory = %s" % _sql_literal(temp_dir))
+            connection.execute("SET temp_directory = %s" % jobio.sql_literal(temp_dir))
         scanner.start()
         rows = connection.execute(sql).fetchone()[0]
     except duckdb.Error as exc:

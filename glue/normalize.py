@@ -54,10 +54,6 @@ _ID_FIELD = "shipping_id"
 PARTITION_FOLDER = re.compile(r"^%s=(\d{4}-\d{2}-\d{2})$" % schema.PARTITION_FIELD)
 
 
-def _sql_literal(text):
-    return "'%s'" % text.replace("'", "''")
-
-
 def _identifier(name):
     return '"%s"' % name.replace('"', '""')
 
@@ -68,7 +64,7 @@ def read_counts(path):
     connection = duckdb.connect()
     try:
         found = connection.execute("SELECT value FROM parquet_kv_metadata(%s) WHERE key = %s" % (
-            _sql_literal(path), "encode(%s)" % _sql_literal(COUNTS_METADATA_KEY))).fetchall()
+            jobio.sql_literal(path), "encode(%s)" % jobio.sql_literal(COUNTS_METADATA_KEY))).fetchall()
     except duckdb.Error as exc:
         raise OSError(str(exc).strip().splitlines()[0])
     finally:
@@ -80,7 +76,7 @@ def _row_counts(connection, paths):
     """``{path: rows}`` of Parquet files, from their footers."""
     if not paths:
         return {}
-    listed = "[%s]" % ", ".join(_sql_literal(path) for path in paths)
+    listed = "[%s]" % ", ".join(jobio.sql_literal(path) for path in paths)
     return dict(connection.execute("SELECT file_name, num_rows FROM parquet_file_metadata(%s)" % listed).fetchall())
 
 
@@ -121,8 +117,8 @@ def normalize(raw_path, out_dir, source_id, memory_limit=DEFAULT_MEMORY_LIMIT, t
         if threads:
             connection.execute("SET threads = %d" % int(threads))
         if temp_dir:
-            connection.execute("SET temp_directory = %s" % _sql_literal(temp_dir))
-        raw = "read_parquet(%s)" % _sql_literal(raw_path)
+            connection.execute("SET temp_directory = %s" % jobio.sql_literal(temp_dir))
+        raw = "read_parquet(%s)" % jobio.sql_literal(raw_path)
         raw_rows = _row_counts(connection, [raw_path])[raw_path]
         # Reading the id column alone is cheap; most files repeat no id and skip de-duplication.
         connection.execute("CREATE TEMP TABLE repeated AS SELECT {id} FROM {raw} GROUP BY {id} HAVING count(*) > 1"
@@ -142,7 +138,7 @@ def normalize(raw_path, out_dir, source_id, memory_limit=DEFAULT_MEMORY_LIMIT, t
         connection.execute(
             "COPY ({rows}) TO {staging} (FORMAT parquet, PARTITION_BY ({partition}), "
             "FILENAME_PATTERN 'part_{{i}}')".format(
-                rows=rows, partition=_identifier(schema.PARTITION_FIELD), staging=_sql_literal(staging)))
+                rows=rows, partition=_identifier(schema.PARTITION_FIELD), staging=jobio.sql_literal(staging)))
         targets = {}
         for folder in sorted(os.listdir(staging)) if os.path.isdir(staging) else ():
             match = PARTITION_FOLDER.match(folder)
