@@ -539,12 +539,8 @@ class LineChecker:
         doubtful_files = glob.glob(os.path.join(folder, "proven=false", "*.parquet"))
         doubtful = 0
         if doubtful_files:
-            cursor = self.connection.cursor()
-            try:
-                lines = cursor.sql("SELECT line_no AS first_line, line AS block FROM read_parquet(%s)"
-                                   % _sql_list(doubtful_files)).fetch_arrow_table()
-            finally:
-                cursor.close()
+            lines = self._query("SELECT line_no AS first_line, line AS block FROM read_parquet(%s)"
+                                % _sql_list(doubtful_files))
             doubtful = lines.num_rows
             judged = self._query(self._exact[block.lenient], "blocks", lines.cast(_block_schema()))
             valid = self._settle(judged, bad)
@@ -562,10 +558,12 @@ class LineChecker:
         finally:
             cursor.close()
 
-    def _query(self, sql, name, table):
+    def _query(self, sql, name=None, table=None):
+        """The result of ``sql`` as an Arrow table, with ``table`` registered as ``name``."""
         cursor = self.connection.cursor()
         try:
-            cursor.register(name, table)
+            if name is not None:
+                cursor.register(name, table)
             # The relational API runs the query on all threads (execute().fetch_arrow_table() on one).
             return cursor.sql(sql).fetch_arrow_table()
         finally:
