@@ -2,7 +2,7 @@
 
     python glue/json_to_parquet.py --source_uri s3://landing/incoming/x.json \\
         --target_uri s3://lake/raw/<sid>.parquet --quarantine_uri s3://lake/quarantine/<sid>.jsonl \\
-        [--source_id <sid>] [--memory_limit 350MB] [--threads N]
+        [--source_id <sid>] [--memory_limit 350MB] [--threads N] [--prover auto|c|duckdb]
 
 Every ``--*_uri`` may also be a local path. Other arguments (Glue's own) are ignored.
 
@@ -14,7 +14,12 @@ metadata under ``shipping_etl.counts`` and printed as one JSON line on stdout. A
 single valid line fails the job (the quarantine file is still written).
 
 How: a gzip file (recognised by its magic bytes, whatever its name) is first decompressed into
-the work directory. Most files hold no bad line at all, so the job first tries to *prove* that,
+the work directory. With the C prover installed (module shipping_ndjson, built from glue/native;
+``--prover auto``, the default), each block of lines is read once, in C, on every core: the lines
+it proves valid come back as typed Arrow columns, which DuckDB writes to the Parquet file as they
+come; the few it cannot vouch for are kept aside and then judged by the exact rules below, which
+also say why a line is bad (see convert_native). Without it (or with ``--prover duckdb``):
+Most files hold no bad line at all, so the job first tries to *prove* that,
 at the speed of DuckDB's own JSON reader (the fast path): one ``COPY (SELECT ... FROM
 read_json(...)) TO ... (FORMAT parquet)`` whose typed read is paired with checks for everything
 such a read silently bends (a number given as a string, a string given as a number, ``1.0`` for
@@ -35,14 +40,17 @@ for) into the raw Parquet file.
 """
 import array
 import base64
+import collections
 import functools
 import glob
 import gzip
+import itertools
 import json
 import logging
 import os
 import re
 import shutil
+import struct
 import sys
 import tempfile
 import threading
@@ -58,6 +66,13 @@ except ImportError:  # run from a checkout: chalicelib lives next to this script
 import duckdb
 
 import jobio
+
+# The C prover (glue/native), when installed: see convert_native. Without it the job proves
+# lines with DuckDB (convert_proven, convert_lines): the same result, about half as fast.
+try:
+    import shipping_ndjson
+except ImportError:
+    shipping_ndjson = None
 
 # The fast path needs pyarrow only for the raw-byte scan of a large file, which imports it on its
 # own thread while DuckDB converts; a small file's needs none of it.
@@ -424,14 +439,21 @@ def _without_invalid_utf8(first_line, piece, source, bad):
     blanked lines are appended to ``bad`` as quarantine entries."""
     lines = piece.split(b"\n")
     for offset, line in enumerate(lines):
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raw = line[:-1] if line.endswith(b"\r") else line
-            bad.append(_quarantine_entry(source, first_line + offset,
-                                         "not valid UTF-8 (byte %d of the line)" % (exc.start + 1), raw))
+        entry = _invalid_utf8_entry(source, first_line + offset, line)
+        if entry is not None:
+            bad.append(entry)
             lines[offset] = b""
     return b"\n".join(lines)
+
+
+def _invalid_utf8_entry(source, line_no, line):
+    """The quarantine entry of ``line`` (bytes, without its LF) if it is not UTF-8, else None."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raw = line[:-1] if line.endswith(b"\r") else line
+        return _quarantine_entry(source, line_no, "not valid UTF-8 (byte %d of the line)" % (exc.start + 1), raw)
+    return None
 
 
 class Block:
@@ -542,12 +564,20 @@ class LineChecker:
             lines = self._query("SELECT line_no AS first_line, line AS block FROM read_parquet(%s)"
                                 % _sql_list(doubtful_files))
             doubtful = lines.num_rows
-            judged = self._query(self._exact[block.lenient], "blocks", lines.cast(_block_schema()))
-            valid = self._settle(judged, bad)
-            if valid.num_rows:
-                rescued = valid.select(raw_schema().names).cast(raw_schema())
+            rescued = self.judge(lines.cast(_block_schema()), bad, block.lenient)
         bad.sort(key=lambda entry: entry["line"])
         return rows - doubtful, rescued, bad
+
+    def judge(self, lines, bad, lenient=True):
+        """Judges ``lines`` (an Arrow table in _block_schema: each line, without its line
+        end, as a block of its own, numbered) by the exact rules. Returns the valid rows (an
+        Arrow table in RAW_SCHEMA, or None); appends a quarantine entry per bad line to ``bad``.
+        ``lenient``: whether a line may use DuckDB's JSON leniencies (then each valid-looking
+        one that might is checked as strict JSON too)."""
+        valid = self._settle(self._query(self._exact[lenient], "blocks", lines), bad)
+        if not valid.num_rows:
+            return None
+        return valid.select(raw_schema().names).cast(raw_schema())
 
     def _copy(self, sql, block, folder):
         cursor = self.connection.cursor()
@@ -555,6 +585,19 @@ class LineChecker:
             cursor.register("lines", block.lines)
             return cursor.execute("COPY (%s) TO %s (FORMAT parquet, COMPRESSION snappy, PARTITION_BY (proven))"
                                   % (sql, jobio.sql_literal(folder))).fetchone()[0]
+        finally:
+            cursor.close()
+
+    def copy_stream(self, stream, target_path, placeholder, source_id):
+        """Writes the rows of ``stream`` (Arrow batches of the schema fields, typed) to the raw
+        Parquet file at ``target_path``, with ``source_id`` and ``placeholder`` as its counts
+        (see _counts_placeholder). Returns how many rows it wrote."""
+        cursor = self.connection.cursor()
+        try:
+            cursor.register("proven", stream)
+            return cursor.execute("COPY (SELECT *, %s AS %s FROM proven) TO %s (%s)" % (
+                jobio.sql_literal(source_id), schema.SOURCE_ID_FIELD, jobio.sql_literal(target_path),
+                _copy_options(placeholder))).fetchone()[0]
         finally:
             cursor.close()
 
@@ -679,7 +722,8 @@ def convert_lines(source_path, target_path, quarantine_path, source, source_id,
         valid = proven + sum(table.num_rows for table in rescued)
         counts = _counts(source, valid, quarantine.rows)
         if valid:
-            _merge_parts(checker.connection, parts_dir, rescued, target_path, _counts_text(counts))
+            files = sorted(glob.glob(os.path.join(parts_dir, "*", "proven=true", "*.parquet")))
+            _merge_parts(checker.connection, files, rescued, target_path, _counts_text(counts))
     except BaseException:
         quarantine.close()
         if os.path.exists(target_path):
@@ -691,12 +735,11 @@ def convert_lines(source_path, target_path, quarantine_path, source, source_id,
     return counts
 
 
-def _merge_parts(connection, parts_dir, rescued, target_path, counts_text):
-    """Writes the raw Parquet file: every block's proven rows (the files in ``parts_dir``) and
-    the ``rescued`` Arrow tables, with ``counts_text`` in the key-value metadata."""
+def _merge_parts(connection, files, rescued, target_path, counts_text):
+    """Writes the raw Parquet file: the proven rows (the Parquet ``files``) and the
+    ``rescued`` Arrow tables, with ``counts_text`` in the key-value metadata."""
     columns = ", ".join('"%s"' % name for name in raw_schema().names)
     selects = []
-    files = sorted(glob.glob(os.path.join(parts_dir, "*", "proven=true", "*.parquet")))
     if files:
         selects.append("SELECT %s FROM read_parquet(%s)" % (columns, _sql_list(files)))
     cursor = connection.cursor()
@@ -739,6 +782,21 @@ def patch_metadata_value(path, placeholder, value):
         parquet.write(value)
 
 
+def _counts_placeholder(source):
+    """DuckDB writes the footer before the counts are known: its metadata holds this
+    placeholder, as long as any final counts text (padded with spaces, which JSON ignores),
+    patched in place with patch_metadata_value."""
+    width = len(_counts_text(_counts(source, 10 ** 19, 0)))
+    return ('{"pending": "%s"}' % uuid.uuid4().hex).ljust(width).encode("ascii")
+
+
+def _copy_options(placeholder):
+    """The options of the COPY that writes the raw Parquet file, ``placeholder`` (bytes) as
+    its counts."""
+    return "FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE %d, KV_METADATA {%s: %s}" % (
+        ROW_GROUP_ROWS, jobio.sql_literal(COUNTS_METADATA_KEY), jobio.sql_literal(placeholder.decode("ascii")))
+
+
 def convert_proven(source_path, target_path, source, source_id, memory_limit=DEFAULT_MEMORY_LIMIT,
                    threads=None, temp_dir=None):
     """The fast path of ``convert`` for an uncompressed NDJSON file: proves every line valid
@@ -748,18 +806,13 @@ def convert_proven(source_path, target_path, source, source_id, memory_limit=DEF
     Parquet file at ``target_path`` is complete; returns None (and leaves no file) when a line
     may be bad, or when there is no line at all.
     """
-    # DuckDB writes the footer before the count is known: its metadata holds a placeholder as
-    # long as the final counts text (padded with spaces, which JSON ignores), patched in place.
-    width = len(_counts_text(_counts(source, 10 ** 19, 0)))
-    placeholder = ('{"pending": "%s"}' % uuid.uuid4().hex).ljust(width).encode("ascii")
+    placeholder = _counts_placeholder(source)
     read_json = "read_json(%s, format='newline_delimited', columns=%s)" % (
         jobio.sql_literal(source_path), proof_columns().replace('"', "'"))
     sql = ("COPY (SELECT * EXCLUDE (proven) FROM ({proof}) "
            "WHERE CASE WHEN proven THEN true ELSE error('a row is not proven valid') END) "
-           "TO {target} (FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE {row_group}, "
-           "KV_METADATA {{{key}: {value}}})").format(row_group=ROW_GROUP_ROWS,
-        proof=proof_sql(read_json, source_id), target=jobio.sql_literal(target_path),
-        key=jobio.sql_literal(COUNTS_METADATA_KEY), value=jobio.sql_literal(placeholder.decode("ascii")))
+           "TO {target} ({options})").format(proof=proof_sql(read_json, source_id),
+                                             target=jobio.sql_literal(target_path), options=_copy_options(placeholder))
     connection = jobio.duckdb_connection(duckdb, jobio.duckdb_memory_limit(memory_limit),
                                          preserve_insertion_order=False)
     stop, strict = threading.Event(), []
@@ -802,7 +855,220 @@ def convert_proven(source_path, target_path, source, source_id, memory_limit=DEF
             os.remove(target_path)
         return None
     counts = _counts(source, rows, 0)
-    patch_metadata_value(target_path, placeholder, _counts_text(counts).ljust(width).encode("ascii"))
+    patch_metadata_value(target_path, placeholder, _counts_text(counts).ljust(len(placeholder)).encode("ascii"))
+    return counts
+
+
+# -- the native path ----------------------------------------------------------------------------
+# The C prover (glue/native/shipping_ndjson.c) reads each block of lines in one pass and returns
+# the typed columns of the lines it proves valid, and where the others are. DuckDB writes the
+# proven rows to Parquet as they come; the others (1% of a messy file, none of a clean one) are
+# kept in a work file and judged afterwards by the exact rules, which say why a line is bad.
+
+NATIVE_BLOCK_BYTES = 8 * 1024 * 1024
+# Blocks being proven at once (the reader keeps two buffers more).
+NATIVE_IN_FLIGHT = 4
+# Doubtful lines are judged in batches of about this many bytes.
+JUDGE_BYTES = 16 * 1024 * 1024
+_PROVER_FIELDS = tuple((f.name, f.kind) for f in schema.FIELDS)
+
+
+class DoubtfulLines:
+    """The lines the prover could not vouch for, in line order, kept in a work file (a file
+    may hold nothing else) and read back in batches."""
+
+    _HEADER = struct.Struct("<qI")  # line number, length
+
+    def __init__(self, path):
+        self.path = path
+        self.count = 0
+        self._out = None
+
+    def add(self, line_no, line):
+        if self._out is None:
+            self._out = open(self.path, "wb")
+        self._out.write(self._HEADER.pack(line_no, len(line)))
+        self._out.write(line)
+        self.count += 1
+
+    def close(self):
+        if self._out is not None:
+            self._out.close()
+
+    def batches(self, batch_bytes=JUDGE_BYTES):
+        """Yields lists of ``(line_no, line)`` (bytes without the LF), about ``batch_bytes``
+        each."""
+        self.close()
+        if self._out is None:
+            return
+        with open(self.path, "rb") as stream:
+            batch, size = [], 0
+            while True:
+                header = stream.read(self._HEADER.size)
+                if not header:
+                    break
+                line_no, length = self._HEADER.unpack(header)
+                batch.append((line_no, stream.read(length)))
+                size += length
+                if size >= batch_bytes:
+                    yield batch
+                    batch, size = [], 0
+            if batch:
+                yield batch
+
+
+def _arrow_column(arrow_type, rows, column, owner):
+    """An Arrow array over one column the prover lent: (validity, values, offsets, nulls), each
+    buffer an (address, size) pair that stays valid as long as ``owner`` lives (no copy)."""
+    validity, values, offsets, nulls = column
+
+    def lent(pair):
+        return None if pair is None else pa.foreign_buffer(pair[0], pair[1], base=owner)
+
+    buffers = [lent(validity)] + ([] if offsets is None else [lent(offsets)]) + [lent(values)]
+    return pa.Array.from_buffers(arrow_type, rows, buffers, null_count=nulls)
+
+
+def _strings(values):
+    """A string Arrow array of ``values`` (UTF-8 bytes), built from buffers (see _ints)."""
+    offsets, at = array.array("i", [0]), 0
+    for value in values:
+        at += len(value)
+        offsets.append(at)
+    return pa.Array.from_buffers(pa.string(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])
+
+
+class _ArrowStream:
+    """Hands DuckDB an Arrow stream through the PyCapsule interface only: given a pyarrow
+    reader itself, DuckDB imports pyarrow.dataset (a twentieth of a second) to scan it."""
+
+    def __init__(self, reader):
+        self._reader = reader
+
+    def __arrow_c_stream__(self, requested_schema=None):
+        return self._reader.__arrow_c_stream__(requested_schema)
+
+
+def _prove_blocks(stream, doubtful, workers, block_bytes):
+    """Yields ``(rows, columns, owner)`` per block of ``stream`` as the prover returns them, in
+    order, adding the lines it could not prove to ``doubtful``. ``workers`` blocks are proven
+    at once (the prover releases the GIL)."""
+    blocks = iter(BlockReader(stream, block_bytes, buffers=NATIVE_IN_FLIGHT + 2))
+    pending = collections.deque()
+    first_line, number = 1, 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            while True:
+                while len(pending) < NATIVE_IN_FLIGHT:
+                    block = next(blocks, None)
+                    if block is None:
+                        break
+                    buffer, size = block
+                    pending.append((buffer, pool.submit(shipping_ndjson.prove, _PROVER_FIELDS, buffer, size, 0, True)))
+                if not pending:
+                    return
+                buffer, proving = pending.popleft()
+                rows, columns, spots, lines, owner = proving.result()
+                # The buffer is read into again only once NATIVE_IN_FLIGHT more blocks are read.
+                spots = array.array("q", spots)
+                for at in range(0, len(spots), 3):
+                    doubtful.add(first_line + spots[at], buffer[spots[at + 1]:spots[at + 2]])
+                first_line += lines
+                number += 1
+                if number % PROGRESS_EVERY_BLOCKS == 0:
+                    LOG.info("%d lines read so far (%d doubtful)", first_line - 1, doubtful.count)
+                yield rows, columns, owner
+        finally:
+            for _, proving in pending:
+                proving.cancel()
+
+
+def _judge_doubtful(checker, doubtful, source, quarantine):
+    """Judges the doubtful lines by the exact rules: the bad ones go to ``quarantine``.
+    Returns the valid ones, as a list of Arrow tables in RAW_SCHEMA."""
+    rescued = []
+    for batch in doubtful.batches():
+        bad, numbers, lines = [], [], []
+        for line_no, line in batch:
+            entry = _invalid_utf8_entry(source, line_no, line)
+            if entry is None:
+                numbers.append(line_no)
+                lines.append(line)
+            else:
+                bad.append(entry)
+        if lines:
+            table = pa.Table.from_arrays([_ints(numbers), _strings(lines)], schema=_block_schema())
+            valid = checker.judge(table, bad)
+            if valid is not None:
+                rescued.append(valid)
+        bad.sort(key=lambda entry: entry["line"])
+        quarantine.write(bad)
+    return rescued
+
+
+def convert_native(source_path, target_path, quarantine_path, source, source_id,
+                   memory_limit=DEFAULT_MEMORY_LIMIT, threads=None, temp_dir=None,
+                   block_bytes=NATIVE_BLOCK_BYTES):
+    """``convert`` with the C prover (shipping_ndjson): one pass over the file proves the
+    lines and DuckDB writes the proven rows as they come; then the exact rules judge the rest.
+    Same arguments and result as ``convert``; ``temp_dir`` is required."""
+    # pyarrow is imported while the first blocks are proven.
+    importing = threading.Thread(target=lambda: pa.Array, name="import-pyarrow", daemon=True)
+    importing.start()
+    checker = LineChecker(source, source_id, temp_dir, memory_limit=memory_limit, threads=threads,
+                          temp_dir=temp_dir)
+    doubtful = DoubtfulLines(os.path.join(temp_dir, "doubtful.bin"))
+    quarantine = QuarantineWriter(quarantine_path)
+    placeholder = _counts_placeholder(source)
+    failure = []
+
+    def batches(proven):
+        types = [field.type for field in fields_schema]
+        try:
+            for rows, columns, owner in proven:
+                if rows:
+                    arrays = [_arrow_column(t, rows, c, owner) for t, c in zip(types, columns)]
+                    yield pa.RecordBatch.from_arrays(arrays, schema=fields_schema)
+        except BaseException as exc:  # DuckDB reports it as an Arrow error: keep the original
+            failure.append(exc)
+            raise
+
+    try:
+        with open_source(source_path) as stream:
+            proven = _prove_blocks(stream, doubtful, threads or os.cpu_count() or 1, block_bytes)
+            first = next(proven, None)  # proven while pyarrow is imported
+            importing.join()
+            fields_schema = raw_schema().remove(raw_schema().get_field_index(schema.SOURCE_ID_FIELD))
+            reader = pa.RecordBatchReader.from_batches(
+                fields_schema, batches(itertools.chain([] if first is None else [first], proven)))
+            try:
+                rows = checker.copy_stream(_ArrowStream(reader), target_path, placeholder, source_id)
+            except duckdb.Error:
+                if failure:
+                    raise failure[0]
+                raise
+        if doubtful.count:
+            LOG.info("%d lines proven valid, %d left to the exact rules", rows, doubtful.count)
+        rescued = _judge_doubtful(checker, doubtful, source, quarantine)
+        quarantine.close()
+        valid = rows + sum(table.num_rows for table in rescued)
+        counts = _counts(source, valid, quarantine.rows)
+        if not valid:
+            os.remove(target_path)
+        elif rescued:
+            proven_path = os.path.join(temp_dir, "proven.parquet")
+            os.replace(target_path, proven_path)
+            _merge_parts(checker.connection, [proven_path], rescued, target_path, _counts_text(counts))
+        else:
+            patch_metadata_value(target_path, placeholder, _counts_text(counts).ljust(len(placeholder)).encode("ascii"))
+    except BaseException:
+        quarantine.close()
+        if os.path.exists(target_path):
+            os.remove(target_path)
+        raise
+    finally:
+        doubtful.close()
+        checker.close()
     return counts
 
 
@@ -817,13 +1083,20 @@ def _plain_copy(source_path, work_dir):
     return plain
 
 
+PROVERS = ("auto", "c", "duckdb")
+
+
 def convert(source_path, target_path, quarantine_path, source, source_id,
-            memory_limit=DEFAULT_MEMORY_LIMIT, threads=None, temp_dir=None, block_bytes=BLOCK_BYTES,
-            fast=True):
+            memory_limit=DEFAULT_MEMORY_LIMIT, threads=None, temp_dir=None, block_bytes=None,
+            fast=True, prover="auto"):
     """NDJSON file (gzip or not) -> raw Parquet at ``target_path`` + quarantine JSON lines at
     ``quarantine_path``, all local files. ``source`` is the URI named in the quarantine entries
-    and the counts; ``source_id`` fills the ``source_id`` column. ``fast=False`` skips the
-    attempt to prove the whole file valid at once (the exact path alone gives the same result).
+    and the counts; ``source_id`` fills the ``source_id`` column. ``prover``: ``"c"`` proves
+    lines with the C prover (convert_native; JobError when it is not installed), ``"duckdb"``
+    with DuckDB, ``"auto"`` with the C prover when it is installed. With DuckDB, ``fast=False``
+    skips the attempt to prove the whole file valid at once (the exact path alone gives the
+    same result). ``block_bytes``: the size of the blocks lines are read in (each path has
+    its default).
 
     Writes the Parquet file only if a line is valid and the quarantine file only if one is not.
     Returns the counts ``{"source", "read", "valid", "quarantined"}``.
@@ -833,6 +1106,10 @@ def convert(source_path, target_path, quarantine_path, source, source_id,
         scratch = temp_dir = tempfile.mkdtemp(prefix="json-to-parquet-")
     try:
         plain = _plain_copy(source_path, temp_dir)
+        if _use_c_prover(prover):
+            return convert_native(plain, target_path, quarantine_path, source, source_id,
+                                  memory_limit=memory_limit, threads=threads, temp_dir=temp_dir,
+                                  block_bytes=block_bytes or NATIVE_BLOCK_BYTES)
         counts = None
         if fast:
             counts = convert_proven(plain, target_path, source, source_id, memory_limit=memory_limit,
@@ -840,17 +1117,25 @@ def convert(source_path, target_path, quarantine_path, source, source_id,
         if counts is None:
             counts = convert_lines(plain, target_path, quarantine_path, source, source_id,
                                    memory_limit=memory_limit, threads=threads, temp_dir=temp_dir,
-                                   block_bytes=block_bytes)
+                                   block_bytes=block_bytes or BLOCK_BYTES)
         return counts
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _use_c_prover(prover):
+    if prover not in PROVERS:
+        raise jobio.JobError("--prover must be one of %s, got %r" % (", ".join(PROVERS), prover))
+    if prover == "c" and shipping_ndjson is None:
+        raise jobio.JobError("--prover c: the C prover (module shipping_ndjson, glue/native) is not installed")
+    return prover != "duckdb" and shipping_ndjson is not None
+
+
 # -- the job ------------------------------------------------------------------------------------
 
 ARGUMENTS = ("source_uri", "target_uri", "quarantine_uri")
-OPTIONS = {"source_id": None, "memory_limit": DEFAULT_MEMORY_LIMIT, "threads": None}
+OPTIONS = {"source_id": None, "memory_limit": DEFAULT_MEMORY_LIMIT, "threads": None, "prover": "auto"}
 
 
 def main(argv, storage=None):
@@ -869,7 +1154,8 @@ def main(argv, storage=None):
         local_target = os.path.join(work, "raw.parquet")
         local_quarantine = os.path.join(work, "quarantine.jsonl")
         counts = convert(local_source, local_target, local_quarantine, source, source_id,
-                         memory_limit=args["memory_limit"], threads=threads, temp_dir=work)
+                         memory_limit=args["memory_limit"], threads=threads, temp_dir=work,
+                         prover=args["prover"])
         LOG.info("%d lines read: %d valid, %d quarantined", counts["read"], counts["valid"], counts["quarantined"])
         if counts["quarantined"]:
             storage.put(local_quarantine, quarantine)

@@ -30,18 +30,20 @@ def test_duckdb_gets_the_job_limit_less_what_the_process_needs_besides():
     assert jobio.duckdb_memory_limit("lots") == "lots"
 
 
-def test_a_job_run_cannot_import_pandas_and_the_process_can_again_afterwards():
+def test_a_job_run_cannot_import_pandas_or_numpy_and_the_process_can_again_afterwards():
     seen = []
 
     def job(argv):
         seen.append([type(finder).__name__ for finder in sys.meta_path])
 
     assert jobio.run(job, []) == 0
-    assert "WithoutPandas" in seen[0]
-    assert not any(isinstance(finder, jobio.WithoutPandas) for finder in sys.meta_path)
-    with pytest.raises(ModuleNotFoundError):
-        jobio.WithoutPandas().find_spec("pandas.core.frame")
-    assert jobio.WithoutPandas().find_spec("json") is None
+    assert "WithoutPandasOrNumpy" in seen[0]
+    assert not any(isinstance(finder, jobio.WithoutPandasOrNumpy) for finder in sys.meta_path)
+    for name in ("pandas.core.frame", "numpy", "numpy.linalg"):
+        with pytest.raises(ModuleNotFoundError):
+            jobio.WithoutPandasOrNumpy().find_spec(name)
+    assert jobio.WithoutPandasOrNumpy().find_spec("numpyro") is None
+    assert jobio.WithoutPandasOrNumpy().find_spec("json") is None
 
 
 def test_a_job_script_that_imports_pandas_fails_and_says_so():

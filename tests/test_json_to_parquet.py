@@ -26,6 +26,12 @@ import json_to_parquet  # noqa: E402
 SCRIPT = os.path.join(GLUE_DIR, "json_to_parquet.py")
 
 
+# Both ways of proving lines valid: the C prover (glue/native) and DuckDB's.
+@pytest.fixture(params=["c", "duckdb"])
+def prover(request):
+    return request.param
+
+
 def run_convert(tmp_path, data, name="landing.json", **options):
     """Writes ``data`` as a landing file and converts it. Returns (counts, raw rows or None,
     quarantine entries)."""
@@ -55,9 +61,9 @@ def as_tuple(row):
     return tuple(row[name] for name in reference.FIELD_NAMES)
 
 
-def test_clean_file_becomes_typed_parquet_with_counts(tmp_path):
+def test_clean_file_becomes_typed_parquet_with_counts(tmp_path, prover):
     data = datafiles.clean_bytes(500)
-    counts, rows, entries = run_convert(tmp_path, data)
+    counts, rows, entries = run_convert(tmp_path, data, prover=prover)
 
     expected = reference.evaluate(data)
     assert counts == {"source": "s3://landing/landing.json", "read": 500, "valid": 500, "quarantined": 0}
@@ -77,9 +83,9 @@ def test_clean_file_becomes_typed_parquet_with_counts(tmp_path):
     assert stored == counts
 
 
-def test_messy_file_matches_the_reference_line_by_line(tmp_path):
+def test_messy_file_matches_the_reference_line_by_line(tmp_path, prover):
     data = datafiles.messy_bytes()
-    counts, rows, entries = run_convert(tmp_path, data)
+    counts, rows, entries = run_convert(tmp_path, data, prover=prover)
 
     analysis = reference.analyze(data)
     expected = analysis.counts()
@@ -90,9 +96,9 @@ def test_messy_file_matches_the_reference_line_by_line(tmp_path):
     assert sorted(as_tuple(row) for row in rows) == valid_records(data)
 
 
-def test_quarantine_keeps_source_line_number_reason_and_the_line_verbatim(tmp_path):
+def test_quarantine_keeps_source_line_number_reason_and_the_line_verbatim(tmp_path, prover):
     data = datafiles.messy_bytes()
-    _counts, _rows, entries = run_convert(tmp_path, data)
+    _counts, _rows, entries = run_convert(tmp_path, data, prover=prover)
 
     physical = data.split(b"\n")
     for entry in entries:
@@ -117,16 +123,16 @@ def test_quarantine_keeps_source_line_number_reason_and_the_line_verbatim(tmp_pa
     assert reasons[by_kind["trailing comma"].decode()].startswith("not valid JSON")
 
 
-def test_blank_and_whitespace_lines_are_skipped_but_keep_their_line_numbers(tmp_path):
+def test_blank_and_whitespace_lines_are_skipped_but_keep_their_line_numbers(tmp_path, prover):
     good = datafiles.ndjson(datafiles.clean_records(2)).split(b"\n")
     data = b"\n  \n\t\r\n" + good[0] + b"\r\n\r\n" + b"oops\n" + good[1] + b"\n \n"
-    counts, rows, entries = run_convert(tmp_path, data)
+    counts, rows, entries = run_convert(tmp_path, data, prover=prover)
 
     assert counts["read"] == 3 and counts["valid"] == 2
     assert [(e["line"], e["record"]) for e in entries] == [(6, "oops")]
 
 
-def test_lenient_json_is_quarantined_but_lookalikes_inside_strings_are_not(tmp_path):
+def test_lenient_json_is_quarantined_but_lookalikes_inside_strings_are_not(tmp_path, prover):
     base = datafiles.clean_records(4)
     lookalike = dict(base[0], street_address="1, Infinity Loop: NaN, inf]", customer_name="a,}")
     lines = [
@@ -135,7 +141,7 @@ def test_lenient_json_is_quarantined_but_lookalikes_inside_strings_are_not(tmp_p
         json.dumps(base[2])[:-1] + ', "extra": -Infinity}',
         json.dumps(base[3]).replace('"quantity": %s' % base[3]["quantity"], '"quantity": nan'),
     ]
-    counts, rows, entries = run_convert(tmp_path, ("\n".join(lines) + "\n").encode())
+    counts, rows, entries = run_convert(tmp_path, ("\n".join(lines) + "\n").encode(), prover=prover)
 
     assert [row["street_address"] for row in rows] == [lookalike["street_address"]]
     assert [entry["line"] for entry in entries] == [2, 3, 4]
@@ -143,24 +149,24 @@ def test_lenient_json_is_quarantined_but_lookalikes_inside_strings_are_not(tmp_p
     assert counts == dict(counts, read=4, valid=1, quarantined=3)
 
 
-def test_a_member_given_twice_counts_with_its_first_value(tmp_path):
+def test_a_member_given_twice_counts_with_its_first_value(tmp_path, prover):
     record = datafiles.clean_records(1)[0]
     first_good = json.dumps(record)[:-1] + ', "shipping_id": "later"}'
     first_bad = '{"shipping_id": "x", ' + json.dumps(dict(record, shipping_id=2))[1:]
-    counts, rows, entries = run_convert(tmp_path, (first_good + "\n" + first_bad + "\n").encode())
+    counts, rows, entries = run_convert(tmp_path, (first_good + "\n" + first_bad + "\n").encode(), prover=prover)
 
     assert [row["shipping_id"] for row in rows] == [record["shipping_id"]]
     assert [entry["line"] for entry in entries] == [2]
     assert reference.evaluate((first_good + "\n" + first_bad).encode())["quarantined"] == 1
 
 
-def test_gzip_is_recognised_by_its_magic_bytes_whatever_the_name(tmp_path):
+def test_gzip_is_recognised_by_its_magic_bytes_whatever_the_name(tmp_path, prover):
     data = datafiles.messy_bytes()
     plain, zipped = tmp_path / "plain", tmp_path / "zipped"
     plain.mkdir()
     zipped.mkdir()
-    plain_counts, plain_rows, plain_entries = run_convert(plain, data)
-    counts, rows, entries = run_convert(zipped, datafiles.gzipped(data), name="landing.json")
+    plain_counts, plain_rows, plain_entries = run_convert(plain, data, prover=prover)
+    counts, rows, entries = run_convert(zipped, datafiles.gzipped(data), name="landing.json", prover=prover)
 
     assert counts == plain_counts
     assert sorted(map(as_tuple, rows)) == sorted(map(as_tuple, plain_rows))
@@ -168,14 +174,14 @@ def test_gzip_is_recognised_by_its_magic_bytes_whatever_the_name(tmp_path):
     assert reference.evaluate(datafiles.gzipped(data)) == reference.evaluate(data)
 
 
-def test_block_boundaries_do_not_change_the_result(tmp_path):
+def test_block_boundaries_do_not_change_the_result(tmp_path, prover):
     data = datafiles.messy_bytes() + datafiles.clean_bytes(300, seed=5, crlf=True)
     small, large = tmp_path / "small", tmp_path / "large"
     small.mkdir()
     large.mkdir()
     # 509-byte blocks: lines straddle blocks, some are longer than a block.
-    counts_small, rows_small, entries_small = run_convert(small, data, block_bytes=509)
-    counts_large, rows_large, entries_large = run_convert(large, data)
+    counts_small, rows_small, entries_small = run_convert(small, data, block_bytes=509, prover=prover)
+    counts_large, rows_large, entries_large = run_convert(large, data, prover=prover)
 
     assert counts_small == counts_large
     assert sorted(map(as_tuple, rows_small)) == sorted(map(as_tuple, rows_large))
@@ -183,14 +189,14 @@ def test_block_boundaries_do_not_change_the_result(tmp_path):
     assert counts_large["read"] == reference.evaluate(data)["read"]
 
 
-def test_file_without_a_final_newline_and_empty_file(tmp_path):
+def test_file_without_a_final_newline_and_empty_file(tmp_path, prover):
     data = datafiles.clean_bytes(3).rstrip(b"\n")
-    counts, rows, _entries = run_convert(tmp_path, data)
+    counts, rows, _entries = run_convert(tmp_path, data, prover=prover)
     assert counts["valid"] == 3 and len(rows) == 3
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    counts, rows, entries = run_convert(empty, b"")
+    counts, rows, entries = run_convert(empty, b"", prover=prover)
     assert counts == dict(counts, read=0, valid=0, quarantined=0)
     assert rows is None and entries == []
 
@@ -205,7 +211,8 @@ def test_arguments_as_glue_passes_them_unknown_ones_ignored():
     args = jobio.parse_args(argv, json_to_parquet.ARGUMENTS, json_to_parquet.OPTIONS)
 
     assert args == {"source_uri": "s3://b/k", "target_uri": "s3://b/raw/x.parquet", "quarantine_uri": "s3://b/q/x.jsonl",
-                    "source_id": None, "memory_limit": json_to_parquet.DEFAULT_MEMORY_LIMIT, "threads": None}
+                    "source_id": None, "memory_limit": json_to_parquet.DEFAULT_MEMORY_LIMIT, "threads": None,
+                    "prover": "auto"}
 
 
 def test_missing_arguments_are_named():
@@ -393,14 +400,14 @@ LINE_KINDS = [(kind, line) for kind, line in datafiles.BAD_LINES] + [
 
 
 @pytest.mark.parametrize("kind, line", LINE_KINDS, ids=[kind for kind, _line in LINE_KINDS])
-def test_the_proof_never_vouches_for_a_bad_line_and_results_match_the_reference(tmp_path, kind, line):
+def test_the_proof_never_vouches_for_a_bad_line_and_results_match_the_reference(tmp_path, prover, kind, line):
     data = (datafiles.clean_bytes(20) + line + b"\n"
             + datafiles.ndjson(datafiles.clean_records(5, seed=3, first_id=500), crlf=True))
     source = datafiles.write(tmp_path / "in.json", data)
     proven_target = tmp_path / "proven.parquet"
 
     proven = json_to_parquet.convert_proven(source, str(proven_target), "s3://landing/landing.json", "sid1")
-    counts, rows, entries = run_convert(tmp_path, data)
+    counts, rows, entries = run_convert(tmp_path, data, prover=prover)
 
     expected = reference.analyze(data)
     if expected.bad:
@@ -466,3 +473,74 @@ def test_the_raw_scan_finds_what_duckdb_reads_leniently_wherever_it_falls(rows, 
         assert not json_to_parquet.raw_bytes_are_strict(io.BytesIO(data), chunk_bytes=chunk_bytes), lenient
     lookalike = b'{"note": "Infinity Loop, NaN Street"}'
     assert json_to_parquet.raw_bytes_are_strict(io.BytesIO(clean + lookalike + b"\n"), chunk_bytes=chunk_bytes)
+
+
+# -- the C prover (glue/native) -------------------------------------------------------------------
+
+
+def test_the_c_prover_is_installed_and_proves_a_clean_file_without_duckdbs_proof(tmp_path, monkeypatch):
+    assert json_to_parquet.shipping_ndjson is not None, "build it: make venv (glue/native)"
+    data = datafiles.clean_bytes(3000, seed=4, crlf=True)
+
+    def unused(*_args, **_kwargs):
+        raise AssertionError("the C prover should have taken this file")
+
+    monkeypatch.setattr(json_to_parquet, "convert_proven", unused)
+    monkeypatch.setattr(json_to_parquet, "convert_lines", unused)
+    counts, rows, entries = run_convert(tmp_path, data, block_bytes=64 * 1024)
+
+    assert counts == {"source": "s3://landing/landing.json", "read": 3000, "valid": 3000, "quarantined": 0}
+    assert entries == [] and sorted(map(as_tuple, rows), key=repr) == valid_records(data)
+    assert json.loads(pq.read_metadata(tmp_path / "raw.parquet").metadata[b"shipping_etl.counts"]) == counts
+
+
+def test_valid_lines_the_c_prover_cannot_vouch_for_are_judged_and_kept(tmp_path):
+    # Each is valid, and each is left to the exact rules: -0, a \u escape, a repeated member, a
+    # number beyond the exactly convertible ones.
+    base = datafiles.clean_records(4, seed=6)
+    lines = [json.dumps(base[0]).replace('"quantity": %s' % base[0]["quantity"], '"quantity": -0.0'),
+             json.dumps(dict(base[1], customer_name="Zo\u00eb")),  # json.dumps writes \u00eb
+             json.dumps(base[2])[:-1] + ', "shipping_id": 5}',
+             json.dumps(dict(base[3], shipping_cost=0.1 + 0.2))]
+    data = datafiles.clean_bytes(50, seed=7) + ("\n".join(lines) + "\n").encode() + b"not json\n"
+
+    counts, rows, entries = run_convert(tmp_path, data, prover="c")
+
+    assert counts == dict(counts, read=55, valid=54, quarantined=1)
+    assert [entry["line"] for entry in entries] == [55]
+    assert sorted(map(as_tuple, rows), key=repr) == valid_records(data)
+    assert json.loads(pq.read_metadata(tmp_path / "raw.parquet").metadata[b"shipping_etl.counts"]) == counts
+
+
+def test_a_file_without_a_valid_line_leaves_no_parquet_file(tmp_path):
+    bad = b"".join(line + b"\n" for _kind, line in datafiles.BAD_LINES)
+    counts, rows, entries = run_convert(tmp_path, bad * 3, prover="c")
+
+    assert counts["valid"] == 0 and counts["quarantined"] == len(entries) == reference.evaluate(bad * 3)["quarantined"]
+    assert rows is None
+
+
+def test_a_failure_while_proving_is_reported_as_itself_and_leaves_no_output(tmp_path, monkeypatch):
+    prove = json_to_parquet.shipping_ndjson.prove
+    calls = []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError("out of memory in the prover")
+        return prove(*args)
+
+    monkeypatch.setattr(json_to_parquet.shipping_ndjson, "prove", failing)
+    with pytest.raises(MemoryError, match="in the prover"):
+        run_convert(tmp_path, datafiles.clean_bytes(2000), prover="c", block_bytes=16 * 1024)
+    assert not (tmp_path / "raw.parquet").exists()
+
+
+def test_the_prover_option(tmp_path, monkeypatch):
+    with pytest.raises(jobio.JobError, match="--prover must be one of auto, c, duckdb"):
+        run_convert(tmp_path, datafiles.clean_bytes(3), prover="fast")
+    monkeypatch.setattr(json_to_parquet, "shipping_ndjson", None)
+    with pytest.raises(jobio.JobError, match="not installed"):
+        run_convert(tmp_path, datafiles.clean_bytes(3), prover="c")
+    counts, rows, _entries = run_convert(tmp_path, datafiles.clean_bytes(3))  # auto: DuckDB's proof
+    assert counts["valid"] == len(rows) == 3
