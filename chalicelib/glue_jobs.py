@@ -41,6 +41,20 @@ LIBRARY_ZIP_MEMBERS = (
     ("catalog.py", "glue/catalog.py"),
 )
 LIBRARY_ZIP_NAME = "shipping_etl_glue_libs.zip"
+# The json-to-parquet job's C module (shipping_ndjson, glue/native), as a wheel the deploy builds
+# and uploads beside the zip when it can (Linux x86_64 with a C compiler; without it the job takes
+# its slower pure-DuckDB path). A Python shell job takes .whl files in --extra-py-files (AWS Glue
+# developer guide, "Configuring job properties for Python shell jobs" > "Providing your own Python
+# library" > "Using an Egg or Whl file"; --additional-python-modules takes no S3 files in shell
+# jobs) and installs each with `python -m pip install --target=...` before the script runs (its
+# runner's traceback in aws/aws-cdk#20481), so the object keeps the wheel's own file name: pip
+# rejects any other. cp39-abi3: Glue's Python 3.9 and every later CPython; manylinux2014: glibc
+# 2.17 and later, which the deploy checks before it tags the wheel so. Name and version are
+# glue/native/pyproject.toml's (the deploy refuses a mismatch).
+NATIVE_SOURCE_DIR = "glue/native"
+NATIVE_SOURCES = ("pyproject.toml", "setup.py", "shipping_ndjson.c")
+NATIVE_WHEEL_NAME = "shipping_etl_ndjson-1.0.0-cp39-abi3-manylinux2014_x86_64.whl"
+NATIVE_WHEEL_JOBS = ("json-to-parquet",)
 
 # Per-job limits. Each landing object starts one run of each job; runs of different objects
 # overlap, and a run past the limit fails with ConcurrentRunsExceededException, which the state
@@ -72,6 +86,11 @@ def library_zip_key():
     return GLUE_ASSETS_PREFIX + LIBRARY_ZIP_NAME
 
 
+def native_wheel_key():
+    """Key in the lake bucket of the C module's wheel (``glue-assets/<wheel file name>``)."""
+    return GLUE_ASSETS_PREFIX + NATIVE_WHEEL_NAME
+
+
 def asset_sources():
     """``{key in the lake bucket: repository path}`` of the job scripts (the zip is built)."""
     return {asset_key(path): path for path in (JSON_TO_PARQUET_SCRIPT, NORMALIZE_SCRIPT)}
@@ -87,7 +106,14 @@ def database_definition(resources):
     }
 
 
-def _job(resources, settings, name, step, script, description):
+def _extra_py_files(resources, step, native_wheel):
+    files = [library_zip_key()]
+    if native_wheel and step in NATIVE_WHEEL_JOBS:
+        files.append(native_wheel_key())
+    return ",".join(resources.lake_uri(key) for key in files)
+
+
+def _job(resources, settings, name, step, script, description, native_wheel):
     return {
         "Name": name,
         "Description": description,
@@ -106,20 +132,25 @@ def _job(resources, settings, name, step, script, description):
         "DefaultArguments": {
             "--job-language": "python",
             "--additional-python-modules": ",".join(ADDITIONAL_PYTHON_MODULES),
-            "--extra-py-files": resources.lake_uri(library_zip_key()),
+            "--extra-py-files": _extra_py_files(resources, step, native_wheel),
         },
     }
 
 
-def job_definitions(resources, settings=None):
-    """Keyword arguments of ``glue.create_job`` for both jobs, in pipeline order."""
+def job_definitions(resources, settings=None, native_wheel=False):
+    """Keyword arguments of ``glue.create_job`` for both jobs, in pipeline order.
+
+    ``native_wheel``: the C module's wheel is uploaded (``native_wheel_key()``), so the jobs of
+    ``NATIVE_WHEEL_JOBS`` list it in ``--extra-py-files``.
+    """
     settings = settings or Settings()
     return [
         _job(resources, settings, resources.json_to_parquet_job, "json-to-parquet",
              JSON_TO_PARQUET_SCRIPT,
-             "NDJSON landing object -> typed Parquet in the raw zone; bad lines to quarantine"),
+             "NDJSON landing object -> typed Parquet in the raw zone; bad lines to quarantine",
+             native_wheel),
         _job(resources, settings, resources.normalize_job, "normalize", NORMALIZE_SCRIPT,
-             "Raw Parquet -> PII-free, de-duplicated, date-partitioned processed zone"),
+             "Raw Parquet -> PII-free, de-duplicated, date-partitioned processed zone", native_wheel),
     ]
 
 

@@ -1,4 +1,5 @@
-"""The files Glue runs: the two job scripts and the ``--extra-py-files`` zip, uploaded to the lake.
+"""The files Glue runs: the two job scripts and the ``--extra-py-files`` zip (and the C module's
+wheel, built by deploy.native_wheel), uploaded to the lake.
 
 Each upload carries the SHA-256 of its content as object metadata; a file whose hash is already
 there is not uploaded again, so ``up`` reports it unchanged, and a changed script is re-uploaded.
@@ -69,7 +70,7 @@ def ensure_asset(ctx, bucket, key, body):
     if current == digest:
         return ctx.record(UNCHANGED, KIND, uri)
     if not ctx.dry_run:
-        content_type = "application/zip" if key.endswith(".zip") else "text/x-python"
+        content_type = "application/zip" if key.endswith((".zip", ".whl")) else "text/x-python"
         s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
                       Metadata={HASH_METADATA: digest})
     return ctx.record(CREATED if current is None else UPDATED, KIND, uri)

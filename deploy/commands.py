@@ -26,6 +26,7 @@ from deploy import (
     iam,
     kms,
     logs,
+    native_wheel,
     policies,
     stepfunctions,
     topic,
@@ -153,9 +154,18 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
         # Everything read from disk or built locally first: a missing file stops the deploy
         # before it changes anything.
         payloads = assets.asset_payloads(project_dir)
+        try:
+            payloads[glue_jobs.native_wheel_key()] = native_wheel.build_glue_wheel(project_dir)
+            wheel_left_out = None
+        except native_wheel.NativeWheelUnavailable as exc:
+            wheel_left_out = str(exc)
         definition = stepfunctions.build_definition(resources)
 
         ctx.say("%s stage %s: %s" % ("Planning" if dry_run else "Deploying", stage, _where(ctx)))
+        if wheel_left_out:
+            ctx.say("warning: the Glue wheel of the C module (glue/native) cannot be built here (%s): "
+                    "it is left out, and the %s job will use its slower pure-DuckDB path."
+                    % (wheel_left_out, " and ".join(glue_jobs.NATIVE_WHEEL_JOBS)))
         on_aws = is_aws_endpoint(ctx.client("s3"))
         tls_only = on_aws if tls_only_policy is None else tls_only_policy
         if not tls_only:
@@ -172,7 +182,7 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
         for key, payload in payloads.items():
             assets.ensure_asset(ctx, resources.lake_bucket, key, payload)
         glue.ensure_database(ctx, glue_jobs.database_definition(resources))
-        for job in glue_jobs.job_definitions(resources, settings):
+        for job in glue_jobs.job_definitions(resources, settings, native_wheel=not wheel_left_out):
             glue.ensure_job(ctx, job)
         for crawler in glue_jobs.crawler_definitions(resources):
             glue.ensure_crawler(ctx, crawler)
