@@ -20,6 +20,8 @@ from bench import data, peers
 from bench.measure import run_process
 
 OURS_CONVERT = "ours: glue/json_to_parquet.py"
+# The job as it runs where the C prover (glue/native) is not installed.
+OURS_CONVERT_DUCKDB = "ours, --prover duckdb"
 OURS_NORMALIZE = "ours: glue/normalize.py"
 
 
@@ -105,6 +107,10 @@ def bench_convert(source, rounds, work, include_slow, title, ours_on=None):
         table.add(OURS_CONVERT, run_process(
             peers.ours_convert(ours_on, os.path.join(work, "ours.parquet"), os.path.join(work, "q.jsonl")),
             cwd=peers.ROOT), os.path.getsize(ours_on))
+        log("round %d: %s" % (round_number, OURS_CONVERT_DUCKDB))
+        table.add(OURS_CONVERT_DUCKDB, run_process(
+            peers.ours_convert(ours_on, os.path.join(work, "ours-duckdb.parquet"), os.path.join(work, "q-duckdb.jsonl"),
+                               prover="duckdb"), cwd=peers.ROOT), os.path.getsize(ours_on))
     return table
 
 
@@ -219,7 +225,11 @@ def main(argv=None):
     report = ["## Benchmark: %s rows, %d rounds" % (format(args.rows, ","), args.rounds), "",
               "Machine: %s CPUs (%s), %s GB memory, %s, Python %s; load average at start %s." % (
                   m["cpus"], m.get("cpu", "?"), m.get("memory_gb", "?"), m["platform"], m["python"],
-                  m.get("load_average_at_start", "?"))]
+                  m.get("load_average_at_start", "?")),
+              "",
+              "C prover (glue/native): %s." % ("installed: %s runs with it" % OURS_CONVERT.split(": ")[1]
+                                               if peers.c_prover_installed() else
+                                               "NOT installed: both json_to_parquet rows use DuckDB's proof")]
     try:
         clean = data.generated(args.rows, 1, log)
         expected = data.expected_stats(clean, log)
@@ -237,6 +247,8 @@ def main(argv=None):
         results["convert"] = convert.summary()
         report.append(convert.render())
         check("json_to_parquet output = input (clean)", parquet_stats(ours_raw), expected, checks)
+        check("json_to_parquet --prover duckdb output = input (clean)",
+              parquet_stats(os.path.join(work, "ours-duckdb.parquet")), expected, checks)
         keep_raw = os.path.join(work, "raw-1x.parquet")
         os.replace(ours_raw, keep_raw)
 
@@ -246,11 +258,15 @@ def main(argv=None):
         results["convert_bad"] = bad_table.summary()
         report.append(bad_table.render())
         check("json_to_parquet output = good lines (1% bad)", parquet_stats(ours_raw), expected, checks)
-        with open(os.path.join(work, "q.jsonl"), "rb") as quarantine:
-            quarantined = sum(1 for _ in quarantine)
-        ok = quarantined == bad_count
-        checks.append({"check": "quarantined = bad lines inserted", "ok": ok, "got": quarantined, "expected": bad_count})
-        log("%s quarantined %d of %d bad lines" % ("OK  " if ok else "FAIL", quarantined, bad_count))
+        check("json_to_parquet --prover duckdb output = good lines (1% bad)",
+              parquet_stats(os.path.join(work, "ours-duckdb.parquet")), expected, checks)
+        for label, name in (("quarantined = bad lines inserted", "q.jsonl"),
+                            ("--prover duckdb: quarantined = bad lines inserted", "q-duckdb.jsonl")):
+            with open(os.path.join(work, name), "rb") as quarantine:
+                quarantined = sum(1 for _ in quarantine)
+            ok = quarantined == bad_count
+            checks.append({"check": label, "ok": ok, "got": quarantined, "expected": bad_count})
+            log("%s %s: %d of %d" % ("OK  " if ok else "FAIL", label, quarantined, bad_count))
 
         normalize = bench_normalize(keep_raw, args.rounds, work)
         results["normalize"] = normalize.summary()

@@ -78,9 +78,17 @@ def normalize_peers():
     return {name: _python_c(code) for name, code in _NORMALIZE.items()}
 
 
-def ours_convert(source, target, quarantine):
-    return [sys.executable, os.path.join(ROOT, "glue", "json_to_parquet.py"),
+def ours_convert(source, target, quarantine, prover=None):
+    argv = [sys.executable, os.path.join(ROOT, "glue", "json_to_parquet.py"),
             "--source_uri", source, "--target_uri", target, "--quarantine_uri", quarantine]
+    return argv + (["--prover", prover] if prover else [])
+
+
+def c_prover_installed():
+    """Whether the job finds the C prover (glue/native) in this interpreter."""
+    import importlib.util
+
+    return importlib.util.find_spec("shipping_ndjson") is not None
 
 
 def ours_normalize(source, target_dir, summary, memory_limit=None):
