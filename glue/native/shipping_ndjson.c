@@ -603,13 +603,35 @@ static const char *read_field(Column *c, Slot *slot, const char *p, const char *
     return NULL;
 }
 
+/* Whether a and b hold the same n bytes. Field names are 8 to 24 bytes long, mostly: compared
+ * as two or three overlapping words instead of a call to memcmp per member (4% of the job). */
+static inline int same_bytes(const char *a, const char *b, size_t n) {
+    if (n < 8 || n > 24)
+        return memcmp(a, b, n) == 0;
+    uint64_t x, y;
+    memcpy(&x, a, 8);
+    memcpy(&y, b, 8);
+    if (x != y)
+        return 0;
+    memcpy(&x, a + n - 8, 8);
+    memcpy(&y, b + n - 8, 8);
+    if (x != y)
+        return 0;
+    if (n > 16) {
+        memcpy(&x, a + 8, 8);
+        memcpy(&y, b + 8, 8);
+        return x == y;
+    }
+    return 1;
+}
+
 /* The field named key, or -1. Producers write members in one order, so the search starts at
  * the field after the previous one found (*hint). */
 static int find_field(Prover *pr, const char *key, size_t n, int *hint) {
     for (int k = 0; k < pr->count; k++) {
         int f = (*hint + k) % pr->count;
         const char *name = pr->columns[f].name;
-        if (pr->columns[f].name_len == n && name[0] == key[0] && memcmp(name, key, n) == 0) {
+        if (pr->columns[f].name_len == n && name[0] == key[0] && same_bytes(name, key, n)) {
             *hint = f + 1;
             return f;
         }
@@ -637,7 +659,7 @@ static int prove_line(Prover *pr, const char *p, const char *end) {
             int f = hint < pr->count ? hint : 0;
             Column *expected = &pr->columns[f];
             if ((size_t)(end - key) > expected->name_len && key[expected->name_len] == '"' &&
-                memcmp(key, expected->name, expected->name_len) == 0) {
+                same_bytes(key, expected->name, expected->name_len)) {
                 /* the member producers write next: its name is plain ASCII (checked in prove) */
                 p = key + expected->name_len + 1;
                 hint = f + 1;
