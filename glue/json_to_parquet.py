@@ -44,7 +44,6 @@ import collections
 import functools
 import glob
 import gzip
-import itertools
 import json
 import logging
 import os
@@ -917,18 +916,6 @@ class DoubtfulLines:
                 yield batch
 
 
-def _arrow_column(arrow_type, rows, column, owner):
-    """An Arrow array over one column the prover lent: (validity, values, offsets, nulls), each
-    buffer an (address, size) pair that stays valid as long as ``owner`` lives (no copy)."""
-    validity, values, offsets, nulls = column
-
-    def lent(pair):
-        return None if pair is None else pa.foreign_buffer(pair[0], pair[1], base=owner)
-
-    buffers = [lent(validity)] + ([] if offsets is None else [lent(offsets)]) + [lent(values)]
-    return pa.Array.from_buffers(arrow_type, rows, buffers, null_count=nulls)
-
-
 def _strings(values):
     """A string Arrow array of ``values`` (UTF-8 bytes), built from buffers (see _ints)."""
     offsets, at = array.array("i", [0]), 0
@@ -938,19 +925,30 @@ def _strings(values):
     return pa.Array.from_buffers(pa.string(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])
 
 
-class _ArrowStream:
-    """Hands DuckDB an Arrow stream through the PyCapsule interface only: given a pyarrow
-    reader itself, DuckDB imports pyarrow.dataset (a twentieth of a second) to scan it."""
+class _ProvenRows:
+    """The proven rows as an Arrow stream (the PyCapsule interface), made by the C prover
+    itself: each batch is a block's rows where the prover left them, and no pyarrow is needed.
+    ``blocks`` yields the capsules of proven rows (prove(..., borrow=True)); an exception it
+    raises is kept in ``failure`` (DuckDB only sees its text)."""
 
-    def __init__(self, reader):
-        self._reader = reader
+    def __init__(self, blocks):
+        self._blocks = blocks
+        self.failure = None
+
+    def _next(self):
+        try:
+            return next(self._blocks, None)
+        except BaseException as exc:
+            self.failure = exc
+            raise
 
     def __arrow_c_stream__(self, requested_schema=None):
-        return self._reader.__arrow_c_stream__(requested_schema)
+        return shipping_ndjson.arrow_stream(_PROVER_FIELDS, self._next)
 
 
 def _prove_blocks(stream, doubtful, workers, block_bytes):
-    """Yields ``(rows, columns, owner)`` per block of ``stream`` as the prover returns them, in
+    """Yields ``(rows, proven)`` per block of ``stream`` as the prover returns them (proven: the
+    capsule of its proven rows), in
     order, adding the lines it could not prove to ``doubtful``. ``workers`` blocks are proven
     at once (the prover releases the GIL)."""
     blocks = iter(BlockReader(stream, block_bytes, buffers=NATIVE_IN_FLIGHT + 2))
@@ -968,7 +966,7 @@ def _prove_blocks(stream, doubtful, workers, block_bytes):
                 if not pending:
                     return
                 buffer, proving = pending.popleft()
-                rows, columns, spots, lines, owner = proving.result()
+                rows, proven, spots, lines = proving.result()
                 # The buffer is read into again only once NATIVE_IN_FLIGHT more blocks are read.
                 spots = array.array("q", spots)
                 for at in range(0, len(spots), 3):
@@ -977,7 +975,7 @@ def _prove_blocks(stream, doubtful, workers, block_bytes):
                 number += 1
                 if number % PROGRESS_EVERY_BLOCKS == 0:
                     LOG.info("%d lines read so far (%d doubtful)", first_line - 1, doubtful.count)
-                yield rows, columns, owner
+                yield rows, proven
         finally:
             for _, proving in pending:
                 proving.cancel()
@@ -1012,40 +1010,20 @@ def convert_native(source_path, target_path, quarantine_path, source, source_id,
     """``convert`` with the C prover (shipping_ndjson): one pass over the file proves the
     lines and DuckDB writes the proven rows as they come; then the exact rules judge the rest.
     Same arguments and result as ``convert``; ``temp_dir`` is required."""
-    # pyarrow is imported while the first blocks are proven.
-    importing = threading.Thread(target=lambda: pa.Array, name="import-pyarrow", daemon=True)
-    importing.start()
     checker = LineChecker(source, source_id, temp_dir, memory_limit=memory_limit, threads=threads,
                           temp_dir=temp_dir)
     doubtful = DoubtfulLines(os.path.join(temp_dir, "doubtful.bin"))
     quarantine = QuarantineWriter(quarantine_path)
     placeholder = _counts_placeholder(source)
-    failure = []
-
-    def batches(proven):
-        types = [field.type for field in fields_schema]
-        try:
-            for rows, columns, owner in proven:
-                if rows:
-                    arrays = [_arrow_column(t, rows, c, owner) for t, c in zip(types, columns)]
-                    yield pa.RecordBatch.from_arrays(arrays, schema=fields_schema)
-        except BaseException as exc:  # DuckDB reports it as an Arrow error: keep the original
-            failure.append(exc)
-            raise
-
     try:
         with open_source(source_path) as stream:
             proven = _prove_blocks(stream, doubtful, threads or os.cpu_count() or 1, block_bytes)
-            first = next(proven, None)  # proven while pyarrow is imported
-            importing.join()
-            fields_schema = raw_schema().remove(raw_schema().get_field_index(schema.SOURCE_ID_FIELD))
-            reader = pa.RecordBatchReader.from_batches(
-                fields_schema, batches(itertools.chain([] if first is None else [first], proven)))
+            rows_of = _ProvenRows(capsule for rows, capsule in proven if rows)
             try:
-                rows = checker.copy_stream(_ArrowStream(reader), target_path, placeholder, source_id)
+                rows = checker.copy_stream(rows_of, target_path, placeholder, source_id)
             except duckdb.Error:
-                if failure:
-                    raise failure[0]
+                if rows_of.failure is not None:
+                    raise rows_of.failure
                 raise
         if doubtful.count:
             LOG.info("%d lines proven valid, %d left to the exact rules", rows, doubtful.count)
