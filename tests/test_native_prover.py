@@ -742,3 +742,48 @@ def test_clean_generator_output_is_proven_whole():
     assert all(proven for _line, _verdict, proven in outcome), "a clean generated line was left doubtful"
     records, doubtful, count = run_prover(bytearray(text))
     assert (len(records), doubtful, count) == (20000, [], 20000)
+
+
+# -- the Arrow C stream (prove(..., borrow=True) + arrow_stream), as json_to_parquet uses it ----
+
+
+class _Stream:
+    def __init__(self, next_block):
+        self._next = next_block
+
+    def __arrow_c_stream__(self, requested_schema=None):
+        return shipping_ndjson.arrow_stream(FIELDS, self._next)
+
+
+def _stream_of(blocks):
+    capsules = iter([shipping_ndjson.prove(FIELDS, block, len(block), 1, True)[1] for block in blocks])
+    return _Stream(lambda: next(capsules, None))
+
+
+def test_the_arrow_stream_carries_the_proven_rows_with_the_schema_types():
+    blocks = [generate_ndjson(300, seed=5).encode(), rec(customer_name="null", product_id="null") + b"\nnot json\n",
+              generate_ndjson(40, seed=6).encode()]
+    reader = pa.RecordBatchReader.from_stream(_stream_of(blocks))
+    table = reader.read_all()
+    table.validate(full=True)
+
+    assert [(f.name, f.type) for f in table.schema] == [(f.name, ARROW_TYPES[f.arrow_type]) for f in schema.FIELDS]
+    expected = [record for block in blocks for record in run_prover(block)[0]]
+    assert table.num_rows == len(expected) == 341
+    assert table.to_pylist() == expected
+
+
+def test_an_arrow_stream_left_unread_or_failing_frees_what_it_holds():
+    # Released unread: the capsule's destructor releases the stream and the blocks it holds.
+    for _ in range(50):
+        _stream_of([generate_ndjson(100, seed=7).encode()]).__arrow_c_stream__()
+
+    def failing():
+        raise RuntimeError("the block reader broke")
+
+    with pytest.raises(Exception, match="the block reader broke"):
+        pa.RecordBatchReader.from_stream(_Stream(failing)).read_all()
+    with pytest.raises(ValueError):
+        shipping_ndjson.arrow_stream((), failing)
+    with pytest.raises(ValueError):
+        shipping_ndjson.arrow_stream((("shipping_id", "integer"),), failing)
