@@ -865,7 +865,7 @@ def convert_proven(source_path, target_path, source, source_id, memory_limit=DEF
 # kept in a work file and judged afterwards by the exact rules, which say why a line is bad.
 
 NATIVE_BLOCK_BYTES = 8 * 1024 * 1024
-# Blocks being proven at once (the reader keeps two buffers more).
+# Blocks being proven at once.
 NATIVE_IN_FLIGHT = 4
 # Doubtful lines are judged in batches of about this many bytes.
 JUDGE_BYTES = 16 * 1024 * 1024
@@ -946,31 +946,70 @@ class _ProvenRows:
         return shipping_ndjson.arrow_stream(_PROVER_FIELDS, self._next)
 
 
-def _prove_blocks(stream, doubtful, workers, block_bytes):
-    """Yields ``(rows, proven)`` per block of ``stream`` as the prover returns them (proven: the
-    capsule of its proven rows), in
-    order, adding the lines it could not prove to ``doubtful``. ``workers`` blocks are proven
-    at once (the prover releases the GIL)."""
-    blocks = iter(BlockReader(stream, block_bytes, buffers=NATIVE_IN_FLIGHT + 2))
+_CUT_SEARCH_BYTES = 64 * 1024
+
+
+def file_blocks(fd, size, block_bytes):
+    """``(offset, length)`` of the blocks of whole lines of the open file ``fd`` (``size``
+    bytes), about ``block_bytes`` each: a block ends after the last line end within reach, or,
+    when a line is longer than that, after the line's end."""
+    start = 0
+    while start < size:
+        end = min(start + block_bytes, size)
+        if end < size:
+            end = _last_line_end(fd, start, end) or _next_line_end(fd, end, size)
+        yield start, end - start
+        start = end
+
+
+def _last_line_end(fd, start, end):
+    """The offset after the last LF in [start, end) of the file, or None."""
+    while end > start:
+        at = max(start, end - _CUT_SEARCH_BYTES)
+        found = os.pread(fd, end - at, at).rfind(b"\n")
+        if found >= 0:
+            return at + found + 1
+        end = at
+    return None
+
+
+def _next_line_end(fd, start, size):
+    """The offset after the first LF at or after ``start``, or ``size``."""
+    while start < size:
+        chunk = os.pread(fd, min(_CUT_SEARCH_BYTES, size - start), start)
+        found = chunk.find(b"\n")
+        if found >= 0:
+            return start + found + 1
+        start += len(chunk)
+    return size
+
+
+def _prove_blocks(path, doubtful, workers, block_bytes):
+    """Yields ``(rows, proven)`` per block of the file at ``path`` as the prover returns them
+    (proven: the capsule of its proven rows), in order, adding the lines it could not prove to
+    ``doubtful``. ``workers`` blocks are proven at once (the prover releases the GIL); it maps
+    each block of the file itself."""
     pending = collections.deque()
     first_line, number = 1, 0
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with open(path, "rb") as source, ThreadPoolExecutor(max_workers=workers) as pool:
+        fd = source.fileno()
+        blocks = file_blocks(fd, os.fstat(fd).st_size, block_bytes)
         try:
             while True:
                 while len(pending) < NATIVE_IN_FLIGHT:
                     block = next(blocks, None)
                     if block is None:
                         break
-                    buffer, size = block
-                    pending.append((buffer, pool.submit(shipping_ndjson.prove, _PROVER_FIELDS, buffer, size, 0, True)))
+                    offset, size = block
+                    pending.append((offset, pool.submit(shipping_ndjson.prove, _PROVER_FIELDS, (fd, offset), size, 0, True)))
                 if not pending:
                     return
-                buffer, proving = pending.popleft()
+                offset, proving = pending.popleft()
                 rows, proven, spots, lines = proving.result()
-                # The buffer is read into again only once NATIVE_IN_FLIGHT more blocks are read.
                 spots = array.array("q", spots)
                 for at in range(0, len(spots), 3):
-                    doubtful.add(first_line + spots[at], buffer[spots[at + 1]:spots[at + 2]])
+                    start, end = offset + spots[at + 1], offset + spots[at + 2]
+                    doubtful.add(first_line + spots[at], os.pread(fd, end - start, start))
                 first_line += lines
                 number += 1
                 if number % PROGRESS_EVERY_BLOCKS == 0:
@@ -1009,22 +1048,22 @@ def convert_native(source_path, target_path, quarantine_path, source, source_id,
                    block_bytes=NATIVE_BLOCK_BYTES):
     """``convert`` with the C prover (shipping_ndjson): one pass over the file proves the
     lines and DuckDB writes the proven rows as they come; then the exact rules judge the rest.
-    Same arguments and result as ``convert``; ``temp_dir`` is required."""
+    Same arguments and result as ``convert``, but ``source_path`` must be uncompressed and
+    ``temp_dir`` is required."""
     checker = LineChecker(source, source_id, temp_dir, memory_limit=memory_limit, threads=threads,
                           temp_dir=temp_dir)
     doubtful = DoubtfulLines(os.path.join(temp_dir, "doubtful.bin"))
     quarantine = QuarantineWriter(quarantine_path)
     placeholder = _counts_placeholder(source)
     try:
-        with open_source(source_path) as stream:
-            proven = _prove_blocks(stream, doubtful, threads or os.cpu_count() or 1, block_bytes)
-            rows_of = _ProvenRows(capsule for rows, capsule in proven if rows)
-            try:
-                rows = checker.copy_stream(rows_of, target_path, placeholder, source_id)
-            except duckdb.Error:
-                if rows_of.failure is not None:
-                    raise rows_of.failure
-                raise
+        proven = _prove_blocks(source_path, doubtful, threads or os.cpu_count() or 1, block_bytes)
+        rows_of = _ProvenRows(capsule for rows, capsule in proven if rows)
+        try:
+            rows = checker.copy_stream(rows_of, target_path, placeholder, source_id)
+        except duckdb.Error:
+            if rows_of.failure is not None:
+                raise rows_of.failure
+            raise
         if doubtful.count:
             LOG.info("%d lines proven valid, %d left to the exact rules", rows, doubtful.count)
         rescued = _judge_doubtful(checker, doubtful, source, quarantine)

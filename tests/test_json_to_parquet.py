@@ -544,3 +544,18 @@ def test_the_prover_option(tmp_path, monkeypatch):
         run_convert(tmp_path, datafiles.clean_bytes(3), prover="c")
     counts, rows, _entries = run_convert(tmp_path, datafiles.clean_bytes(3))  # auto: DuckDB's proof
     assert counts["valid"] == len(rows) == 3
+
+
+@pytest.mark.parametrize("block_bytes", [1, 7, 100, 4096])
+def test_the_c_provers_blocks_tile_the_file_and_end_at_line_ends(tmp_path, block_bytes):
+    lines = [b"x" * length for length in (0, 3, 250, 1, 70000, 5, 0, 40)]
+    data = b"\n".join(lines)  # no final line end
+    path = tmp_path / "lines"
+    path.write_bytes(data)
+    with open(path, "rb") as source:
+        blocks = list(json_to_parquet.file_blocks(source.fileno(), len(data), block_bytes))
+
+    assert blocks[0][0] == 0 and sum(size for _offset, size in blocks) == len(data)
+    for (offset, size), (following, _size) in zip(blocks, blocks[1:]):
+        assert offset + size == following and data[following - 1:following] == b"\n"
+        assert size <= block_bytes or b"\n" not in data[offset:offset + size - 1]

@@ -787,3 +787,18 @@ def test_an_arrow_stream_left_unread_or_failing_frees_what_it_holds():
         shipping_ndjson.arrow_stream((), failing)
     with pytest.raises(ValueError):
         shipping_ndjson.arrow_stream((("shipping_id", "integer"),), failing)
+
+
+def test_a_block_of_a_file_is_proven_like_the_same_bytes(tmp_path):
+    data = generate_ndjson(500, seed=9).encode() + b"not json\n" + generate_ndjson(20, seed=10).encode()
+    path = tmp_path / "in.json"
+    path.write_bytes(data)
+    start = data.index(b"\n", 5000) + 1  # an offset that is no page boundary
+    end = data.index(b"\n", 90000) + 1
+    with open(path, "rb") as source:
+        from_file = shipping_ndjson.prove(FIELDS, (source.fileno(), start), end - start, 7)
+        empty = shipping_ndjson.prove(FIELDS, (source.fileno(), len(data)), 0, 1)
+        with pytest.raises(OSError):
+            shipping_ndjson.prove(FIELDS, (-1, 0), 10, 1)
+    assert from_file == shipping_ndjson.prove(FIELDS, data[start:end], end - start, 7)
+    assert from_file[0] > 300 and empty[0] == 0 and empty[3] == 0
