@@ -190,11 +190,9 @@ static COLD const char *unicode_escape(const char *p, const char *end) {
 }
 
 /* Scans the string starting after its opening quote. Returns the position after the closing
- * quote, or NULL if the string is not strict JSON. *escapes: whether it holds a backslash,
- * *unicode: whether one of them is \u. */
-static const char *scan_string(const char *p, const char *end, int *escapes, int *unicode) {
+ * quote, or NULL if the string is not strict JSON. *escapes: whether it holds a backslash. */
+static const char *scan_string(const char *p, const char *end, int *escapes) {
     *escapes = 0;
-    *unicode = 0;
     for (;;) {
         /* Eight bytes at a time while none of them needs a look (SWAR: a byte of the word is
          * zero after the XOR, or below 0x20, or has its top bit set). */
@@ -228,7 +226,6 @@ static const char *scan_string(const char *p, const char *end, int *escapes, int
                 p = unicode_escape(p, end);
                 if (!p)
                     return NULL;
-                *unicode = 1;
                 break;
             default:
                 return NULL;
@@ -431,10 +428,10 @@ static const char *skip_container(const char *p, const char *end, int depth, cha
         return p + 1;
     for (;;) {
         if (close == '}') {
-            int escapes, unicode;
+            int escapes;
             if (p >= end || *p != '"')
                 return NULL;
-            p = scan_string(p + 1, end, &escapes, &unicode);
+            p = scan_string(p + 1, end, &escapes);
             if (!p)
                 return NULL;
             p = skip_ws(p, end);
@@ -468,8 +465,8 @@ static const char *skip_value(const char *p, const char *end, int depth) {
         return NULL;
     switch (*p) {
     case '"': {
-        int escapes, unicode;
-        return scan_string(p + 1, end, &escapes, &unicode);
+        int escapes;
+        return scan_string(p + 1, end, &escapes);
     }
     case '{':
         return skip_container(p + 1, end, depth, '}');
@@ -578,11 +575,11 @@ static const char *read_field(Column *c, Slot *slot, const char *p, const char *
     case K_DATE:
     case K_TEXT:
     case K_OPT_TEXT: {
-        int escapes, unicode;
+        int escapes;
         if (first != '"')
             return NULL;
         const char *start = p + 1;
-        p = scan_string(start, end, &escapes, &unicode);
+        p = scan_string(start, end, &escapes);
         if (!p)
             return NULL;
         const char *s = start;
@@ -656,7 +653,7 @@ static int prove_line(Prover *pr, const char *p, const char *end) {
         p++;
     else
         for (;;) {
-            int escapes, unicode;
+            int escapes;
             if (p >= end || *p != '"')
                 return 0;
             const char *key = p + 1;
@@ -668,7 +665,7 @@ static int prove_line(Prover *pr, const char *p, const char *end) {
                 p = key + expected->name_len + 1;
                 hint = f + 1;
             } else {
-                p = scan_string(key, end, &escapes, &unicode);
+                p = scan_string(key, end, &escapes);
                 if (!p || escapes) /* an escaped key may spell a field's name: the exact rules */
                     return 0;
                 f = find_field(pr, key, (size_t)(p - 1 - key), &hint);
