@@ -1124,9 +1124,11 @@ def convert(source_path, target_path, quarantine_path, source, source_id,
     try:
         plain = _plain_copy(source_path, temp_dir)
         if _use_c_prover(prover):
+            LOG.info("checking lines with the C prover")
             return convert_native(plain, target_path, quarantine_path, source, source_id,
                                   memory_limit=memory_limit, threads=threads, temp_dir=temp_dir,
                                   block_bytes=block_bytes or NATIVE_BLOCK_BYTES)
+        LOG.info("checking lines with DuckDB%s", "" if shipping_ndjson else " (the C prover, glue/native, is not installed)")
         counts = None
         if fast:
             counts = convert_proven(plain, target_path, source, source_id, memory_limit=memory_limit,
