@@ -1118,6 +1118,32 @@ static void free_stream_capsule(PyObject *capsule) {
     free(stream);
 }
 
+/* One (name, kind) pair of the `fields` argument of prove and arrow_stream: the name (a C string
+ * that lives as long as `spec`) and the kind's index. Returns -1, with an exception set, for
+ * anything else. Names are letters, digits and _: the prover compares them with keys byte for
+ * byte, with no unescaping. */
+static int read_field_spec(PyObject *spec, const char **name, int *kind) {
+    const char *kind_name;
+    if (!PyTuple_Check(spec)) { /* PyArg_ParseTuple would raise SystemError */
+        PyErr_SetString(PyExc_TypeError, "fields must be (name, kind) tuples");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(spec, "ss", name, &kind_name))
+        return -1;
+    for (const char *c = *name; *c; c++)
+        if (!(*c == '_' || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9'))) {
+            PyErr_Format(PyExc_ValueError, "field names are letters, digits and _: %s", *name);
+            return -1;
+        }
+    for (int k = 0; k < K_COUNT; k++)
+        if (strcmp(kind_name, KIND_NAMES[k]) == 0) {
+            *kind = k;
+            return 0;
+        }
+    PyErr_Format(PyExc_ValueError, "unknown field kind: %s", kind_name);
+    return -1;
+}
+
 /* arrow_stream(fields, next) -> an "arrow_array_stream" capsule */
 static PyObject *arrow_stream(PyObject *self, PyObject *args) {
     PyObject *fields, *next;
@@ -1140,18 +1166,11 @@ static PyObject *arrow_stream(PyObject *self, PyObject *args) {
                                         .get_last_error = stream_error, .release = release_stream,
                                         .private_data = state};
     for (Py_ssize_t f = 0; f < count; f++) {
-        const char *name, *kind;
-        PyObject *spec = PyTuple_GetItem(fields, f);
-        state->kinds[f] = -1;
-        if (PyTuple_Check(spec) && PyArg_ParseTuple(spec, "ss", &name, &kind))
-            for (int k = 0; k < K_COUNT; k++)
-                if (strcmp(kind, KIND_NAMES[k]) == 0)
-                    state->kinds[f] = k;
-        state->names[f] = state->kinds[f] < 0 ? NULL : strdup(name);
+        const char *name = NULL;
+        if (!read_field_spec(PyTuple_GetItem(fields, f), &name, &state->kinds[f]) && !(state->names[f] = strdup(name)))
+            PyErr_NoMemory();
         state->count = (int)f + 1;
         if (!state->names[f]) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_ValueError, "fields must be (name, kind) tuples of known kinds");
             release_stream(stream);
             free(stream);
             return NULL;
@@ -1225,31 +1244,10 @@ static PyObject *prove(PyObject *self, PyObject *args) {
     }
     pr->count = (int)count;
     for (Py_ssize_t f = 0; f < count; f++) {
-        PyObject *spec = PyTuple_GetItem(fields, f);
-        const char *name, *kind;
-        if (!PyTuple_Check(spec)) { /* PyArg_ParseTuple would raise SystemError */
-            PyErr_SetString(PyExc_TypeError, "fields must be (name, kind) tuples");
-            goto fail;
-        }
-        if (!PyArg_ParseTuple(spec, "ss", &name, &kind))
-            goto fail;
         Column *c = &pr->columns[f];
-        c->name = name; /* lives as long as `fields` */
-        c->name_len = strlen(name);
-        for (size_t k = 0; k < c->name_len; k++)
-            if (!(name[k] == '_' || (name[k] >= 'a' && name[k] <= 'z') || (name[k] >= 'A' && name[k] <= 'Z') ||
-                  (name[k] >= '0' && name[k] <= '9'))) {
-                PyErr_Format(PyExc_ValueError, "field names are letters, digits and _: %s", name);
-                goto fail;
-            }
-        c->kind = -1;
-        for (int k = 0; k < K_COUNT; k++)
-            if (strcmp(kind, KIND_NAMES[k]) == 0)
-                c->kind = k;
-        if (c->kind < 0) {
-            PyErr_Format(PyExc_ValueError, "unknown field kind: %s", kind);
+        if (read_field_spec(PyTuple_GetItem(fields, f), &c->name, &c->kind))
             goto fail;
-        }
+        c->name_len = strlen(c->name); /* the name lives as long as `fields` */
     }
     int rc;
     Py_BEGIN_ALLOW_THREADS
