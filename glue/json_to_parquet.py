@@ -41,6 +41,7 @@ for) into the raw Parquet file.
 import array
 import base64
 import collections
+import contextlib
 import functools
 import glob
 import gzip
@@ -702,32 +703,28 @@ def convert_lines(source_path, target_path, quarantine_path, source, source_id,
         quarantine.write(bad)
 
     try:
-        # DuckDB checks one block while this thread prepares the next.
-        with open_source(source_path) as stream, ThreadPoolExecutor(max_workers=1) as pool:
-            in_flight = None
-            first_line = 1
-            for number, (buffer, size) in enumerate(BlockReader(stream, block_bytes), 1):
-                block = prepare_block(first_line, buffer, size, source)
-                first_line += block.count
-                submitted = pool.submit(checker.check, block)
+        with _no_partial_outputs(quarantine, target_path):
+            # DuckDB checks one block while this thread prepares the next.
+            with open_source(source_path) as stream, ThreadPoolExecutor(max_workers=1) as pool:
+                in_flight = None
+                first_line = 1
+                for number, (buffer, size) in enumerate(BlockReader(stream, block_bytes), 1):
+                    block = prepare_block(first_line, buffer, size, source)
+                    first_line += block.count
+                    submitted = pool.submit(checker.check, block)
+                    if in_flight is not None:
+                        store(in_flight.result())
+                    in_flight = submitted
+                    if number % PROGRESS_EVERY_BLOCKS == 0:
+                        LOG.info("%d lines read so far (%d valid)", first_line - 1, proven)
                 if in_flight is not None:
                     store(in_flight.result())
-                in_flight = submitted
-                if number % PROGRESS_EVERY_BLOCKS == 0:
-                    LOG.info("%d lines read so far (%d valid)", first_line - 1, proven)
-            if in_flight is not None:
-                store(in_flight.result())
-        quarantine.close()
-        valid = proven + sum(table.num_rows for table in rescued)
-        counts = _counts(source, valid, quarantine.rows)
-        if valid:
-            files = sorted(glob.glob(os.path.join(parts_dir, "*", "proven=true", "*.parquet")))
-            _merge_parts(checker.connection, files, rescued, target_path, _counts_text(counts))
-    except BaseException:
-        quarantine.close()
-        if os.path.exists(target_path):
-            os.remove(target_path)
-        raise
+            quarantine.close()
+            valid = proven + sum(table.num_rows for table in rescued)
+            counts = _counts(source, valid, quarantine.rows)
+            if valid:
+                files = sorted(glob.glob(os.path.join(parts_dir, "*", "proven=true", "*.parquet")))
+                _merge_parts(checker.connection, files, rescued, target_path, _counts_text(counts))
     finally:
         checker.close()
         shutil.rmtree(parts_dir, ignore_errors=True)
@@ -787,6 +784,24 @@ def _counts_placeholder(source):
     patched in place with patch_metadata_value."""
     width = len(_counts_text(_counts(source, 10 ** 19, 0)))
     return ('{"pending": "%s"}' % uuid.uuid4().hex).ljust(width).encode("ascii")
+
+
+def _patch_counts(target_path, placeholder, counts):
+    """Puts ``counts`` where DuckDB wrote ``placeholder`` (see _counts_placeholder)."""
+    patch_metadata_value(target_path, placeholder, _counts_text(counts).ljust(len(placeholder)).encode("ascii"))
+
+
+@contextlib.contextmanager
+def _no_partial_outputs(quarantine, target_path):
+    """On failure: closes the quarantine file (a QuarantineWriter) and removes a half-written
+    Parquet file at ``target_path``."""
+    try:
+        yield
+    except BaseException:
+        quarantine.close()
+        if os.path.exists(target_path):
+            os.remove(target_path)
+        raise
 
 
 def _copy_options(placeholder):
@@ -854,7 +869,7 @@ def convert_proven(source_path, target_path, source, source_id, memory_limit=DEF
             os.remove(target_path)
         return None
     counts = _counts(source, rows, 0)
-    patch_metadata_value(target_path, placeholder, _counts_text(counts).ljust(len(placeholder)).encode("ascii"))
+    _patch_counts(target_path, placeholder, counts)
     return counts
 
 
@@ -1056,33 +1071,29 @@ def convert_native(source_path, target_path, quarantine_path, source, source_id,
     quarantine = QuarantineWriter(quarantine_path)
     placeholder = _counts_placeholder(source)
     try:
-        proven = _prove_blocks(source_path, doubtful, threads or os.cpu_count() or 1, block_bytes)
-        rows_of = _ProvenRows(capsule for rows, capsule in proven if rows)
-        try:
-            rows = checker.copy_stream(rows_of, target_path, placeholder, source_id)
-        except duckdb.Error:
-            if rows_of.failure is not None:
-                raise rows_of.failure
-            raise
-        if doubtful.count:
-            LOG.info("%d lines proven valid, %d left to the exact rules", rows, doubtful.count)
-        rescued = _judge_doubtful(checker, doubtful, source, quarantine)
-        quarantine.close()
-        valid = rows + sum(table.num_rows for table in rescued)
-        counts = _counts(source, valid, quarantine.rows)
-        if not valid:
-            os.remove(target_path)
-        elif rescued:
-            proven_path = os.path.join(temp_dir, "proven.parquet")
-            os.replace(target_path, proven_path)
-            _merge_parts(checker.connection, [proven_path], rescued, target_path, _counts_text(counts))
-        else:
-            patch_metadata_value(target_path, placeholder, _counts_text(counts).ljust(len(placeholder)).encode("ascii"))
-    except BaseException:
-        quarantine.close()
-        if os.path.exists(target_path):
-            os.remove(target_path)
-        raise
+        with _no_partial_outputs(quarantine, target_path):
+            proven = _prove_blocks(source_path, doubtful, threads or os.cpu_count() or 1, block_bytes)
+            rows_of = _ProvenRows(capsule for rows, capsule in proven if rows)
+            try:
+                rows = checker.copy_stream(rows_of, target_path, placeholder, source_id)
+            except duckdb.Error:
+                if rows_of.failure is not None:
+                    raise rows_of.failure
+                raise
+            if doubtful.count:
+                LOG.info("%d lines proven valid, %d left to the exact rules", rows, doubtful.count)
+            rescued = _judge_doubtful(checker, doubtful, source, quarantine)
+            quarantine.close()
+            valid = rows + sum(table.num_rows for table in rescued)
+            counts = _counts(source, valid, quarantine.rows)
+            if not valid:
+                os.remove(target_path)
+            elif rescued:
+                proven_path = os.path.join(temp_dir, "proven.parquet")
+                os.replace(target_path, proven_path)
+                _merge_parts(checker.connection, [proven_path], rescued, target_path, _counts_text(counts))
+            else:
+                _patch_counts(target_path, placeholder, counts)
     finally:
         doubtful.close()
         checker.close()
