@@ -32,13 +32,21 @@ ADDITIONAL_PYTHON_MODULES = ("duckdb==1.4.5", "pyarrow==21.0.0")
 JSON_TO_PARQUET_SCRIPT = "glue/json_to_parquet.py"
 NORMALIZE_SCRIPT = "glue/normalize.py"
 # The --extra-py-files zip: (name inside the zip, repository path). chalicelib keeps its package
-# path so ``from chalicelib import schema`` works on Glue; jobio and catalog are imported as
-# top-level modules.
+# path so ``from chalicelib import schema`` works on Glue; jobio, catalog and jobentry are imported
+# as top-level modules, datapath as a package.
 LIBRARY_ZIP_MEMBERS = (
     ("chalicelib/__init__.py", "chalicelib/__init__.py"),
     ("chalicelib/schema.py", "chalicelib/schema.py"),
     ("jobio.py", "glue/jobio.py"),
     ("catalog.py", "glue/catalog.py"),
+    ("jobentry.py", "glue/jobentry.py"),
+    ("datapath/__init__.py", "glue/datapath/__init__.py"),
+    ("datapath/blocks.py", "glue/datapath/blocks.py"),
+    ("datapath/judge.py", "glue/datapath/judge.py"),
+    ("datapath/pipeline.py", "glue/datapath/pipeline.py"),
+    ("datapath/provers.py", "glue/datapath/provers.py"),
+    ("datapath/rules_sql.py", "glue/datapath/rules_sql.py"),
+    ("datapath/writer.py", "glue/datapath/writer.py"),
 )
 LIBRARY_ZIP_NAME = "shipping_etl_glue_libs.zip"
 # The json-to-parquet job's C module (shipping_ndjson, glue/native), as a wheel the deploy builds

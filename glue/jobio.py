@@ -34,18 +34,6 @@ class JobError(Exception):
 # -- arguments ----------------------------------------------------------------------------
 
 
-def parse_job_args(argv, required, optional):
-    """``parse_args`` plus the catalog step's options when any ``--catalog_*`` argument is given.
-
-    Returns ``(args, catalog)``: catalog is the glue/catalog.py module, or None when not asked
-    for (a plain conversion then never imports it)."""
-    if not any(token.startswith("--catalog_") for token in argv):
-        return parse_args(argv, required, optional), None
-    import catalog
-
-    return parse_args(argv, required, dict(optional, **catalog.OPTIONS)), catalog
-
-
 def parse_args(argv, required=(), optional=None):
     """Reads ``--name value`` (or ``--name=value``) pairs from ``argv`` (without the program name).
 

@@ -26,17 +26,12 @@ import logging
 import os
 import re
 import shutil
-import sys
 
-try:
-    from chalicelib import schema
-except ImportError:  # run from a checkout: chalicelib lives next to this script's folder
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from chalicelib import schema
+import jobentry
+import jobio
+from chalicelib import schema
 
 import duckdb
-
-import jobio
 
 
 # Parquet metadata is read with DuckDB: pyarrow is needed only to merge split partition files.
@@ -217,12 +212,10 @@ OPTIONS = {"summary_uri": None, "source_id": None, "memory_limit": DEFAULT_MEMOR
 
 def main(argv, storage=None):
     """Runs the job on ``argv`` (Glue-style arguments). Returns the summary; raises JobError."""
-    # The catalog step (glue/catalog.py) runs only when asked.
-    args, catalog = jobio.parse_job_args(argv, ARGUMENTS, OPTIONS)
-    threads = jobio.positive_int(args, "threads")
-    storage = storage or jobio.Storage()
-    if catalog is not None and catalog.catalog_only(args):
-        return catalog.recheck(args, storage)
+    job = jobentry.start(argv, ARGUMENTS, OPTIONS, storage)
+    if job.catalog_only:
+        return job.recheck()
+    args, threads, storage, catalog = job.args, job.threads, job.storage, job.catalog
     source, target, summary_uri = args["source_uri"], args["target_uri"], args["summary_uri"]
     source_id = args["source_id"] or jobio.stem(source)
     with jobio.WorkDir() as work:
@@ -265,4 +258,4 @@ def main(argv, storage=None):
 
 
 if __name__ == "__main__":
-    sys.exit(jobio.run(main))
+    jobentry.main(main)

@@ -22,6 +22,7 @@ if GLUE_DIR not in sys.path:
 
 import jobio  # noqa: E402
 import json_to_parquet  # noqa: E402
+from datapath import judge, pipeline, provers, writer  # noqa: E402
 
 SCRIPT = os.path.join(GLUE_DIR, "json_to_parquet.py")
 
@@ -116,8 +117,8 @@ def test_quarantine_keeps_source_line_number_reason_and_the_line_verbatim(tmp_pa
     assert reasons["this is not json"].startswith("not valid JSON")
     assert reasons["[1, 2, 3]"] == "not a JSON object"
     by_kind = dict(datafiles.BAD_LINES)
-    assert reasons[by_kind["date 2024/02/30"].decode()].startswith("shipping_date must be a real date")
-    assert reasons[by_kind["cost string"].decode()] == 'shipping_cost must be a finite number >= 0, got "12"'
+    assert reasons[by_kind["date 2024/02/30"].decode()].startswith("shipping_date must be a string `YYYY/MM/DD` that is a real calendar date")
+    assert reasons[by_kind["cost string"].decode()] == 'shipping_cost must be a finite JSON number >= 0, got "12"'
     assert reasons[by_kind["missing quantity"].decode()] == "quantity is missing or null"
     assert reasons[by_kind["NaN in an unknown field"].decode()].startswith("not valid JSON")
     assert reasons[by_kind["trailing comma"].decode()].startswith("not valid JSON")
@@ -302,12 +303,11 @@ def test_script_reports_a_missing_source(tmp_path):
 
 
 def test_script_runs_from_another_folder_with_its_files_shipped_like_glue(tmp_path):
-    # Glue runs the script alone, with chalicelib/ and jobio.py from the --extra-py-files zip.
-    shipped = tmp_path / "shipped"
-    (shipped / "chalicelib").mkdir(parents=True)
-    shutil.copy(os.path.join(PROJECT_DIR, "chalicelib", "__init__.py"), shipped / "chalicelib")
-    shutil.copy(os.path.join(PROJECT_DIR, "chalicelib", "schema.py"), shipped / "chalicelib")
-    shutil.copy(os.path.join(GLUE_DIR, "jobio.py"), shipped)
+    # Glue runs the script alone, with the --extra-py-files zip the deploy builds on its path.
+    from deploy.assets import build_library_zip
+
+    shipped = tmp_path / "shipped.zip"
+    shipped.write_bytes(build_library_zip(PROJECT_DIR))
     script = tmp_path / "script" / "json_to_parquet.py"
     script.parent.mkdir()
     shutil.copy(SCRIPT, script)
@@ -393,49 +393,41 @@ def test_glue_scripts_stay_python_3_9_compatible():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-# -- the fast path: a proof that every line is valid, or the exact path ---------------------------
+# -- the one pipeline: reader, two provers, judge, writer -----------------------------------------
 
 LINE_KINDS = [(kind, line) for kind, line in datafiles.BAD_LINES] + [
     (kind, line.encode("utf-8")) for kind, line in datafiles.ODD_VALID_LINES]
 
 
 @pytest.mark.parametrize("kind, line", LINE_KINDS, ids=[kind for kind, _line in LINE_KINDS])
-def test_the_proof_never_vouches_for_a_bad_line_and_results_match_the_reference(tmp_path, prover, kind, line):
+def test_no_prover_vouches_for_a_bad_line_and_results_match_the_reference(tmp_path, prover, kind, line):
     data = (datafiles.clean_bytes(20) + line + b"\n"
             + datafiles.ndjson(datafiles.clean_records(5, seed=3, first_id=500), crlf=True))
-    source = datafiles.write(tmp_path / "in.json", data)
-    proven_target = tmp_path / "proven.parquet"
 
-    proven = json_to_parquet.convert_proven(source, str(proven_target), "s3://landing/landing.json", "sid1")
     counts, rows, entries = run_convert(tmp_path, data, prover=prover)
 
     expected = reference.analyze(data)
-    if expected.bad:
-        assert proven is None and not proven_target.exists()
     assert [entry["line"] for entry in entries] == [number for number, _why, _raw in expected.bad]
     assert sorted(map(as_tuple, rows), key=repr) == valid_records(data)
-    if proven is not None:
-        assert proven == counts
-        assert sorted(map(as_tuple, pq.read_table(proven_target).to_pylist()), key=repr) == valid_records(data)
+    assert counts["read"] == expected.read
 
 
-def test_a_clean_file_takes_the_fast_path_and_matches_the_exact_path(tmp_path):
+def test_both_provers_give_the_same_file_and_counts(tmp_path):
     data = datafiles.clean_bytes(400, seed=2, crlf=True) + b"\n \t\n" + datafiles.ndjson(
         datafiles.clean_records(100, seed=8, first_id=5000), ascii_only=True)
     source = datafiles.write(tmp_path / "in.json.gz", data, gzip=True)
-    fast, exact = tmp_path / "fast.parquet", tmp_path / "exact.parquet"
+    by_c, by_duckdb = tmp_path / "c.parquet", tmp_path / "duckdb.parquet"
 
-    counts = json_to_parquet.convert(source, str(fast), str(tmp_path / "q1.jsonl"), "s3://l/in.json.gz", "sid1")
-    exact_counts = json_to_parquet.convert(source, str(exact), str(tmp_path / "q2.jsonl"), "s3://l/in.json.gz",
-                                           "sid1", fast=False)
+    counts = json_to_parquet.convert(source, str(by_c), str(tmp_path / "q1.jsonl"), "s3://l/in.json.gz", "sid1",
+                                     prover="c")
+    duckdb_counts = json_to_parquet.convert(source, str(by_duckdb), str(tmp_path / "q2.jsonl"), "s3://l/in.json.gz",
+                                            "sid1", prover="duckdb")
 
-    assert counts == exact_counts == {"source": "s3://l/in.json.gz", "read": 500, "valid": 500, "quarantined": 0}
-    plain = datafiles.write(tmp_path / "plain.json", data)
-    assert json_to_parquet.convert_proven(plain, str(tmp_path / "p.parquet"), "s3://l/in.json.gz", "sid1") == counts
-    assert pq.read_schema(fast) == pq.read_schema(exact).remove_metadata()
-    assert sorted(map(as_tuple, pq.read_table(fast).to_pylist()), key=repr) == sorted(
-        map(as_tuple, pq.read_table(exact).to_pylist()), key=repr) == valid_records(data)
-    for path in (fast, exact):
+    assert counts == duckdb_counts == {"source": "s3://l/in.json.gz", "read": 500, "valid": 500, "quarantined": 0}
+    assert pq.read_schema(by_c).remove_metadata() == pq.read_schema(by_duckdb).remove_metadata()
+    assert sorted(map(as_tuple, pq.read_table(by_c).to_pylist()), key=repr) == sorted(
+        map(as_tuple, pq.read_table(by_duckdb).to_pylist()), key=repr) == valid_records(data)
+    for path in (by_c, by_duckdb):
         assert json.loads(pq.read_metadata(path).metadata[b"shipping_etl.counts"]) == counts
     assert not (tmp_path / "q1.jsonl").exists()
 
@@ -444,49 +436,30 @@ def test_a_metadata_value_is_replaced_in_place(tmp_path):
     path = tmp_path / "file.parquet"
     key = b"shipping_etl.counts"
     placeholder, final = b'{"pending": "x"}     ', b'{"read": 3}          '
-    table = json_to_parquet.RAW_SCHEMA.empty_table()
-    with pq.ParquetWriter(path, table.schema) as writer:
-        writer.write_table(table)
-        writer.add_key_value_metadata({key: placeholder})
+    table = provers.record_schema().empty_table()
+    with pq.ParquetWriter(path, table.schema) as parquet:
+        parquet.write_table(table)
+        parquet.add_key_value_metadata({key: placeholder})
 
-    json_to_parquet.patch_metadata_value(str(path), placeholder, final)
+    writer.patch_metadata_value(str(path), placeholder, final)
 
     assert json.loads(pq.read_metadata(path).metadata[key]) == {"read": 3}
     assert pq.read_table(path).schema.names == table.schema.names
     with pytest.raises(ValueError, match="same length"):
-        json_to_parquet.patch_metadata_value(str(path), final, b"{}")
+        writer.patch_metadata_value(str(path), final, b"{}")
     with pytest.raises(ValueError, match="exactly once"):
-        json_to_parquet.patch_metadata_value(str(path), placeholder, final)
+        writer.patch_metadata_value(str(path), placeholder, final)
 
 
-@pytest.mark.parametrize("rows, chunk_bytes", [(30, 16), (30, 300), (30, 1 << 20), (3000, 1 << 20)])
-def test_the_raw_scan_finds_what_duckdb_reads_leniently_wherever_it_falls(rows, chunk_bytes):
-    import io
-
-    # Small chunks are scanned with Python's re, large ones (3000 rows: 600 kB) with pyarrow's RE2.
-    clean = datafiles.clean_bytes(rows)
-    assert json_to_parquet.raw_bytes_are_strict(io.BytesIO(clean), chunk_bytes=chunk_bytes)
-    cut = clean.index(b"\n", len(clean) // 2) + 1
-    for lenient in (b'{"a": NaN}', b'{"a": [1, 2 ,]}', b'{"a": 1,\t}', b'{"a": -Infinity}', b'{"a": [inf]}',
-                    b"\x0b" + clean[:cut].split(b"\n")[0], b"\x0c"):
-        data = clean[:cut] + lenient + b"\n" + clean[cut:]
-        assert not json_to_parquet.raw_bytes_are_strict(io.BytesIO(data), chunk_bytes=chunk_bytes), lenient
-    lookalike = b'{"note": "Infinity Loop, NaN Street"}'
-    assert json_to_parquet.raw_bytes_are_strict(io.BytesIO(clean + lookalike + b"\n"), chunk_bytes=chunk_bytes)
-
-
-# -- the C prover (glue/native) -------------------------------------------------------------------
-
-
-def test_the_c_prover_is_installed_and_proves_a_clean_file_without_duckdbs_proof(tmp_path, monkeypatch):
-    assert json_to_parquet.shipping_ndjson is not None, "build it: make venv (glue/native)"
+def test_the_c_prover_is_installed_and_proves_a_clean_file_without_duckdb(tmp_path, monkeypatch):
+    assert provers.shipping_ndjson is not None, "build it: make venv (glue/native)"
     data = datafiles.clean_bytes(3000, seed=4, crlf=True)
 
     def unused(*_args, **_kwargs):
         raise AssertionError("the C prover should have taken this file")
 
-    monkeypatch.setattr(json_to_parquet, "convert_proven", unused)
-    monkeypatch.setattr(json_to_parquet, "convert_lines", unused)
+    monkeypatch.setattr(provers.DuckDBProver, "prove", unused)
+    monkeypatch.setattr(judge.Judge, "judge", unused)
     counts, rows, entries = run_convert(tmp_path, data, block_bytes=64 * 1024)
 
     assert counts == {"source": "s3://landing/landing.json", "read": 3000, "valid": 3000, "quarantined": 0}
@@ -494,9 +467,9 @@ def test_the_c_prover_is_installed_and_proves_a_clean_file_without_duckdbs_proof
     assert json.loads(pq.read_metadata(tmp_path / "raw.parquet").metadata[b"shipping_etl.counts"]) == counts
 
 
-def test_valid_lines_the_c_prover_cannot_vouch_for_are_judged_and_kept(tmp_path):
-    # Each is valid, and each is left to the exact rules: -0, a \u escape, a repeated member, a
-    # number beyond the exactly convertible ones.
+def test_valid_lines_a_prover_cannot_vouch_for_are_judged_and_kept(tmp_path, prover):
+    # Each is valid, and the C prover leaves each to the exact rules: -0, a \u escape, a repeated
+    # member, a number beyond the exactly convertible ones.
     base = datafiles.clean_records(4, seed=6)
     lines = [json.dumps(base[0]).replace('"quantity": %s' % base[0]["quantity"], '"quantity": -0.0'),
              json.dumps(dict(base[1], customer_name="Zo\u00eb")),  # json.dumps writes \u00eb
@@ -504,7 +477,7 @@ def test_valid_lines_the_c_prover_cannot_vouch_for_are_judged_and_kept(tmp_path)
              json.dumps(dict(base[3], shipping_cost=0.1 + 0.2))]
     data = datafiles.clean_bytes(50, seed=7) + ("\n".join(lines) + "\n").encode() + b"not json\n"
 
-    counts, rows, entries = run_convert(tmp_path, data, prover="c")
+    counts, rows, entries = run_convert(tmp_path, data, prover=prover, block_bytes=1024)
 
     assert counts == dict(counts, read=55, valid=54, quarantined=1)
     assert [entry["line"] for entry in entries] == [55]
@@ -512,16 +485,16 @@ def test_valid_lines_the_c_prover_cannot_vouch_for_are_judged_and_kept(tmp_path)
     assert json.loads(pq.read_metadata(tmp_path / "raw.parquet").metadata[b"shipping_etl.counts"]) == counts
 
 
-def test_a_file_without_a_valid_line_leaves_no_parquet_file(tmp_path):
+def test_a_file_without_a_valid_line_leaves_no_parquet_file(tmp_path, prover):
     bad = b"".join(line + b"\n" for _kind, line in datafiles.BAD_LINES)
-    counts, rows, entries = run_convert(tmp_path, bad * 3, prover="c")
+    counts, rows, entries = run_convert(tmp_path, bad * 3, prover=prover)
 
     assert counts["valid"] == 0 and counts["quarantined"] == len(entries) == reference.evaluate(bad * 3)["quarantined"]
     assert rows is None
 
 
 def test_a_failure_while_proving_is_reported_as_itself_and_leaves_no_output(tmp_path, monkeypatch):
-    prove = json_to_parquet.shipping_ndjson.prove
+    prove = provers.shipping_ndjson.prove
     calls = []
 
     def failing(*args):
@@ -530,7 +503,7 @@ def test_a_failure_while_proving_is_reported_as_itself_and_leaves_no_output(tmp_
             raise MemoryError("out of memory in the prover")
         return prove(*args)
 
-    monkeypatch.setattr(json_to_parquet.shipping_ndjson, "prove", failing)
+    monkeypatch.setattr(provers.shipping_ndjson, "prove", failing)
     with pytest.raises(MemoryError, match="in the prover"):
         run_convert(tmp_path, datafiles.clean_bytes(2000), prover="c", block_bytes=16 * 1024)
     assert not (tmp_path / "raw.parquet").exists()
@@ -539,23 +512,22 @@ def test_a_failure_while_proving_is_reported_as_itself_and_leaves_no_output(tmp_
 def test_the_prover_option(tmp_path, monkeypatch):
     with pytest.raises(jobio.JobError, match="--prover must be one of auto, c, duckdb"):
         run_convert(tmp_path, datafiles.clean_bytes(3), prover="fast")
-    monkeypatch.setattr(json_to_parquet, "shipping_ndjson", None)
+    monkeypatch.setattr(provers, "shipping_ndjson", None)
     with pytest.raises(jobio.JobError, match="not installed"):
         run_convert(tmp_path, datafiles.clean_bytes(3), prover="c")
     counts, rows, _entries = run_convert(tmp_path, datafiles.clean_bytes(3))  # auto: DuckDB's proof
     assert counts["valid"] == len(rows) == 3
 
 
-@pytest.mark.parametrize("block_bytes", [1, 7, 100, 4096])
-def test_the_c_provers_blocks_tile_the_file_and_end_at_line_ends(tmp_path, block_bytes):
-    lines = [b"x" * length for length in (0, 3, 250, 1, 70000, 5, 0, 40)]
-    data = b"\n".join(lines)  # no final line end
-    path = tmp_path / "lines"
-    path.write_bytes(data)
-    with open(path, "rb") as source:
-        blocks = list(json_to_parquet.file_blocks(source.fileno(), len(data), block_bytes))
+def test_rows_lost_between_the_prover_and_the_writer_fail_the_job(tmp_path, monkeypatch):
+    real = pipeline._settle
 
-    assert blocks[0][0] == 0 and sum(size for _offset, size in blocks) == len(data)
-    for (offset, size), (following, _size) in zip(blocks, blocks[1:]):
-        assert offset + size == following and data[following - 1:following] == b"\n"
-        assert size <= block_bytes or b"\n" not in data[offset:offset + size - 1]
+    def losing(prover, judge, item):
+        outcome = real(prover, judge, item)
+        outcome.proven += 1  # claims a row the writer never gets
+        return outcome
+
+    monkeypatch.setattr(pipeline, "_settle", losing)
+    with pytest.raises(pipeline.CountsDoNotReconcile, match="proven valid but"):
+        run_convert(tmp_path, datafiles.clean_bytes(50))
+    assert not (tmp_path / "raw.parquet").exists()

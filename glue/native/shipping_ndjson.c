@@ -30,12 +30,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
-/* Field kinds, as chalicelib.schema names them (passed in by index, see KINDS in Python). */
-enum { K_ID, K_DATE, K_TEXT, K_AMOUNT, K_OPT_TEXT, K_OPT_INT, K_COUNT };
-static const char *const KIND_NAMES[K_COUNT] = {"id", "date", "text", "amount", "opt_text", "opt_int"};
+/* A field's JSON type, as chalicelib.schema's kinds name it (Kind.json); the rest of a field's
+ * rule (required, minimum, exclusive, min_length) comes with it: see FieldSpec. */
+enum { J_INTEGER, J_NUMBER, J_DATE, J_STRING, J_COUNT };
+static const char *const JSON_NAMES[J_COUNT] = {"integer", "number", "date", "string"};
 
 #define MAX_FIELDS 64
 #define MAX_DEPTH 64 /* deeper unknown values are left to the exact rules */
@@ -67,10 +67,23 @@ static inline int buf_put(Buf *b, const void *data, size_t n) {
     return 0;
 }
 
+/* One field's rule, as schema.prover_fields() gives it. */
+typedef struct {
+    const char *name; /* lives as long as the fields tuple */
+    int json;
+    int optional;     /* absent or null is a null value (else the line is not valid) */
+    int has_minimum, exclusive;
+    double minimum;
+    long min_length;  /* characters; 0: none */
+} FieldSpec;
+
 typedef struct {
     const char *name;
     size_t name_len;
-    int kind;
+    int kind; /* the JSON type, J_* */
+    int optional, has_minimum, exclusive;
+    double minimum;
+    long min_length;
     Buf data;    /* values: int64 / int32 (date) / double, or a string column's bytes */
     Buf offsets; /* string columns: int32 offsets, one more than rows */
     Buf valid;   /* optional columns: validity bitmap (Arrow: bit i of byte i/8, LSB first) */
@@ -261,10 +274,12 @@ static char *put_utf8(char *o, long u) {
     return o;
 }
 
-/* Copies string content [s, e) (between the quotes, validated by scan_string) into out,
- * unescaped: \u escapes become UTF-8 (json.dumps writes every non-ASCII character so by
- * default), a surrogate pair one code point. Returns -1 when out of memory, 1 for a \u0000
- * (a NUL inside a string: left to the exact rules), else 0. */
+/* Copies string content [s, e) (between the quotes) into out, unescaped: \u escapes become
+ * UTF-8 (json.dumps writes every non-ASCII character so by default), a surrogate pair one code
+ * point. Every escape is checked again here, within [s, e), whatever an earlier scan found: the
+ * output never outgrows the input (an escape of 2, 6 or 12 bytes gives at most 1, 3 or 4).
+ * Returns -1 when out of memory, 1 for a \u0000 (a NUL inside a string: left to the exact rules)
+ * or an escape that is not one, else 0. */
 static int unescape(const char *s, const char *e, Buf *out) {
     out->len = 0;
     if (buf_grow(out, (size_t)(e - s)))
@@ -275,24 +290,32 @@ static int unescape(const char *s, const char *e, Buf *out) {
             *o++ = *s++;
             continue;
         }
+        if (e - s < 2)
+            return 1;
         switch (s[1]) {
         case 'b': *o++ = '\b'; break;
         case 'f': *o++ = '\f'; break;
         case 'n': *o++ = '\n'; break;
         case 'r': *o++ = '\r'; break;
         case 't': *o++ = '\t'; break;
+        case '"': case '\\': case '/': *o++ = s[1]; break;
         case 'u': {
-            long u = hex4(s + 2);
-            s += 6;
-            if (u >= 0xD800 && u <= 0xDBFF) { /* scan_string saw its low surrogate follow */
-                u = 0x10000 + ((u - 0xD800) << 10) + (hex4(s + 2) - 0xDC00);
-                s += 6;
-            } else if (u == 0)
+            long u = e - s < 6 ? -1 : hex4(s + 2);
+            if (u <= 0 || (u >= 0xDC00 && u <= 0xDFFF))
                 return 1;
+            s += 6;
+            if (u >= 0xD800 && u <= 0xDBFF) {
+                long low = e - s < 6 || s[0] != '\\' || s[1] != 'u' ? -1 : hex4(s + 2);
+                if (low < 0xDC00 || low > 0xDFFF)
+                    return 1;
+                u = 0x10000 + ((u - 0xD800) << 10) + (low - 0xDC00);
+                s += 6;
+            }
             o = put_utf8(o, u);
             continue;
         }
-        default: *o++ = s[1]; break; /* " \ / */
+        default:
+            return 1;
         }
         s += 2;
     }
@@ -537,6 +560,19 @@ static COLD int slow_double(const char *s, const char *e, const char *end, doubl
     return 1;
 }
 
+/* Whether x meets the column's minimum (without one, always). */
+static int above_minimum(const Column *c, double x) {
+    return !c->has_minimum || (c->exclusive ? x > c->minimum : x >= c->minimum);
+}
+
+/* How many characters the UTF-8 bytes [s, s + n) hold. */
+static size_t characters(const char *s, size_t n) {
+    size_t count = 0;
+    for (size_t k = 0; k < n; k++)
+        count += ((unsigned char)s[k] & 0xC0) != 0x80;
+    return count;
+}
+
 /* Reads the value of a schema field into its slot. Returns the position after the value, or
  * NULL when the line cannot be proven valid (for whatever reason: the exact rules will say). */
 static const char *read_field(Column *c, Slot *slot, const char *p, const char *end) {
@@ -544,37 +580,41 @@ static const char *read_field(Column *c, Slot *slot, const char *p, const char *
         return NULL;
     char first = *p;
     if (first == 'n') {
-        if (c->kind != K_OPT_TEXT && c->kind != K_OPT_INT)
+        if (!c->optional)
             return NULL;
         slot->state = 2;
         return literal(p, end, "null", 4);
     }
     switch (c->kind) {
-    case K_ID:
-    case K_OPT_INT:
-    case K_AMOUNT: {
+    case J_INTEGER:
+    case J_NUMBER: {
         if (first != '-' && (first < '0' || first > '9'))
             return NULL;
         Number n;
         const char *first_ptr = p;
         p = scan_number(p, end, &n);
-        if (!p || n.negative) /* negative: invalid, or -0 or an optional int: the exact rules */
+        if (!p || n.negative) /* negative (or -0): left to the exact rules */
             return NULL;
-        if (c->kind == K_AMOUNT) {
+        if (c->kind == J_NUMBER) {
             if (!n.exact_double && !slow_double(first_ptr, p, end, &n.d))
+                return NULL;
+            if (!above_minimum(c, n.d))
                 return NULL;
             slot->d = n.d;
         } else {
-            if (!n.integral || !n.exact_int || (c->kind == K_ID && n.i <= 0))
+            if (!n.integral || !n.exact_int)
+                return NULL;
+            /* The minimum is a double: an integer that rounds onto it is left to the exact rules. */
+            double x = (double)n.i;
+            if (!above_minimum(c, x) || (c->has_minimum && x == c->minimum))
                 return NULL;
             slot->i = n.i;
         }
         slot->state = 1;
         return p;
     }
-    case K_DATE:
-    case K_TEXT:
-    case K_OPT_TEXT: {
+    case J_DATE:
+    case J_STRING: {
         int escapes;
         if (first != '"')
             return NULL;
@@ -585,15 +625,15 @@ static const char *read_field(Column *c, Slot *slot, const char *p, const char *
         const char *s = start;
         size_t n = (size_t)(p - 1 - start);
         if (escapes) {
-            if (c->kind == K_DATE || unescape(start, p - 1, &slot->unescaped))
+            if (c->kind == J_DATE || unescape(start, p - 1, &slot->unescaped))
                 return NULL;
             s = slot->unescaped.p;
             n = slot->unescaped.len;
         }
-        if (c->kind == K_DATE) {
+        if (c->kind == J_DATE) {
             if (!parse_date(s, n, &slot->date))
                 return NULL;
-        } else if (c->kind == K_TEXT && n == 0)
+        } else if (c->min_length && (n < (size_t)c->min_length || characters(s, n) < (size_t)c->min_length))
             return NULL;
         slot->s = s;
         slot->slen = n;
@@ -696,8 +736,7 @@ static int prove_line(Prover *pr, const char *p, const char *end) {
     if (skip_ws(p, end) != end)
         return 0;
     for (int f = 0; f < pr->count; f++) {
-        int kind = pr->columns[f].kind;
-        if (pr->slots[f].state != 1 && kind != K_OPT_TEXT && kind != K_OPT_INT)
+        if (pr->slots[f].state != 1 && !pr->columns[f].optional)
             return 0;
     }
     return 1;
@@ -724,18 +763,21 @@ static int commit_row(Prover *pr) {
         int present = s->state == 1;
         int rc = 0;
         switch (c->kind) {
-        case K_ID:
-        case K_OPT_INT: {
+        case J_INTEGER: {
             int64_t v = present ? s->i : 0;
             rc = buf_put(&c->data, &v, sizeof v);
             break;
         }
-        case K_AMOUNT:
-            rc = buf_put(&c->data, &s->d, sizeof s->d);
+        case J_NUMBER: {
+            double v = present ? s->d : 0.0;
+            rc = buf_put(&c->data, &v, sizeof v);
             break;
-        case K_DATE:
-            rc = buf_put(&c->data, &s->date, sizeof s->date);
+        }
+        case J_DATE: {
+            int32_t v = present ? s->date : 0;
+            rc = buf_put(&c->data, &v, sizeof v);
             break;
+        }
         default: {
             if (present)
                 rc = buf_put(&c->data, s->s, s->slen);
@@ -744,7 +786,7 @@ static int commit_row(Prover *pr) {
                 rc = buf_put(&c->offsets, &offset, sizeof offset);
         }
         }
-        if (!rc && (c->kind == K_OPT_TEXT || c->kind == K_OPT_INT))
+        if (!rc && c->optional)
             rc = set_valid_bit(c, row, present);
         if (rc)
             return -1;
@@ -763,7 +805,7 @@ static int row_fits(const Prover *pr) {
     for (int f = 0; f < pr->count; f++) {
         const Column *c = &pr->columns[f];
         const Slot *s = &pr->slots[f];
-        if ((c->kind == K_TEXT || c->kind == K_OPT_TEXT) && s->state == 1 &&
+        if (c->kind == J_STRING && s->state == 1 &&
             s->slen > (size_t)INT32_MAX - c->data.len)
             return 0;
     }
@@ -776,7 +818,7 @@ static int prove_block(Prover *pr, const char *data, size_t size, int64_t first_
     int64_t line_no = first_line;
     for (int f = 0; f < pr->count; f++) {
         Column *c = &pr->columns[f];
-        if (c->kind == K_TEXT || c->kind == K_OPT_TEXT) {
+        if (c->kind == J_STRING) {
             int32_t zero = 0;
             if (buf_put(&c->offsets, &zero, sizeof zero))
                 return -1;
@@ -867,53 +909,6 @@ static PyObject *bytes_of(Buf *b) {
     return PyBytes_FromStringAndSize(b->p ? b->p : "", (Py_ssize_t)b->len);
 }
 
-/* -- blocks of a file ------------------------------------------------------------------------
- * A block given as (file descriptor, offset) is mapped for the call and unmapped after it: read
- * into a buffer instead, each byte of the file was copied once more (the kernel's read took a
- * twentieth of a clean file's conversion); mapped block by block, the memory it takes stays that
- * of the blocks being proven, however large the file. */
-
-static const char EMPTY_BLOCK[1];
-
-typedef struct {
-    void *base;    /* the mapping, from the page boundary at or before the block */
-    size_t length;
-    const char *data; /* the block */
-} FileBlock;
-
-static int map_block(PyObject *where, Py_ssize_t size, FileBlock *out) {
-    int fd;
-    long long offset;
-    if (!PyArg_ParseTuple(where, "iL", &fd, &offset))
-        return -1;
-    if (offset < 0 || size < 0) {
-        PyErr_SetString(PyExc_ValueError, "the block's offset and size must not be negative");
-        return -1;
-    }
-    if (size == 0) {
-        out->data = (const char *)EMPTY_BLOCK;
-        return 0;
-    }
-    long page = sysconf(_SC_PAGESIZE);
-    long long start = offset - offset % page;
-    out->length = (size_t)(offset - start) + (size_t)size;
-    out->base = mmap(NULL, out->length, PROT_READ, MAP_PRIVATE, fd, (off_t)start);
-    if (out->base == MAP_FAILED) {
-        out->base = NULL;
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
-    madvise(out->base, out->length, MADV_SEQUENTIAL);
-    out->data = (const char *)out->base + (offset - start);
-    return 0;
-}
-
-static void unmap_block(FileBlock *block) {
-    if (block->base)
-        munmap(block->base, block->length);
-    block->base = NULL;
-}
-
 /* -- the Arrow C stream ----------------------------------------------------------------------
  * The proven rows go to DuckDB as an Arrow C stream (the Arrow C data interface, exported
  * through the PyCapsule protocol) made here: the job needs no pyarrow for them, whose import
@@ -953,7 +948,7 @@ struct ArrowArrayStream {
 };
 
 #define ARROW_FLAG_NULLABLE 2
-static const char *const KIND_FORMATS[K_COUNT] = {"l", "tdD", "u", "g", "u", "l"};
+static const char *const KIND_FORMATS[J_COUNT] = {"l", "g", "tdD", "u"};
 static const int64_t EMPTY_BUFFER[1]; /* for a buffer of no bytes, which has no memory of its own */
 
 typedef struct {
@@ -1042,7 +1037,7 @@ static int export_rows(StreamState *state, PyObject *proven, struct ArrowArray *
         return ENOMEM;
     for (int f = 0; f < pr->count; f++) {
         Column *c = &pr->columns[f];
-        int string = c->kind == K_TEXT || c->kind == K_OPT_TEXT;
+        int string = c->kind == J_STRING;
         const void **buffers = data->buffers[f];
         buffers[0] = c->nulls ? buffer_of(&c->valid) : NULL;
         buffers[1] = buffer_of(string ? &c->offsets : &c->data);
@@ -1057,6 +1052,39 @@ static int export_rows(StreamState *state, PyObject *proven, struct ArrowArray *
                                .buffers = data->struct_buffers, .children = data->pointers,
                                .release = release_array, .private_data = data};
     return 0;
+}
+
+/* Whether an Arrow schema is a struct of the stream's fields, in order, with their types. */
+static int same_columns(const StreamState *state, const struct ArrowSchema *schema) {
+    if (!schema->format || strcmp(schema->format, "+s") != 0 || schema->n_children != state->count)
+        return 0;
+    for (int f = 0; f < state->count; f++) {
+        const struct ArrowSchema *child = schema->children[f];
+        if (!child || !child->format || !child->name || strcmp(child->format, KIND_FORMATS[state->kinds[f]]) != 0 ||
+            strcmp(child->name, state->names[f]) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* A batch the job made itself (the rows the exact rules rescued): an object with
+ * __arrow_c_array__ (the Arrow PyCapsule interface) whose array is a struct of the stream's
+ * fields. Its array is moved into out (the capsule is left with a released array). */
+static int import_batch(StreamState *state, PyObject *batch, struct ArrowArray *out) {
+    PyObject *pair = PyObject_CallMethod(batch, "__arrow_c_array__", NULL);
+    int rc = EINVAL;
+    if (pair && PyTuple_Check(pair) && PyTuple_Size(pair) == 2) {
+        struct ArrowSchema *schema = PyCapsule_GetPointer(PyTuple_GetItem(pair, 0), "arrow_schema");
+        struct ArrowArray *array = schema ? PyCapsule_GetPointer(PyTuple_GetItem(pair, 1), "arrow_array") : NULL;
+        if (array && array->release && same_columns(state, schema)) {
+            *out = *array;
+            array->release = NULL;
+            rc = 0;
+        } else if (array)
+            snprintf(state->error, sizeof state->error, "a batch whose columns are not the stream's");
+    }
+    Py_XDECREF(pair);
+    return rc;
 }
 
 static int stream_next(struct ArrowArrayStream *stream, struct ArrowArray *out) {
@@ -1082,7 +1110,7 @@ static int stream_next(struct ArrowArrayStream *stream, struct ArrowArray *out) 
     } else if (proven == Py_None)
         out->release = NULL; /* the end of the stream */
     else {
-        rc = export_rows(state, proven, out);
+        rc = PyCapsule_IsValid(proven, PROVEN_NAME) ? export_rows(state, proven, out) : import_batch(state, proven, out);
         if (rc && !state->error[0])
             snprintf(state->error, sizeof state->error, "not a block of proven rows");
         PyErr_Clear();
@@ -1118,29 +1146,54 @@ static void free_stream_capsule(PyObject *capsule) {
     free(stream);
 }
 
-/* One (name, kind) pair of the `fields` argument of prove and arrow_stream: the name (a C string
- * that lives as long as `spec`) and the kind's index. Returns -1, with an exception set, for
- * anything else. Names are letters, digits and _: the prover compares them with keys byte for
- * byte, with no unescaping. */
-static int read_field_spec(PyObject *spec, const char **name, int *kind) {
-    const char *kind_name;
-    if (!PyTuple_Check(spec)) { /* PyArg_ParseTuple would raise SystemError */
-        PyErr_SetString(PyExc_TypeError, "fields must be (name, kind) tuples");
+/* One field of the `fields` argument of prove and arrow_stream, as schema.prover_fields()
+ * gives it: (name, json, required, minimum, exclusive, min_length). Returns -1, with an exception
+ * set, for anything else. Names are letters, digits and _: the prover compares them with keys
+ * byte for byte, with no unescaping. */
+static int read_field_spec(PyObject *spec, FieldSpec *out) {
+    const char *json_name;
+    PyObject *minimum;
+    int required, exclusive;
+    long min_length;
+    if (!PyTuple_Check(spec) || PyTuple_Size(spec) != 6) { /* PyArg_ParseTuple would raise SystemError */
+        PyErr_SetString(PyExc_TypeError, "fields must be (name, json, required, minimum, exclusive, min_length) tuples");
         return -1;
     }
-    if (!PyArg_ParseTuple(spec, "ss", name, &kind_name))
+    if (!PyArg_ParseTuple(spec, "sspOpl", &out->name, &json_name, &required, &minimum, &exclusive, &min_length))
         return -1;
-    for (const char *c = *name; *c; c++)
+    for (const char *c = out->name; *c; c++)
         if (!(*c == '_' || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9'))) {
-            PyErr_Format(PyExc_ValueError, "field names are letters, digits and _: %s", *name);
+            PyErr_Format(PyExc_ValueError, "field names are letters, digits and _: %s", out->name);
             return -1;
         }
-    for (int k = 0; k < K_COUNT; k++)
-        if (strcmp(kind_name, KIND_NAMES[k]) == 0) {
-            *kind = k;
+    if (!out->name[0]) {
+        PyErr_SetString(PyExc_ValueError, "a field name is empty");
+        return -1;
+    }
+    out->optional = !required;
+    out->exclusive = exclusive;
+    out->has_minimum = minimum != Py_None;
+    out->minimum = 0.0;
+    if (out->has_minimum) {
+        out->minimum = PyFloat_AsDouble(minimum);
+        if (out->minimum == -1.0 && PyErr_Occurred())
+            return -1;
+        if (isnan(out->minimum)) {
+            PyErr_SetString(PyExc_ValueError, "a minimum is a number");
+            return -1;
+        }
+    }
+    if (min_length < 0) {
+        PyErr_SetString(PyExc_ValueError, "min_length must not be negative");
+        return -1;
+    }
+    out->min_length = min_length;
+    for (int k = 0; k < J_COUNT; k++)
+        if (strcmp(json_name, JSON_NAMES[k]) == 0) {
+            out->json = k;
             return 0;
         }
-    PyErr_Format(PyExc_ValueError, "unknown field kind: %s", kind_name);
+    PyErr_Format(PyExc_ValueError, "unknown JSON type of a field: %s", json_name);
     return -1;
 }
 
@@ -1166,9 +1219,12 @@ static PyObject *arrow_stream(PyObject *self, PyObject *args) {
                                         .get_last_error = stream_error, .release = release_stream,
                                         .private_data = state};
     for (Py_ssize_t f = 0; f < count; f++) {
-        const char *name = NULL;
-        if (!read_field_spec(PyTuple_GetItem(fields, f), &name, &state->kinds[f]) && !(state->names[f] = strdup(name)))
-            PyErr_NoMemory();
+        FieldSpec spec;
+        if (!read_field_spec(PyTuple_GetItem(fields, f), &spec)) {
+            state->kinds[f] = spec.json;
+            if (!(state->names[f] = strdup(spec.name)))
+                PyErr_NoMemory();
+        }
         state->count = (int)f + 1;
         if (!state->names[f]) {
             release_stream(stream);
@@ -1198,13 +1254,7 @@ static PyObject *prove(PyObject *self, PyObject *args) {
     const char *data;
     Py_ssize_t available;
     PyObject *pinned = NULL;
-    FileBlock mapped = {0};
-    if (PyTuple_Check(block)) {
-        if (map_block(block, size, &mapped))
-            return NULL;
-        data = mapped.data;
-        available = size;
-    } else if (PyBytes_Check(block)) {
+    if (PyBytes_Check(block)) {
         data = PyBytes_AsString(block);
         available = PyBytes_Size(block);
     } else if (PyByteArray_Check(block)) {
@@ -1217,7 +1267,7 @@ static PyObject *prove(PyObject *self, PyObject *args) {
         data = PyByteArray_AsString(block);
         available = PyByteArray_Size(block);
     } else {
-        PyErr_SetString(PyExc_TypeError, "block must be bytes, bytearray or (file descriptor, offset)");
+        PyErr_SetString(PyExc_TypeError, "block must be bytes or bytearray");
         return NULL;
     }
     if (!data) {
@@ -1245,14 +1295,21 @@ static PyObject *prove(PyObject *self, PyObject *args) {
     pr->count = (int)count;
     for (Py_ssize_t f = 0; f < count; f++) {
         Column *c = &pr->columns[f];
-        if (read_field_spec(PyTuple_GetItem(fields, f), &c->name, &c->kind))
+        FieldSpec spec;
+        if (read_field_spec(PyTuple_GetItem(fields, f), &spec))
             goto fail;
+        c->name = spec.name;
+        c->kind = spec.json;
+        c->optional = spec.optional;
+        c->has_minimum = spec.has_minimum;
+        c->exclusive = spec.exclusive;
+        c->minimum = spec.minimum;
+        c->min_length = spec.min_length;
         c->name_len = strlen(c->name); /* the name lives as long as `fields` */
     }
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = prove_block(pr, data, (size_t)size, (int64_t)first_line);
-    unmap_block(&mapped); /* the columns are copies: nothing points into the block */
     Py_END_ALLOW_THREADS
     Py_XDECREF(pinned);
     pinned = NULL;
@@ -1272,8 +1329,8 @@ static PyObject *prove(PyObject *self, PyObject *args) {
         goto fail;
     for (Py_ssize_t f = 0; f < count; f++) {
         Column *c = &pr->columns[f];
-        int optional = c->kind == K_OPT_TEXT || c->kind == K_OPT_INT;
-        int string = c->kind == K_TEXT || c->kind == K_OPT_TEXT;
+        int optional = c->optional;
+        int string = c->kind == J_STRING;
         PyObject *item = Py_BuildValue("(NNNn)", optional && c->nulls ? bytes_of(&c->valid) : none(),
                                        bytes_of(&c->data), string ? bytes_of(&c->offsets) : none(), c->nulls);
         if (!item) {
@@ -1295,9 +1352,9 @@ static PyMethodDef METHODS[] = {
     {"prove", prove, METH_VARARGS,
      "prove(fields, block, size, first_line, borrow=False) -> (rows, columns, doubtful, lines)\n\n"
      "Proves the lines of block[:size] (bytes or bytearray of whole lines, the first numbered\n"
-     "first_line; or (fd, offset): the size bytes of the open file fd from offset, mapped for\n"
-     "the call) valid. fields: tuple of (name, kind) pairs, kind one of id, date, text,\n"
-     "amount, opt_text, opt_int. rows: how many lines were proven; columns: per field\n"
+     "first_line) valid. fields: chalicelib.schema.prover_fields(), a tuple of (name, json,\n"
+     "required, minimum, exclusive, min_length), json one of integer, number, date, string.\n"
+     "rows: how many lines were proven; columns: per field\n"
      "(validity bitmap or None, values, offsets or None, null count), Arrow buffers of the\n"
      "proven rows; doubtful: int64 triples (line number, start, end) of the other non-blank\n"
      "lines, for the exact rules; lines: how many lines block[:size] holds, blank ones\n"
@@ -1306,9 +1363,10 @@ static PyMethodDef METHODS[] = {
      "arrow_stream."},
     {"arrow_stream", arrow_stream, METH_VARARGS,
      "arrow_stream(fields, next) -> PyCapsule 'arrow_array_stream'\n\n"
-     "An Arrow C stream of struct batches, one field per (name, kind) of fields: each batch is\n"
-     "the capsule of proven rows that next() returns (prove(..., borrow=True)); None ends the\n"
-     "stream. For __arrow_c_stream__ (the Arrow PyCapsule interface)."},
+     "An Arrow C stream of struct batches, one field per entry of fields (as prove takes them):\n"
+     "each batch is what next() returns: a capsule of proven rows (prove(..., borrow=True)) or\n"
+     "an object with __arrow_c_array__ whose struct has the same columns (its array is moved);\n"
+     "None ends the stream. For __arrow_c_stream__ (the Arrow PyCapsule interface)."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "shipping_ndjson",

@@ -1,0 +1,209 @@
+"""The one data path of json_to_parquet: reader -> prover -> judge -> writer.
+
+1. ``blocks.BlockReader`` reads the file once, in blocks of whole lines, with pread into
+   buffers the job owns (an overlong line comes as an OverlongLine, never read into memory);
+2. a prover (``provers.CProver`` or ``provers.DuckDBProver``) turns each block into the typed
+   rows it proves valid and the lines it cannot vouch for; blocks are proven ``in_flight`` at a
+   time on a thread pool, and taken back in file order;
+3. ``judge.Judge`` applies the exact rules to those lines (on the same worker thread): the valid
+   ones are rescued as rows, the others get their reason;
+4. ``writer.ParquetWriter`` streams the proven and rescued rows into the raw Parquet file in one
+   COPY, as the blocks come; ``writer.QuarantineWriter`` writes the bad lines.
+
+Counts reconcile or the job fails: the non-blank lines the provers saw (``read``) must equal the
+rows DuckDB wrote plus the lines quarantined, and the rows the provers and the judge gave must
+equal the rows DuckDB wrote.
+"""
+import collections
+import gzip
+import logging
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+from chalicelib import schema
+
+import duckdb
+
+import jobio
+from datapath import blocks, provers, writer
+from datapath.judge import Judge
+
+LOG = logging.getLogger("shipping_etl.json_to_parquet")
+
+DEFAULT_MEMORY_LIMIT = "350MB"  # the whole job's, see jobio.duckdb_memory_limit
+# Bytes per block, by prover: the C prover is fastest with 8 MB blocks, four at a time; the
+# DuckDB prover with 16 MB, two at a time (each query then has enough lines for every thread).
+BLOCK_BYTES = {"c": 8 * 1024 * 1024, "duckdb": 16 * 1024 * 1024}
+PROGRESS_EVERY_BLOCKS = 16
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class CountsDoNotReconcile(jobio.JobError):
+    """Rows or lines were lost between the provers and the outputs."""
+
+
+class Outcome:
+    """One item of the file, proven and judged: ``lines`` (physical lines), ``read`` (non-blank
+    lines), ``proven`` rows in ``batch``, ``rescued`` rows in ``rescued_batch``, ``bad``
+    (``[(line in the item, reason, bytes, extra entry keys)]``)."""
+
+    __slots__ = ("lines", "read", "proven", "batch", "rescued", "rescued_batch", "bad")
+
+    def __init__(self, lines, read, proven=0, batch=None, rescued=0, rescued_batch=None, bad=()):
+        self.lines, self.read, self.proven, self.batch = lines, read, proven, batch
+        self.rescued, self.rescued_batch, self.bad = rescued, rescued_batch, list(bad)
+
+
+def _settle(prover, judge, item):
+    """Proves and judges one item of the reader (runs on a worker thread)."""
+    if isinstance(item, blocks.OverlongLine):
+        reason = "line too long: %d bytes, the most a line may hold is %d" % (item.length, schema.MAX_LINE_BYTES)
+        return Outcome(1, 1, bad=[(0, reason, item.prefix, {"length": item.length})])
+    proof = prover.prove(item)
+    rescued, bad = judge.judge(proof.doubtful) if proof.doubtful else (None, [])
+    rescued_rows = rescued.num_rows if rescued is not None else 0
+    if rescued_rows + len(bad) != len(proof.doubtful):
+        raise CountsDoNotReconcile("the exact rules judged %d of %d lines" % (rescued_rows + len(bad), len(proof.doubtful)))
+    return Outcome(proof.lines, proof.non_blank, proof.rows, proof.batch, rescued_rows, rescued,
+                   [(number, reason, raw, {}) for number, reason, raw in bad])
+
+
+class _Tally:
+    def __init__(self):
+        self.read = self.proven = self.rescued = self.items = 0
+        self.failure = None
+
+
+def _outcomes(reader, prover, judge, pool):
+    """The reader's items proven and judged, ``prover.in_flight`` at a time, in file order."""
+    pending = collections.deque()
+    items = iter(reader)
+    try:
+        while True:
+            while len(pending) < prover.in_flight:
+                item = next(items, None)
+                if item is None:
+                    break
+                pending.append(pool.submit(_settle, prover, judge, item))
+            if not pending:
+                return
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def _batches(outcomes, tally, quarantine, source):
+    """What the writer writes, in file order; counts what passes and writes the bad lines. An
+    exception is kept in ``tally.failure`` (DuckDB only passes its text on)."""
+    first_line = 1
+    try:
+        for outcome in outcomes:
+            tally.read += outcome.read
+            tally.proven += outcome.proven
+            tally.rescued += outcome.rescued
+            quarantine.write([writer.quarantine_entry(source, first_line + number, reason, raw, **more)
+                              for number, reason, raw, more in outcome.bad])
+            first_line += outcome.lines
+            tally.items += 1
+            if tally.items % PROGRESS_EVERY_BLOCKS == 0:
+                LOG.info("%d lines read so far (%d quarantined)", first_line - 1, quarantine.rows)
+            if outcome.batch is not None:
+                yield outcome.batch
+            if outcome.rescued_batch is not None:
+                yield outcome.rescued_batch
+    except BaseException as exc:
+        tally.failure = exc
+        raise
+
+
+def is_gzip(path):
+    """Whether the file starts with the gzip magic bytes."""
+    with open(path, "rb") as probe:
+        return probe.read(2) == GZIP_MAGIC
+
+
+def plain_copy(source_path, work_dir):
+    """The path of an uncompressed copy of a gzip file in ``work_dir`` (the path itself for an
+    uncompressed file)."""
+    if not is_gzip(source_path):
+        return source_path
+    plain = os.path.join(work_dir, "source.ndjson")
+    with gzip.open(source_path, "rb") as packed, open(plain, "wb") as out:
+        shutil.copyfileobj(packed, out, 1024 * 1024)
+    return plain
+
+
+def _connection(memory_limit, threads, temp_dir):
+    connection = jobio.duckdb_connection(duckdb, jobio.duckdb_memory_limit(memory_limit), preserve_insertion_order=False)
+    if threads:
+        connection.execute("SET threads = %d" % int(threads))
+    if temp_dir:
+        connection.execute("SET temp_directory = %s" % jobio.sql_literal(temp_dir))
+    return connection
+
+
+def convert(source_path, target_path, quarantine_path, source, source_id, memory_limit=DEFAULT_MEMORY_LIMIT,
+            threads=None, temp_dir=None, block_bytes=None, prover="auto", max_line=None):
+    """NDJSON file (gzip or not) -> raw Parquet at ``target_path`` + quarantine JSON lines at
+    ``quarantine_path``, all local files. ``source`` is the URI named in the quarantine entries,
+    the counts and the errors; ``source_id`` fills the ``source_id`` column. ``prover``: ``"c"``,
+    ``"duckdb"`` or ``"auto"`` (the C prover when installed). ``block_bytes``: the blocks' size
+    (each prover has its default); ``max_line``: the longest line read (schema.MAX_LINE_BYTES).
+
+    Writes the Parquet file only if a line is valid and the quarantine file only if one is not.
+    Returns the counts ``{"source", "read", "valid", "quarantined"}``. Raises JobError (e.g.
+    SourceChanged, CountsDoNotReconcile).
+    """
+    scratch = None
+    if temp_dir is None:
+        scratch = temp_dir = tempfile.mkdtemp(prefix="json-to-parquet-")
+    writing = _connection(memory_limit, threads, temp_dir)
+    # Proving and judging run on a database of their own: their queries are started from inside
+    # the writer's COPY (which pulls the blocks), and never wait on its threads.
+    proving = _connection(memory_limit, threads, temp_dir)
+    quarantine = writer.QuarantineWriter(quarantine_path)
+    parquet = writer.ParquetWriter(writing, target_path, source, source_id)
+    try:
+        chosen = provers.make(prover, proving)
+        LOG.info("checking lines with the %s prover%s", "C" if chosen.name == "c" else "DuckDB",
+                 " (the C prover, glue/native, is not installed)" if provers.shipping_ndjson is None else "")
+        plain = plain_copy(source_path, temp_dir)
+        reader = blocks.BlockReader(plain, source, block_bytes or BLOCK_BYTES[chosen.name], chosen.in_flight + 1,
+                                    max_line=max_line)
+        tally = _Tally()
+        with ThreadPoolExecutor(max_workers=chosen.in_flight) as pool:
+            rows = _batches(_outcomes(reader, chosen, Judge(proving, source_id), pool), tally, quarantine, source)
+            try:
+                written = parquet.write(chosen.stream(rows))
+            except duckdb.Error:
+                if tally.failure is not None:
+                    raise tally.failure
+                raise
+        quarantine.close()
+        valid = tally.proven + tally.rescued
+        if written != valid:
+            raise CountsDoNotReconcile("%s: %d rows proven valid but %d written to the Parquet file"
+                                       % (source, valid, written))
+        if tally.read != written + quarantine.rows:
+            raise CountsDoNotReconcile("%s: %d lines read but %d written and %d quarantined"
+                                       % (source, tally.read, written, quarantine.rows))
+        counts = {"source": source, "read": tally.read, "valid": written, "quarantined": quarantine.rows}
+        if written:
+            parquet.finish(counts)
+        else:
+            parquet.discard()
+        if valid and tally.rescued:
+            LOG.info("%d lines proven valid, %d more by the exact rules", tally.proven, tally.rescued)
+        return counts
+    except BaseException:
+        quarantine.close()
+        parquet.discard()
+        raise
+    finally:
+        writing.close()
+        proving.close()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)

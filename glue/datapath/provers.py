@@ -1,0 +1,209 @@
+"""Provers: each turns a block of lines into the typed rows it can vouch for plus the lines it
+cannot (bad, or valid but unusual), which the judge then decides. Two behind one interface:
+
+- ``CProver``: glue/native (module shipping_ndjson), one pass over the block's bytes in C; its
+  rows stay in its own buffers and reach the writer as an Arrow C stream without pyarrow.
+- ``DuckDBProver``: the block cut into lines (pyarrow, no copy) and proven by one DuckDB query
+  (datapath.rules_sql.proof_sql); what runs wherever the C module is not installed.
+
+``prove(block)`` returns a ``Proof``; ``stream(batches)`` wraps an iterator of what the writer
+gets (``Proof.batch`` objects and rescued Arrow record batches) as an object with
+``__arrow_c_stream__``. Line numbers in a Proof are relative to the block (its first line is 0).
+"""
+import array
+import functools
+import sys
+
+from chalicelib import schema
+
+import jobio
+from datapath import rules_sql
+
+try:
+    import shipping_ndjson
+except ImportError:
+    shipping_ndjson = None
+
+pa = jobio.ImportedOnUse("pyarrow")
+pc = jobio.ImportedOnUse("pyarrow.compute")
+
+# Lines per Arrow record batch handed to DuckDB (measured: fastest between 2,048 and 32,768).
+LINES_PER_BATCH = 8192
+_ARROW_TYPES = {"int64": "int64", "date32": "date32", "string": "string", "float64": "float64"}
+
+
+class Proof:
+    """What a prover made of one block: ``rows`` proven, ``batch`` (the proven rows for the
+    writer, or None when there are none), ``doubtful`` (``[(line, bytes)]``: the other non-blank
+    lines, without their LF, numbered from 0 in the block) and ``lines`` (physical lines in the
+    block, blank ones included)."""
+
+    __slots__ = ("rows", "batch", "doubtful", "lines")
+
+    def __init__(self, rows, batch, doubtful, lines):
+        self.rows, self.batch, self.doubtful, self.lines = rows, batch, doubtful, lines
+
+    @property
+    def non_blank(self):
+        return self.rows + len(self.doubtful)
+
+
+@functools.lru_cache(maxsize=None)
+def record_schema():
+    """The Arrow schema of the schema fields, typed (the rows provers and the judge give)."""
+    return pa.schema([pa.field(f.name, getattr(pa, _ARROW_TYPES[f.arrow_type])()) for f in schema.FIELDS])
+
+
+class CProver:
+    """The C prover (shipping_ndjson). ``in_flight``: blocks it proves at once (it releases the
+    GIL)."""
+
+    name = "c"
+    in_flight = 4
+
+    def __init__(self):
+        if shipping_ndjson is None:
+            raise jobio.JobError("--prover c: the C prover (module shipping_ndjson, glue/native) is not installed")
+        self.fields = schema.prover_fields()
+
+    def prove(self, block):
+        rows, proven, spots, lines = shipping_ndjson.prove(self.fields, block.data, block.size, 0, True)
+        spots = array.array("q", spots)
+        if sys.byteorder != "little":
+            spots.byteswap()
+        data = block.data
+        doubtful = [(spots[k], bytes(data[spots[k + 1]:spots[k + 2]])) for k in range(0, len(spots), 3)]
+        return Proof(rows, proven if rows else None, doubtful, lines)
+
+    def stream(self, batches):
+        fields = self.fields
+
+        class Stream:
+            def __arrow_c_stream__(self, requested_schema=None):
+                return shipping_ndjson.arrow_stream(fields, functools.partial(next, batches, None))
+
+        return Stream()
+
+
+class DuckDBProver:
+    """Proves blocks with DuckDB on ``connection`` (a cursor per block, so blocks may be proven
+    on several threads)."""
+
+    name = "duckdb"
+    in_flight = 2
+
+    def __init__(self, connection):
+        self.connection = connection
+        self._sql = {lenient: rules_sql.proof_sql(lenient) for lenient in (False, True)}
+
+    def prove(self, block):
+        lines, count, lenient, not_utf8 = _lines_table(block)
+        cursor = self.connection.cursor()
+        try:
+            cursor.register("lines", lines)
+            # The relational API runs the query on all threads (execute().fetch_arrow_table() on one).
+            result = cursor.sql(self._sql[lenient]).fetch_arrow_table()
+        finally:
+            cursor.close()
+        proven_mask = result.column("proven")
+        proven = result.filter(proven_mask).select(record_schema().names).cast(record_schema())
+        others = result.filter(pc.invert(proven_mask))
+        doubtful = [(number, _without_lf(line.encode("utf-8"))) for number, line in
+                    zip(others.column("line_no").to_pylist(), others.column("line").to_pylist())]
+        doubtful.extend(not_utf8)
+        doubtful.sort(key=lambda item: item[0])
+        batch = proven.combine_chunks().to_batches()[0] if proven.num_rows else None
+        return Proof(proven.num_rows, batch, doubtful, count)
+
+    def stream(self, batches):
+        return pa.RecordBatchReader.from_batches(record_schema(), batches)
+
+
+def _without_lf(line):
+    return line[:-1] if line.endswith(b"\n") else line
+
+
+def _ints(values, narrow=False):
+    """An Arrow int64 (int32 when ``narrow``) array of ``values``, built from a buffer:
+    pa.array() on Python values imports pandas to ask whether they are pandas objects."""
+    data = array.array("i" if narrow else "q", values)
+    return pa.Array.from_buffers(pa.int32() if narrow else pa.int64(), len(data), [None, pa.py_buffer(data)])
+
+
+def strings(values):
+    """A string Arrow array of ``values`` (UTF-8 bytes), built from buffers (see _ints)."""
+    offsets, at = array.array("q", [0]), 0
+    for value in values:
+        at += len(value)
+        offsets.append(at)
+    return pa.Array.from_buffers(pa.large_string(), len(values),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])
+
+
+def _whole(buffer):
+    """A one-value binary Arrow array over ``buffer`` (an Arrow Buffer), without copying."""
+    return pa.Array.from_buffers(pa.binary(), 1, [None, _ints([0, buffer.size], narrow=True).buffers()[1], buffer])
+
+
+def _lenient_json_match(text):
+    """Whether an Arrow string/binary array's values might hold what DuckDB's JSON reader accepts
+    beyond strict JSON."""
+    if any(pc.any(pc.match_substring(text, byte)).as_py() for byte in rules_sql.NON_JSON_WHITESPACE):
+        return True
+    return any(pc.any(pc.match_substring_regex(text, p)).as_py() for p in rules_sql.LENIENT_JSON_PATTERNS)
+
+
+def _without_invalid_utf8(piece):
+    """``piece`` with each line that is not UTF-8 blanked out (line numbers stay put), and those
+    lines as ``[(line, bytes)]``."""
+    lines = piece.split(b"\n")
+    bad = []
+    for number, line in enumerate(lines):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append((number, line))
+            lines[number] = b""
+    return b"\n".join(lines), bad
+
+
+def _lines_table(block):
+    """The block cut into numbered lines: an Arrow table (line_no, line) whose strings point into
+    the block (no copy), how many physical lines it holds, whether a line may use DuckDB's JSON
+    leniencies, and the lines that are not UTF-8 (blanked in the table, for the judge)."""
+    buffer = pa.py_buffer(block.data).slice(0, block.size)
+    not_utf8 = []
+    text = _whole(buffer)
+    try:
+        text = text.cast(pa.string())
+    except pa.ArrowInvalid:
+        cleaned, not_utf8 = _without_invalid_utf8(bytes(block.data[:block.size]))
+        buffer = pa.py_buffer(cleaned)
+        text = _whole(buffer).cast(pa.string())
+    newline = pa.Array.from_buffers(pa.uint8(), 1, [None, pa.py_buffer(b"\n")])[0]
+    ends = pc.indices_nonzero(pc.equal(pa.Array.from_buffers(pa.uint8(), buffer.size, [None, buffer]), newline))
+    count = len(ends)
+    starts = [_ints([0], narrow=True)]
+    if count:
+        starts.append(pc.add(ends.cast(pa.int32()), _ints([1], narrow=True)[0]))
+    if not count or ends[-1].as_py() + 1 < buffer.size:  # the last line has no line end
+        starts.append(_ints([buffer.size], narrow=True))
+        count += 1
+    offsets = pa.concat_arrays(starts)
+    lines = pa.Array.from_buffers(pa.string(), count, [None, offsets.buffers()[1], buffer])
+    table = pa.Table.from_arrays([_ints(range(count)), lines], names=["line_no", "line"])
+    # DuckDB splits the work on an Arrow table by record batches: several, so all threads work.
+    table = pa.Table.from_batches(table.to_batches(max_chunksize=LINES_PER_BATCH), schema=table.schema)
+    lines_in_block = len(ends) + (1 if (not len(ends) or ends[-1].as_py() + 1 < buffer.size) and buffer.size else 0)
+    return table, lines_in_block, _lenient_json_match(text), not_utf8
+
+
+def make(choice, connection):
+    """The prover ``--prover`` names: ``"c"``, ``"duckdb"`` or ``"auto"`` (the C prover when it is
+    installed). Raises JobError for anything else, or ``c`` without the module."""
+    choices = ("auto", "c", "duckdb")
+    if choice not in choices:
+        raise jobio.JobError("--prover must be one of %s, got %r" % (", ".join(choices), choice))
+    if choice == "c" or (choice == "auto" and shipping_ndjson is not None):
+        return CProver()
+    return DuckDBProver(connection)
