@@ -6,6 +6,7 @@ It shares nothing with ``glue/``: lines are split on ``b"\\n"`` only and parsed 
 
 The rules (README, ``chalicelib.schema``), with the details they leave open made explicit:
 
+- A UTF-8 byte order mark (EF BB BF) at the very start of the file is no part of the first line.
 - A physical line is what lies between two ``b"\\n"``; a ``"\\r"`` before the ``"\\n"`` belongs to
   the line ending (CRLF). Line numbers count every physical line from 1.
 - A line holding nothing but spaces, tabs and carriage returns is blank: skipped, not counted.
@@ -36,6 +37,7 @@ AMOUNT_FIELDS = ("shipping_cost", "shipping_distance", "quantity")
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 _DATE = re.compile(r"([0-9]{4})/([0-9]{2})/([0-9]{2})", re.ASCII)
 _GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
 # Python refuses to turn integer literals longer than this into int; such a number is still JSON.
 _INT_DIGITS_LIMIT = 4000
 _MAX_NESTING = 20000
@@ -180,7 +182,10 @@ def analyze(source):
     """Applies the rules to a file (bytes or path, gzip or not). Returns an Analysis."""
     analysis = Analysis()
     seen = set()
-    for number, raw in enumerate(read_bytes(source).split(b"\n"), 1):
+    data = read_bytes(source)
+    if data.startswith(_BOM):
+        data = data[len(_BOM):]
+    for number, raw in enumerate(data.split(b"\n"), 1):
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         if _is_blank(raw):

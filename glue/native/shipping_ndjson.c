@@ -604,9 +604,10 @@ static const char *read_field(Column *c, Slot *slot, const char *p, const char *
         } else {
             if (!n.integral || !n.exact_int)
                 return NULL;
-            /* The minimum is a double: an integer that rounds onto it is left to the exact rules. */
+            /* The minimum is a double: an integer beyond 2^53 that rounds onto it is left to
+             * the exact rules (below, the comparison is exact). */
             double x = (double)n.i;
-            if (!above_minimum(c, x) || (c->has_minimum && x == c->minimum))
+            if (!above_minimum(c, x) || (c->has_minimum && x == c->minimum && fabs(x) >= 9007199254740992.0))
                 return NULL;
             slot->i = n.i;
         }
