@@ -22,7 +22,8 @@ if GLUE_DIR not in sys.path:
 
 import jobio  # noqa: E402
 import json_to_parquet  # noqa: E402
-from datapath import judge, pipeline, provers, writer  # noqa: E402
+from chalicelib import schema  # noqa: E402
+from datapath import blocks, judge, pipeline, provers, writer  # noqa: E402
 
 SCRIPT = os.path.join(GLUE_DIR, "json_to_parquet.py")
 
@@ -531,3 +532,116 @@ def test_rows_lost_between_the_prover_and_the_writer_fail_the_job(tmp_path, monk
     with pytest.raises(pipeline.CountsDoNotReconcile, match="proven valid but"):
         run_convert(tmp_path, datafiles.clean_bytes(50))
     assert not (tmp_path / "raw.parquet").exists()
+
+
+# -- no input fails a file ------------------------------------------------------------------------
+
+
+def hostile_lines():
+    """``[(line, valid)]``: a 100 MB valid line among ordinary ones, nesting 100,000 deep (valid
+    JSON that is no object, and a valid record holding it), NUL bytes, an unclosed deep object."""
+    good = datafiles.clean_records(6, seed=1)
+    deep = b"[" * 100000 + b"]" * 100000
+    return [
+        (json.dumps(good[0]).encode(), True),
+        (json.dumps(dict(good[1], street_address="x" * (100 * 1000 * 1000))).encode(), True),
+        (deep, False),
+        (b'{"deep": ' + deep + b", " + json.dumps(good[2]).encode()[1:], True),
+        (b'{"shipping_id": 1\x00}', False),
+        (json.dumps(good[3]).encode()[:-1] + b', "n": "a\x00b"}', False),
+        (json.dumps(good[4]).encode()[:-1] + b', "n": "a\\u0000b"}', True),
+        (b'{"a": ' + b'{"b": ' * 100000, False),
+        (b"\x00" * 50, False),
+        (json.dumps(good[5]).encode(), True),
+    ]
+
+
+def test_hostile_lines_never_fail_the_file(tmp_path, prover):
+    lines = hostile_lines()
+    data = b"\n".join(line for line, _valid in lines) + b"\n"
+    counts, rows, entries = run_convert(tmp_path, data, prover=prover)
+
+    expected_bad = [number for number, (_line, valid) in enumerate(lines, 1) if not valid]
+    assert counts == dict(counts, read=len(lines), valid=len(lines) - len(expected_bad), quarantined=len(expected_bad))
+    assert [entry["line"] for entry in entries] == expected_bad
+    assert all(entry["reason"] for entry in entries)
+    assert len(rows) == len(lines) - len(expected_bad)
+    assert max(len(row["street_address"] or "") for row in rows) == 100 * 1000 * 1000
+
+
+def test_a_line_longer_than_the_maximum_is_quarantined_with_its_start_and_length(tmp_path, prover):
+    good = datafiles.clean_bytes(30)
+    long_line = b'{"shipping_id": 1, "note": "' + b"y" * 5000 + b'"}'
+    data = good + long_line + b"\n" + good + long_line  # the second one ends the file, without LF
+
+    counts, rows, entries = run_convert(tmp_path, data, prover=prover, block_bytes=1024, max_line=4096)
+
+    assert counts == dict(counts, read=62, valid=60, quarantined=2) and len(rows) == 60
+    assert [entry["line"] for entry in entries] == [31, 62]
+    for entry in entries:
+        assert entry["length"] == len(long_line)
+        assert entry["record"].encode() == long_line[:1024]
+        assert entry["reason"] == "line too long: %d bytes, the most a line may hold is %d" % (
+            len(long_line), 4096)
+
+
+def test_the_documented_maximum_line_is_at_least_128_mb():
+    assert schema.MAX_LINE_BYTES >= 128 * 1000 * 1000
+
+
+def test_a_byte_order_mark_starts_no_line(tmp_path, prover):
+    data = b"\xef\xbb\xbf" + datafiles.clean_bytes(5) + b"\xef\xbb\xbf" + datafiles.clean_bytes(1, seed=9)
+
+    counts, rows, entries = run_convert(tmp_path, data, prover=prover)
+
+    assert counts == dict(counts, read=6, valid=5, quarantined=1) and len(rows) == 5
+    assert [entry["line"] for entry in entries] == [6]  # only at the start of the file
+    assert reference.evaluate(data)["valid"] == 5
+
+
+def test_a_source_that_shrinks_while_it_is_read_fails_naming_it(tmp_path):
+    path = tmp_path / "landing.json"
+    path.write_bytes(datafiles.clean_bytes(2000))
+    reader = blocks.BlockReader(str(path), "s3://landing/incoming/x.json", 16 * 1024, 2)
+    items = iter(reader)
+    next(items)
+    with open(path, "r+b") as source:
+        source.truncate(20 * 1024)
+    with pytest.raises(blocks.SourceChanged, match="s3://landing/incoming/x.json changed while it was read"):
+        list(items)
+
+
+def test_a_source_that_grows_while_it_is_read_fails_naming_it(tmp_path, prover, monkeypatch):
+    path = tmp_path / "landing.json"
+    path.write_bytes(datafiles.clean_bytes(2000))
+    real = blocks.BlockReader._next
+
+    def growing(self, offset):
+        with open(path, "ab") as source:
+            source.write(datafiles.clean_bytes(1))
+        return real(self, offset)
+
+    monkeypatch.setattr(blocks.BlockReader, "_next", growing)
+    with pytest.raises(blocks.SourceChanged, match="s3://landing/x.json changed while it was read"):
+        json_to_parquet.convert(str(path), str(tmp_path / "raw.parquet"), str(tmp_path / "q.jsonl"),
+                                "s3://landing/x.json", "sid", prover=prover, block_bytes=64 * 1024)
+    assert not (tmp_path / "raw.parquet").exists()
+
+
+def test_a_changing_source_fails_the_script_with_a_message_not_a_signal(tmp_path):
+    source = tmp_path / "landing.json"
+    source.write_bytes(datafiles.clean_bytes(20))
+    code = ("import sys; sys.path[:0] = [%r, %r]\n"
+            "from datapath import blocks\n"
+            "real = blocks.BlockReader._next\n"
+            "def shrink(self, offset):\n"
+            "    open(%r, 'r+b').truncate(10)\n"
+            "    return real(self, offset)\n"
+            "blocks.BlockReader._next = shrink\n"
+            "import json_to_parquet, jobentry\n"
+            "jobentry.main(json_to_parquet.main)\n") % (GLUE_DIR, PROJECT_DIR, str(source))
+    done = subprocess.run([sys.executable, "-c", code, "--source_uri", str(source), "--target_uri",
+                           str(tmp_path / "raw.parquet"), "--quarantine_uri", str(tmp_path / "q.jsonl")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "changed while it was read" in done.stderr.strip().splitlines()[-1]

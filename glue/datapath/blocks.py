@@ -34,13 +34,13 @@ class Block:
 
 
 class OverlongLine:
-    """A line longer than ``max_line``: ``prefix`` (its first bytes) and ``length`` (bytes, the
-    line end excluded)."""
+    """A line longer than ``limit`` bytes: ``prefix`` (its first bytes) and ``length`` (bytes,
+    the line end excluded)."""
 
-    __slots__ = ("prefix", "length")
+    __slots__ = ("prefix", "length", "limit")
 
-    def __init__(self, prefix, length):
-        self.prefix, self.length = prefix, length
+    def __init__(self, prefix, length, limit):
+        self.prefix, self.length, self.limit = prefix, length, limit
 
 
 class BlockReader:
@@ -121,7 +121,7 @@ class BlockReader:
         length = end - offset
         content = length - 1 if end <= self._size and self._ends_with_lf(end) else length
         if content > self.max_line:
-            return OverlongLine(prefix, content), end
+            return OverlongLine(prefix, content, self.max_line), end
         buffer = bytearray(length)
         self._read_into(buffer, 0, offset, length)
         return Block(buffer, length), end

@@ -22,7 +22,6 @@ import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
-from chalicelib import schema
 
 import duckdb
 
@@ -32,10 +31,10 @@ from datapath.judge import Judge
 
 LOG = logging.getLogger("shipping_etl.json_to_parquet")
 
-DEFAULT_MEMORY_LIMIT = "350MB"  # the whole job's, see jobio.duckdb_memory_limit
-# Bytes per block, by prover: the C prover is fastest with 8 MB blocks, four at a time; the
-# DuckDB prover with 16 MB, two at a time (each query then has enough lines for every thread).
-BLOCK_BYTES = {"c": 8 * 1024 * 1024, "duckdb": 16 * 1024 * 1024}
+# The whole job's (see jobio.duckdb_memory_limit), within the 1 GB of a 1/16-DPU Glue shell job:
+# enough for DuckDB to write a line of schema.MAX_LINE_BYTES (its Parquet writer holds about four
+# copies of a value; an ordinary file takes a fraction of it).
+DEFAULT_MEMORY_LIMIT = "900MB"
 PROGRESS_EVERY_BLOCKS = 16
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -59,7 +58,7 @@ class Outcome:
 def _settle(prover, judge, item):
     """Proves and judges one item of the reader (runs on a worker thread)."""
     if isinstance(item, blocks.OverlongLine):
-        reason = "line too long: %d bytes, the most a line may hold is %d" % (item.length, schema.MAX_LINE_BYTES)
+        reason = "line too long: %d bytes, the most a line may hold is %d" % (item.length, item.limit)
         return Outcome(1, 1, bad=[(0, reason, item.prefix, {"length": item.length})])
     proof = prover.prove(item)
     rescued, bad = judge.judge(proof.doubtful) if proof.doubtful else (None, [])
@@ -160,18 +159,17 @@ def convert(source_path, target_path, quarantine_path, source, source_id, memory
     scratch = None
     if temp_dir is None:
         scratch = temp_dir = tempfile.mkdtemp(prefix="json-to-parquet-")
-    writing = _connection(memory_limit, threads, temp_dir)
-    # Proving and judging run on a database of their own: their queries are started from inside
-    # the writer's COPY (which pulls the blocks), and never wait on its threads.
-    proving = _connection(memory_limit, threads, temp_dir)
+    # One database, so one memory limit bounds the writer, the DuckDB prover and the judge
+    # (each on a cursor of its own).
+    writing = proving = _connection(memory_limit, threads, temp_dir)
     quarantine = writer.QuarantineWriter(quarantine_path)
     parquet = writer.ParquetWriter(writing, target_path, source, source_id)
     try:
-        chosen = provers.make(prover, proving)
+        chosen = provers.make(prover, proving, block_bytes)
         LOG.info("checking lines with the %s prover%s", "C" if chosen.name == "c" else "DuckDB",
                  " (the C prover, glue/native, is not installed)" if provers.shipping_ndjson is None else "")
         plain = plain_copy(source_path, temp_dir)
-        reader = blocks.BlockReader(plain, source, block_bytes or BLOCK_BYTES[chosen.name], chosen.in_flight + 1,
+        reader = blocks.BlockReader(plain, source, block_bytes or chosen.block_bytes, chosen.in_flight + 1,
                                     max_line=max_line)
         tally = _Tally()
         with ThreadPoolExecutor(max_workers=chosen.in_flight) as pool:
@@ -204,6 +202,5 @@ def convert(source_path, target_path, quarantine_path, source, source_id, memory
         raise
     finally:
         writing.close()
-        proving.close()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -27,6 +27,9 @@ except ImportError:
 pa = jobio.ImportedOnUse("pyarrow")
 pc = jobio.ImportedOnUse("pyarrow.compute")
 
+# Bytes per block (``block_bytes`` of each prover): the C prover is fastest with 8 MB blocks, four
+# at a time; the DuckDB prover with 16 MB, two at a time (each query then has enough lines for
+# every thread).
 # Lines per Arrow record batch handed to DuckDB (measured: fastest between 2,048 and 32,768).
 LINES_PER_BATCH = 8192
 _ARROW_TYPES = {"int64": "int64", "date32": "date32", "string": "string", "float64": "float64"}
@@ -60,6 +63,7 @@ class CProver:
 
     name = "c"
     in_flight = 4
+    block_bytes = 8 * 1024 * 1024
 
     def __init__(self):
         if shipping_ndjson is None:
@@ -91,12 +95,18 @@ class DuckDBProver:
 
     name = "duckdb"
     in_flight = 2
+    block_bytes = 16 * 1024 * 1024
 
     def __init__(self, connection):
         self.connection = connection
         self._sql = {lenient: rules_sql.proof_sql(lenient) for lenient in (False, True)}
 
     def prove(self, block):
+        if block.size > self.block_bytes:
+            # One line longer than a block (see blocks.BlockReader): parsing it twice in SQL would
+            # take several times its size in memory; the judge decides it alone.
+            line = memoryview(block.data)[:block.size]
+            return Proof(0, None, [(0, line[:-1] if line[-1:] == b"\n" else line)], 1)
         lines, count, lenient, not_utf8 = _lines_table(block)
         cursor = self.connection.cursor()
         try:
@@ -198,12 +208,13 @@ def _lines_table(block):
     return table, lines_in_block, _lenient_json_match(text), not_utf8
 
 
-def make(choice, connection):
+def make(choice, connection, block_bytes=None):
     """The prover ``--prover`` names: ``"c"``, ``"duckdb"`` or ``"auto"`` (the C prover when it is
     installed). Raises JobError for anything else, or ``c`` without the module."""
     choices = ("auto", "c", "duckdb")
     if choice not in choices:
         raise jobio.JobError("--prover must be one of %s, got %r" % (", ".join(choices), choice))
-    if choice == "c" or (choice == "auto" and shipping_ndjson is not None):
-        return CProver()
-    return DuckDBProver(connection)
+    chosen = CProver() if choice == "c" or (choice == "auto" and shipping_ndjson is not None) else DuckDBProver(connection)
+    if block_bytes:
+        chosen.block_bytes = block_bytes
+    return chosen
