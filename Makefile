@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run up test test-glue-versions bench venv clean browser
+.PHONY: run up test test-glue-versions test-native-sanitizers test-fuzz bench venv clean browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,28 @@ test-glue-versions: $(GLUE_VENV)/.native-installed  ## the Glue jobs' tests at G
 test: $(VENV)/.native-installed node_modules/.installed browser $(GLUE_VENV)/.native-installed  ## run the test suite
 	$(PY) -m pytest
 	$(GLUE_VENV)/bin/python -m pytest -q $(GLUE_TESTS)
+	$(MAKE) --no-print-directory test-native-sanitizers
+
+# The C prover's test suite and its fuzz test again, on a build of the module with AddressSanitizer
+# and UndefinedBehaviorSanitizer (gcc): any invalid read or write, leak-free error path aside, or
+# undefined behaviour aborts the run. Python itself is not instrumented: the sanitizers' runtimes
+# are preloaded, and Python allocates with malloc so ASan sees every buffer. Bounded time: the
+# fuzz test runs FUZZ_EXAMPLES examples per property (the plain run in `pytest` runs 400).
+SANITIZED_DIR := build/native-sanitized
+FUZZ_EXAMPLES ?= 300
+test-native-sanitizers: $(VENV)/.native-installed  ## the C prover's tests under ASan/UBSan, with the fuzz test
+	@rm -rf $(SANITIZED_DIR) && mkdir -p $(SANITIZED_DIR)
+	gcc -shared -fPIC -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+		-I"$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+		glue/native/shipping_ndjson.c -o $(SANITIZED_DIR)/shipping_ndjson.abi3.so
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	PYTHONMALLOC=malloc PYTHONPATH=$(SANITIZED_DIR) FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SHIPPING_NDJSON_EXPECTED=$(SANITIZED_DIR) \
+		$(PY) -m pytest -q -p no:cacheprovider tests/test_native_prover.py tests/test_prover_fuzz.py
+
+# The fuzz test alone, longer: make test-fuzz FUZZ_EXAMPLES=20000
+test-fuzz: $(VENV)/.native-installed  ## property-based fuzzing of the C prover against the reference
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_prover_fuzz.py
 
 $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt

@@ -60,6 +60,9 @@ def _parse_int(text):
 def _first_value_wins(pairs):
     obj = {}
     for key, value in pairs:
+        if key in obj:
+            # A dropped duplicate is still part of the line: it must be Unicode text too.
+            json.dumps([key, value], ensure_ascii=False).encode("utf-8")
         obj.setdefault(key, value)
     return obj
 

@@ -185,9 +185,8 @@ static inline long hex4(const char *p) {
 
 /* Checks the \u escape at p (at its backslash). Returns the position after it, or NULL. A
  * surrogate must be a high one followed by a low one: JSON text is Unicode, and the exact rules
- * reject a lone surrogate anywhere in the line, unknown members and nested values included.
- * (They let one pass in a later duplicate of a member, whose value they drop: such a line is
- * only left to them.) */
+ * reject a lone surrogate anywhere in the line, unknown members, nested values and the dropped
+ * later duplicates of a member included. */
 static COLD const char *unicode_escape(const char *p, const char *end) {
     long u = end - p < 6 ? -1 : hex4(p + 2);
     if (u < 0 || (u >= 0xDC00 && u <= 0xDFFF))
