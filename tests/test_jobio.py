@@ -53,3 +53,33 @@ def test_a_job_script_that_imports_pandas_fails_and_says_so():
 
     assert done.returncode == 1
     assert "the Glue jobs do not use pandas" in done.stderr
+
+
+def test_the_shared_modules_import_without_a_cycle_and_both_jobs_share_one_entry_point():
+    code = ("import sys, jobio; assert 'catalog' not in sys.modules and 'jobentry' not in sys.modules; "
+            "import catalog; assert 'jobentry' not in sys.modules; import jobentry")
+    done = subprocess.run([sys.executable, "-c", code], cwd=GLUE_DIR, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=GLUE_DIR))
+    assert done.returncode == 0, done.stderr
+    for script in ("json_to_parquet.py", "normalize.py"):
+        with open(os.path.join(GLUE_DIR, script), encoding="utf-8") as source:
+            text = source.read()
+        assert "jobentry.start(argv" in text and "jobentry.main(main)" in text, script
+        assert "sys.path.insert" not in text and "parse_args(" not in text, script
+
+
+def test_the_entry_point_parses_the_catalog_options_and_reports_errors_with_status_1(tmp_path, capsys):
+    import jobentry
+
+    job = jobentry.start(["--source_uri", "a", "--threads", "2", "--JOB_NAME", "x"], ("source_uri",),
+                         {"threads": None})
+    assert job.args["source_uri"] == "a" and job.threads == 2 and job.catalog is None and not job.catalog_only
+    with pytest.raises(jobio.JobError, match="catalog arguments go together"):
+        jobentry.start(["--source_uri", "a", "--catalog_database", "db"], ("source_uri",), {})
+
+    def failing(argv):
+        jobentry.start(argv, ("source_uri",), {})
+
+    with pytest.raises(SystemExit) as exit_status:
+        jobentry.main(failing)
+    assert exit_status.value.code == 1
