@@ -52,7 +52,7 @@ up: $(VENV)/.native-installed    ## the local stack as a service: API, dashboard
 # The Glue jobs' tests again, at the library versions Glue installs for the jobs (pyarrow 21 there,
 # newer in .venv): see tests/glue_versions.py.
 GLUE_VENV := .venv-glue
-GLUE_TESTS := tests/test_json_to_parquet.py tests/test_native_prover.py tests/test_normalize.py tests/test_catalog.py tests/test_jobio.py
+GLUE_TESTS := tests/test_json_to_parquet.py tests/test_native_prover.py tests/test_rules.py tests/test_conformance.py tests/test_normalize.py tests/test_catalog.py tests/test_jobio.py
 $(GLUE_VENV)/.installed: requirements.txt requirements-dev.txt chalicelib/glue_jobs.py tests/glue_versions.py
 	$(PYTHON) -m venv $(GLUE_VENV)
 	$(GLUE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'pip<26.3'

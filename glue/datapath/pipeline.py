@@ -165,7 +165,7 @@ def convert(source_path, target_path, quarantine_path, source, source_id, memory
     quarantine = writer.QuarantineWriter(quarantine_path)
     parquet = writer.ParquetWriter(writing, target_path, source, source_id)
     try:
-        chosen = provers.make(prover, proving, block_bytes)
+        chosen = provers.make(prover, proving, block_bytes, temp_dir)
         LOG.info("checking lines with the %s prover%s", "C" if chosen.name == "c" else "DuckDB",
                  " (the C prover, glue/native, is not installed)" if provers.shipping_ndjson is None else "")
         plain = plain_copy(source_path, temp_dir)
