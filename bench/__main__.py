@@ -160,7 +160,10 @@ def memory_at_4x(args, work, results, checks, report):
         (peers.DUCKDB_COPY, peers.convert_peers(False)[peers.DUCKDB_COPY](big, os.path.join(work, "big-peer.parquet")),
          results["convert"][peers.DUCKDB_COPY]["peak_rss_mb"], None),
         (OURS_CONVERT, peers.ours_convert(big, big_raw, os.path.join(work, "big-q.jsonl")),
-         results["convert"][OURS_CONVERT]["peak_rss_mb"], None),
+         results["convert"][OURS_CONVERT]["peak_rss_mb"], _convert_default_limit()),
+        (OURS_CONVERT_DUCKDB, peers.ours_convert(big, os.path.join(work, "big-duckdb.parquet"),
+                                                 os.path.join(work, "big-q-duckdb.jsonl"), prover="duckdb"),
+         results["convert"][OURS_CONVERT_DUCKDB]["peak_rss_mb"], _convert_default_limit()),
         (OURS_NORMALIZE, peers.ours_normalize(big_raw, os.path.join(work, "big-processed") + "/",
                                               os.path.join(work, "big-summary.json")),
          results["normalize"][OURS_NORMALIZE]["peak_rss_mb"], _normalize_default_limit()),
@@ -192,9 +195,22 @@ def memory_at_4x(args, work, results, checks, report):
     results["memory_4x"] = mem
     expected = data.expected_stats(big, log)
     check("json_to_parquet output = input (4x)", parquet_stats(big_raw), expected, checks)
+    check("json_to_parquet --prover duckdb output = input (4x)",
+          parquet_stats(os.path.join(work, "big-duckdb.parquet")), expected, checks)
     check("normalize output = distinct input rows (4x)",
           parquet_stats(os.path.join(work, "big-processed", "*", "*.parquet")),
           dict(expected, rows=expected["distinct_rows"]), checks)
+
+
+def _convert_default_limit():
+    """json_to_parquet's default --memory_limit (the whole job's)."""
+    sys.path[:0] = [os.path.join(peers.ROOT, "glue"), peers.ROOT]
+    try:
+        from datapath import pipeline
+
+        return pipeline.DEFAULT_MEMORY_LIMIT
+    finally:
+        del sys.path[:2]
 
 
 def _normalize_default_limit():
