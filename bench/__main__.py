@@ -310,6 +310,7 @@ def main(argv=None):
         shutil.rmtree(work, ignore_errors=True)
     print("\n".join(report))
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2, default=str)
     return 0 if all(c["ok"] for c in checks) else 1

@@ -30,7 +30,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* A field's JSON type, as chalicelib.schema's kinds name it (Kind.json); the rest of a field's
  * rule (required, minimum, exclusive, min_length) comes with it: see FieldSpec. */
