@@ -126,3 +126,17 @@ def test_git_grep_finds_the_limits_in_one_place_outside_tests():
         pytest.skip("git is not usable here: %s" % done.stderr.strip())
     files = {line.split(":", 1)[0] for line in done.stdout.splitlines()}
     assert files == {"chalicelib/schema.py"}, done.stdout
+
+
+@pytest.mark.parametrize("value, valid", [("1" + "0" * 400, False), ("1e400", False), ("-0.0", True),
+                                          ("0", True), ("12.5", True), ("true", False), ('"5"', False)])
+def test_the_judges_python_rules_for_long_lines_agree_with_the_oracle(value, valid):
+    record = json.dumps(VALID)[:-1] + ', "pad": "%s"}' % ("x" * (judge.LONG_LINE_BYTES + 1))
+    line = record.replace('"quantity": 3.0', '"quantity": ' + value).encode()
+    rescued, bad = judge.Judge(duckdb.connect()).judge([(0, line)])
+    try:
+        reference.check_record(reference.parse_line(line))
+        oracle = True
+    except reference.BadLine:
+        oracle = False
+    assert (rescued is not None) == valid == oracle, bad

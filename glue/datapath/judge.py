@@ -81,7 +81,10 @@ def _typed(kind, value):
     if rule.json in ("integer", "number") and type(value) in (int, float):
         if rule.json == "integer" and not (type(value) is int and schema.INT64_MIN <= value <= schema.INT64_MAX):
             return False, None
-        number = float(value) if rule.json == "number" else value
+        try:
+            number = float(value) if rule.json == "number" else value
+        except OverflowError:  # an integer beyond the largest double: not finite
+            return False, None
         if rule.json == "number" and number in (float("inf"), float("-inf")):
             return False, None
         if rule.minimum is not None and not (number > rule.minimum if rule.exclusive else number >= rule.minimum):
