@@ -425,6 +425,8 @@ def _athena_hooks(query_engine):
                 rows=_result_rows(columns, rows),
                 column_info=_column_info(columns, getattr(result, "column_types", None)),
             )
+            # Bytes of the files the engine read: Athena's DataScannedInBytes.
+            outcome.scanned_bytes = int(getattr(result, "scanned_bytes", 0) or 0)
             outcome.finish()
             state = "SUCCEEDED"
         except Exception as exc:
@@ -476,7 +478,8 @@ def _athena_hooks(query_engine):
             return json.dumps(body)
         status = query["Status"]
         millis = int(outcome.elapsed_seconds() * 1000)
-        query["Statistics"].update({"EngineExecutionTimeInMillis": millis, "TotalExecutionTimeInMillis": millis})
+        query["Statistics"].update({"EngineExecutionTimeInMillis": millis, "TotalExecutionTimeInMillis": millis,
+                                    "DataScannedInBytes": getattr(outcome, "scanned_bytes", 0)})
         if outcome.finished is None:
             status.pop("CompletionDateTime", None)
         if outcome.error_message:
