@@ -116,6 +116,63 @@ def held_versions(table, source_key):
     return versions
 
 
+def _string_bound(bounds, field_id):
+    from pyiceberg.conversions import from_bytes
+    from pyiceberg.types import StringType
+
+    raw = (bounds or {}).get(field_id)
+    return None if raw is None else from_bytes(StringType(), raw)
+
+
+def held_versions_since(table, source_key, known_snapshot_id, known):
+    """``held_versions`` for a table that was at snapshot ``known_snapshot_id`` holding versions
+    ``known`` of the key, from the snapshots appended since alone (each adds one small manifest),
+    so a commit that lost a race re-checks without reading the whole table's manifests. Falls
+    back to ``held_versions`` when something else happened since (a delete or a rewrite, or
+    history it cannot follow)."""
+    from pyiceberg.manifest import ManifestEntryStatus
+
+    current = table.current_snapshot()
+    if current is None or known_snapshot_id is None:
+        return held_versions(table, source_key)
+    newer, snapshot = [], current
+    while snapshot is not None and snapshot.snapshot_id != known_snapshot_id:
+        newer.append(snapshot)
+        parent = snapshot.parent_snapshot_id
+        snapshot = table.snapshot_by_id(parent) if parent is not None else None
+    if snapshot is None:
+        return held_versions(table, source_key)
+    key_id = _field_id(table, lake_table.SOURCE_KEY_FIELD)
+    version_id = _field_id(table, lake_table.SOURCE_VERSION_FIELD)
+    versions = set(known)
+    for snapshot in newer:
+        operation = snapshot.summary.operation.value if snapshot.summary else None
+        if operation != "append":
+            return held_versions(table, source_key)
+        for manifest in snapshot.manifests(table.io):
+            if manifest.added_snapshot_id != snapshot.snapshot_id:
+                continue
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+                if entry.status != ManifestEntryStatus.ADDED:
+                    continue
+                data_file = entry.data_file
+                low = _string_bound(data_file.lower_bounds, key_id)
+                high = _string_bound(data_file.upper_bounds, key_id)
+                if low is None or high is None or not low <= source_key <= high:
+                    continue
+                if low != high:
+                    return held_versions(table, source_key)
+                version_low = _string_bound(data_file.lower_bounds, version_id)
+                version_high = _string_bound(data_file.upper_bounds, version_id)
+                if (data_file.null_value_counts or {}).get(version_id, 0):
+                    versions.add(None)
+                if version_low is not None and version_low == version_high:
+                    versions.add(version_low)
+                elif version_low is not None:
+                    return held_versions(table, source_key)
+    return versions
+
+
 def _split_key(source_key):
     bucket, key = jobio.split_s3(source_key)
     return bucket, key
@@ -179,10 +236,15 @@ def commit(catalog, database, table_name, rows, source_key, source_version_id=No
     rng = rng or random.Random()
     write_uuid = uuid.uuid4()
     written, written_for = None, None
-    order = None
+    order, held, seen_snapshot = None, None, None
     for attempt in range(1, max_attempts + 1):
         table = load_table(catalog, database, table_name)
-        held = held_versions(table, source_key)
+        if held is None:
+            held = held_versions(table, source_key)
+        else:
+            held = held_versions_since(table, source_key, seen_snapshot, held)
+        current = table.current_snapshot()
+        seen_snapshot = current.snapshot_id if current is not None else None
         if source_version_id is not None and held - {source_version_id, None}:
             if order is None:
                 order = version_order(s3, source_key)
