@@ -188,7 +188,7 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
         for crawler in glue_jobs.crawler_definitions(resources):
             glue.ensure_crawler(ctx, crawler)
         # The processed crawler of earlier deploys: the Iceberg table needs none.
-        glue.delete_crawler(ctx, resources.processed_crawler)
+        lake_table.remove_processed_crawler(ctx)
         athena.ensure_workgroup(ctx, glue_jobs.workgroup_definition(resources, settings))
         topic.ensure_topic(ctx)
         topic.ensure_email_subscription(ctx, settings.notification_email)

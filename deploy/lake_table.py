@@ -49,22 +49,22 @@ def partition_spec(schema):
 
 
 def catalog_for(session, region):
-    """pyiceberg's Glue catalog reaching the same endpoint and credentials as ``session``."""
-    from pyiceberg.catalog import load_catalog
+    """pyiceberg's Glue catalog on ``session``'s Glue client, reading and writing the table's
+    metadata through the same session's S3 client (deploy/iceberg_io.py)."""
+    from pyiceberg.catalog.glue import GlueCatalog
 
     glue = session.client("glue", region_name=region)
-    endpoint = glue.meta.endpoint_url
+    s3 = session.client("s3", region_name=region)
+    properties = {"py-io-impl": "deploy.iceberg_io.Boto3FileIO", "s3.region": region}
+    if "amazonaws.com" not in s3.meta.endpoint_url:  # an emulator
+        properties["s3.endpoint"] = s3.meta.endpoint_url
     credentials = session.get_credentials()
-    properties = {"type": "glue", "glue.region": region, "s3.region": region}
     if credentials is not None:
         frozen = credentials.get_frozen_credentials()
-        properties.update({"glue.access-key-id": frozen.access_key, "glue.secret-access-key": frozen.secret_key,
-                           "s3.access-key-id": frozen.access_key, "s3.secret-access-key": frozen.secret_key})
+        properties.update({"s3.access-key-id": frozen.access_key, "s3.secret-access-key": frozen.secret_key})
         if frozen.token:
-            properties.update({"glue.session-token": frozen.token, "s3.session-token": frozen.token})
-    if "amazonaws.com" not in endpoint:  # an emulator: S3 lives at the same endpoint
-        properties.update({"glue.endpoint": endpoint, "s3.endpoint": endpoint})
-    return load_catalog("glue", **properties)
+            properties["s3.session-token"] = frozen.token
+    return GlueCatalog("glue", client=glue, **properties)
 
 
 def table_location(resources):
@@ -131,6 +131,20 @@ def ensure_table(ctx, settings, catalog=None, rebuild=True):
                 transaction.remove_properties(REBUILD_PENDING)
             detail += "; rebuilt from raw/ by %d normalize run(s)" % runs
     return ctx.record(CREATED, KIND, "%s.%s" % (database, name), detail)
+
+
+def remove_processed_crawler(ctx):
+    """Deletes the processed zone's crawler of stages deployed before the Iceberg table (which
+    needs none); reports nothing on a stage that never had one. Returns the Change or None."""
+    from deploy import glue as glue_resources
+
+    try:
+        ctx.client("glue").get_crawler(Name=ctx.resources.processed_crawler)
+    except Exception as exc:
+        if has_code(exc, "EntityNotFoundException"):
+            return None
+        raise
+    return glue_resources.delete_crawler(ctx, ctx.resources.processed_crawler)
 
 
 def _delete_prefix(s3, bucket, prefix):
