@@ -13,10 +13,11 @@ One builder makes both forms of the definition:
 exits 1 when it is out of date.
 
 The flow (steps in ``STEPS``): json-to-parquet (Glue job) -> crawl-raw -> normalize (Glue job) ->
-crawl-processed -> query (Athena) -> notify (SNS). Each job also compares its output with the
-catalog table and writes a decision (glue/catalog.py); a crawl step runs its crawler only when
-that decision asks for one, waits out another execution's crawl in its poll loop instead of
-failing, then has the job check the catalog again (``--catalog_only``). Every Task retries its
+query (Athena) -> notify (SNS). json-to-parquet also compares its output with the raw catalog
+table and writes a decision (glue/catalog.py); crawl-raw runs the crawler only when that decision
+asks for one, waits out another execution's crawl in its poll loop instead of failing, then has
+the job check the catalog again (``--catalog_only``). normalize commits to the processed Iceberg
+table, whose metadata is its catalog: there is nothing to crawl after it (hidden partitioning). Every Task retries its
 transient errors (a failed job run or query once) and catches everything else into a per-step Pass
 that records the step, then one failure branch publishes a failure notification and ends in a
 Fail state whose cause is JSON ``{"step", "error", "cause"}``. docs/ORCHESTRATION.md explains it.
@@ -29,10 +30,10 @@ import sys
 from chalicelib import queries
 from chalicelib.glue_jobs import JOB_TIMEOUT_MINUTES
 from chalicelib.naming import output_keys
-from chalicelib.resources import ATHENA_RESULTS_PREFIX, PROCESSED_PREFIX
+from chalicelib.resources import ATHENA_RESULTS_PREFIX
 from chalicelib.schema import TOTALS
 
-STEPS = ("json-to-parquet", "crawl-raw", "normalize", "crawl-processed", "query", "notify")
+STEPS = ("json-to-parquet", "crawl-raw", "normalize", "query", "notify")
 
 # Placeholder -> the Resources attribute that holds its value for a stage.
 PLACEHOLDERS = {
@@ -43,7 +44,6 @@ PLACEHOLDERS = {
     "JsonToParquetJob": "json_to_parquet_job",
     "NormalizeJob": "normalize_job",
     "RawCrawler": "raw_crawler",
-    "ProcessedCrawler": "processed_crawler",
     "AthenaWorkGroup": "athena_workgroup",
     "TopicArn": "topic_arn",
     "Region": "region",
@@ -383,7 +383,10 @@ def _query(b, next_state):
            "GetTotals",
            timeout=ATHENA_QUERY_TIMEOUT_SECONDS,
            retry=[_retry(ATHENA_TRANSIENT_ERRORS, interval=5, attempts=5), NO_RETRY_ATHENA, FAILED_ONCE_RETRY],
-           result_selector={"QueryExecutionId.$": "$.QueryExecution.QueryExecutionId"},
+           # DataScannedInBytes: what the query cost (Athena bills by bytes scanned); it stays
+           # flat as the table grows because the query is pruned to this source's data files.
+           result_selector={"QueryExecutionId.$": "$.QueryExecution.QueryExecutionId",
+                            "DataScannedInBytes.$": "$.QueryExecution.Statistics.DataScannedInBytes"},
            result_path="$.query.execution")
     b.task(step, "GetTotals", "arn:aws:states:::athena:getQueryResults",
            # The header row and the one row of totals.
@@ -408,10 +411,12 @@ def _notify(b):
             "source.$": "$.source_uri",
             "source_id.$": "$.source_id",
             "rows.$": "$.summary.document.rows",
+            "superseded.$": "$.summary.document.superseded",
             "query": {
                 "columns.$": "$.query.results.columns",
                 "values.$": "$.query.results.values",
                 "query_execution_id.$": "$.query.execution.QueryExecutionId",
+                "scanned_bytes.$": "$.query.execution.DataScannedInBytes",
             },
         },
         "ResultPath": "$.result",
@@ -532,25 +537,37 @@ def _build(names):
     to_parquet.update(catalog_arguments(names["RawTable"], names["RawCrawler"], keys["raw_catalog"]))
     normalize = {
         "--source_uri.$": lake_uri(keys["raw"]),
-        "--target_uri": "s3://%s/%s" % (lake, PROCESSED_PREFIX),
+        "--database": names["GlueDatabase"],
+        "--table": names["ProcessedTable"],
         "--summary_uri.$": lake_uri(keys["manifest"]),
         "--source_id.$": "$.source_id",
+        # The landing object (a new version of it replaces its rows) and which version this is.
+        "--source_key.$": "$.source_uri",
+        "--source_version_id.$": "$.landing_version.id",
+        "--region": names["Region"],
     }
-    normalize.update(catalog_arguments(names["ProcessedTable"], names["ProcessedCrawler"],
-                                       keys["processed_catalog"]))
     _glue_job(b, "json-to-parquet", "ConvertToParquet", names["JsonToParquetJob"], to_parquet,
               "$.json_to_parquet_run", "ReadRawCatalogDecision")
-    _crawl(b, "crawl-raw", "Raw", names["RawCrawler"], names["JsonToParquetJob"], to_parquet, "Normalize")
-    _glue_job(b, "normalize", "Normalize", names["NormalizeJob"], normalize, "$.normalize_run",
-              "ReadProcessedCatalogDecision")
-    _crawl(b, "crawl-processed", "Processed", names["ProcessedCrawler"], names["NormalizeJob"], normalize,
-           "ReadSummary")
+    _crawl(b, "crawl-raw", "Raw", names["RawCrawler"], names["JsonToParquetJob"], to_parquet, "HasVersionId")
+    # Glue arguments are strings: an unversioned object (no or a null version_id) passes "".
+    b.add("normalize", "HasVersionId", {
+        "Type": "Choice",
+        "Choices": [{"And": [{"Variable": "$.version_id", "IsPresent": True},
+                             {"Variable": "$.version_id", "IsString": True}],
+                     "Next": "UseVersionId"}],
+        "Default": "NoVersionId",
+    })
+    b.add("normalize", "UseVersionId", {"Type": "Pass", "Parameters": {"id.$": "$.version_id"},
+                                        "ResultPath": "$.landing_version", "Next": "Normalize"})
+    b.add("normalize", "NoVersionId", {"Type": "Pass", "Result": {"id": ""},
+                                       "ResultPath": "$.landing_version", "Next": "Normalize"})
+    _glue_job(b, "normalize", "Normalize", names["NormalizeJob"], normalize, "$.normalize_run", "ReadSummary")
     _query(b, "SummarizeRun")
     _notify(b)
     _failure_branch(b)
     definition = {
         "Comment": "Shipping ETL: NDJSON landing object -> Parquet (raw) -> crawl -> normalized, "
-                   "PII-free Parquet (processed) -> crawl -> Athena totals -> SNS summary. "
+                   "PII-free rows committed to the processed Iceberg table -> Athena totals -> SNS summary. "
                    "Generated by chalicelib/asl.py; do not edit by hand.",
         "StartAt": "ConvertToParquet",
         "TimeoutSeconds": EXECUTION_TIMEOUT_SECONDS,

@@ -13,7 +13,6 @@ import json
 from chalicelib.resources import (
     ATHENA_RESULTS_PREFIX,
     GLUE_ASSETS_PREFIX,
-    PROCESSED_PREFIX,
     RAW_PREFIX,
 )
 from chalicelib.settings import Settings
@@ -25,8 +24,12 @@ GLUE_VERSION = "3.0"
 # Capacity is Settings.glue_job_dpu: 1/16 DPU by default, the smallest shell job; both jobs
 # stream their input and stay well inside its 1 GB.
 # What the scripts import beyond the standard library and boto3, pinned to the newest versions
-# pip resolves on Glue's Python 3.9 (the local stack and tests pin the same DuckDB).
-ADDITIONAL_PYTHON_MODULES = ("duckdb==1.4.5", "pyarrow==21.0.0")
+# pip resolves on Glue's Python 3.9 (the local stack and tests pin the same DuckDB and pyiceberg).
+# pyiceberg 0.10.0 is the newest release with cp39 wheels; pyiceberg-core (cp39-abi3,
+# manylinux2014) holds the partition transforms its writer needs; its other dependencies
+# (pydantic-core, mmh3, pyroaring, ...) have cp39 manylinux2014 wheels too (checked with
+# ``pip download ... --python-version 3.9 --only-binary=:all: --platform manylinux2014_x86_64``).
+ADDITIONAL_PYTHON_MODULES = ("duckdb==1.4.5", "pyarrow==21.0.0", "pyiceberg==0.10.0", "pyiceberg-core==0.6.0")
 
 # Job scripts: repository path -> key in the lake bucket.
 JSON_TO_PARQUET_SCRIPT = "glue/json_to_parquet.py"
@@ -37,6 +40,7 @@ NORMALIZE_SCRIPT = "glue/normalize.py"
 LIBRARY_ZIP_MEMBERS = (
     ("chalicelib/__init__.py", "chalicelib/__init__.py"),
     ("chalicelib/schema.py", "chalicelib/schema.py"),
+    ("chalicelib/lake_table.py", "chalicelib/lake_table.py"),
     ("jobio.py", "glue/jobio.py"),
     ("catalog.py", "glue/catalog.py"),
     ("jobentry.py", "glue/jobentry.py"),
@@ -47,6 +51,7 @@ LIBRARY_ZIP_MEMBERS = (
     ("datapath/provers.py", "glue/datapath/provers.py"),
     ("datapath/rules_sql.py", "glue/datapath/rules_sql.py"),
     ("datapath/writer.py", "glue/datapath/writer.py"),
+    ("lake_commit.py", "glue/lake_commit.py"),
 )
 LIBRARY_ZIP_NAME = "shipping_etl_glue_libs.zip"
 # The json-to-parquet job's C module (shipping_ndjson, glue/native), as a wheel the deploy builds
@@ -158,7 +163,8 @@ def job_definitions(resources, settings=None, native_wheel=False):
              "NDJSON landing object -> typed Parquet in the raw zone; bad lines to quarantine",
              native_wheel),
         _job(resources, settings, resources.normalize_job, "normalize", NORMALIZE_SCRIPT,
-             "Raw Parquet -> PII-free, de-duplicated, date-partitioned processed zone", native_wheel),
+             "Raw Parquet -> PII-free, de-duplicated rows, one atomic commit to the processed Iceberg table",
+             native_wheel),
     ]
 
 
@@ -177,12 +183,11 @@ def _crawler(resources, name, prefix, description):
 
 
 def crawler_definitions(resources):
-    """Keyword arguments of ``glue.create_crawler`` for both crawlers (raw, processed)."""
+    """Keyword arguments of ``glue.create_crawler`` for the crawlers: the raw zone's only. The
+    processed zone is an Iceberg table (chalicelib.lake_table): its metadata is its catalog."""
     return [
         _crawler(resources, resources.raw_crawler, RAW_PREFIX,
                  "Catalogs the raw zone as table %s" % resources.raw_table),
-        _crawler(resources, resources.processed_crawler, PROCESSED_PREFIX,
-                 "Catalogs the processed zone as table %s" % resources.processed_table),
     ]
 
 

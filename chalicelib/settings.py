@@ -42,6 +42,8 @@ DEPLOY_SETTINGS = (
     ("STATE_MACHINE_TRACING", "state_machine_tracing", "X-Ray tracing of executions: true or false"),
     ("ATHENA_BYTES_SCANNED_CUTOFF", "athena_bytes_scanned_cutoff",
      "bytes one Athena query may scan before it is cancelled (at least 10485760)"),
+    ("SNAPSHOT_RETENTION_SECONDS", "snapshot_retention_seconds",
+     "age past which the processed Iceberg table's maintenance (VACUUM) expires snapshots (at least 60)"),
 )
 
 
@@ -112,6 +114,9 @@ class Settings:
     # 10 GiB: $0.05 of Athena scanning; the pipeline's query reads a few columns of the
     # processed table, so reaching it means the table has grown past what the query was sized for.
     athena_bytes_scanned_cutoff: int = 10 * 1024 ** 3
+    # One day of history to time-travel to; older snapshots and their unreferenced files go at
+    # the next maintenance run (Athena's own default is 5 days).
+    snapshot_retention_seconds: int = 86400
 
     @classmethod
     def from_env(cls, environ=None):
@@ -141,6 +146,8 @@ class Settings:
             athena_bytes_scanned_cutoff=_int(env, "ATHENA_BYTES_SCANNED_CUTOFF",
                                              d.athena_bytes_scanned_cutoff,
                                              minimum=MIN_BYTES_SCANNED_CUTOFF),
+            snapshot_retention_seconds=_int(env, "SNAPSHOT_RETENTION_SECONDS", d.snapshot_retention_seconds,
+                                            minimum=60),
         )
 
     def lambda_environment(self):

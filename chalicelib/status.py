@@ -97,6 +97,13 @@ def _totals(output):
         return None
 
 
+def _scanned_bytes(output):
+    """Athena's DataScannedInBytes of the execution's query, or None."""
+    query = output.get("query")
+    value = query.get("scanned_bytes") if isinstance(query, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _failure(response):
     """Returns (error, cause, failed_step) from a failed execution's error and cause.
 
@@ -137,8 +144,10 @@ def summarize(execution):
     ListExecutions item, which has no input, output, error or cause):
 
     ``{"name", "status", "source", "started", "stopped", "duration_seconds", "rows", "totals",
-    "notification_id", "error", "cause", "failed_step"}``; datetimes as ISO 8601 strings, absent
-    parts as None.
+    "scanned_bytes", "superseded", "notification_id", "error", "cause", "failed_step"}``;
+    datetimes as ISO 8601 strings, absent parts as None. ``scanned_bytes`` is the bytes Athena
+    scanned for the execution's totals query; ``superseded`` is true when the processed table
+    already held a newer version of the landing key (nothing was committed).
     """
     output = _json_object(execution.get("output")) or {}
     execution_input = _json_object(execution.get("input")) or {}
@@ -159,6 +168,8 @@ def summarize(execution):
         "duration_seconds": duration,
         "rows": _row_counts(output),
         "totals": _totals(output),
+        "scanned_bytes": _scanned_bytes(output),
+        "superseded": output.get("superseded") if isinstance(output.get("superseded"), bool) else None,
         "notification_id": notification_id if isinstance(notification_id, str) else None,
         "error": error,
         "cause": cause,

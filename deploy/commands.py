@@ -25,6 +25,7 @@ from deploy import (
     glue,
     iam,
     kms,
+    lake_table,
     logs,
     native_wheel,
     policies,
@@ -186,6 +187,8 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
             glue.ensure_job(ctx, job)
         for crawler in glue_jobs.crawler_definitions(resources):
             glue.ensure_crawler(ctx, crawler)
+        # The processed crawler of earlier deploys: the Iceberg table needs none.
+        lake_table.remove_processed_crawler(ctx)
         athena.ensure_workgroup(ctx, glue_jobs.workgroup_definition(resources, settings))
         topic.ensure_topic(ctx)
         topic.ensure_email_subscription(ctx, settings.notification_email)
@@ -194,6 +197,9 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
         for group in [resources.state_machine_log_group] + resources.lambda_log_groups:
             logs.ensure_log_group(ctx, group, settings.log_retention_days, key_arn)
         stepfunctions.ensure_state_machine(ctx, definition, settings)
+        # Last: replacing a Hive-style processed table rebuilds it with the normalize job, which
+        # needs the job, its role and its assets in place.
+        lake_table.ensure_table(ctx, settings)
         lambda_policies = policies.lambda_policies(resources)
         chalice_config.write_config(ctx, project_dir, stage, settings.lambda_environment(),
                                     settings.deploy_environment(), functions=list(lambda_policies))

@@ -138,12 +138,15 @@ def glue_job_policy(resources):
         # Listing lets a missing key answer 404 (not 403) and lets a job find stale outputs.
         _statement("ListBuckets", ["s3:ListBucket", "s3:GetBucketLocation"],
                    [_bucket_arn(landing), _bucket_arn(lake)]),
+        # Normalize orders a landing key's versions (newest wins in the processed table).
+        _statement("ListLandingVersions", ["s3:ListBucketVersions"], [_bucket_arn(landing)]),
+        # UpdateTable: the Iceberg commits of normalize (Glue checks the table's version).
         _statement("RegisterPartitions", ["glue:GetTable", "glue:GetPartitions",
-                                          "glue:BatchCreatePartition"], _catalog(resources)),
+                                          "glue:BatchCreatePartition", "glue:UpdateTable",
+                                          "glue:GetDatabase"], _catalog(resources)),
         # A job that finds a crawl needed first looks whether one is running (glue/catalog.py).
         _statement("ReadCrawlerState", ["glue:GetCrawler"],
-                   [_arn(resources, "glue", "crawler/%s" % name)
-                    for name in (resources.raw_crawler, resources.processed_crawler)]),
+                   [_arn(resources, "glue", "crawler/%s" % resources.raw_crawler)]),
         *_write_logs("WriteJobLogs", resources, GLUE_JOB_LOG_GROUPS),
         _statement("PublishGlueMetrics", ["cloudwatch:PutMetricData"], ["*"],
                    {"StringEquals": {"cloudwatch:namespace": "Glue"}}),
@@ -151,10 +154,10 @@ def glue_job_policy(resources):
 
 
 def crawler_policy(resources):
-    """The crawlers read the raw and processed zones and maintain this stage's tables."""
+    """The raw crawler reads the raw zone and maintains this stage's raw table."""
     lake = resources.lake_bucket
     return _document(
-        _statement("ReadCrawledZones", ["s3:GetObject"], _objects(lake, RAW_PREFIX, PROCESSED_PREFIX)),
+        _statement("ReadCrawledZones", ["s3:GetObject"], _objects(lake, RAW_PREFIX)),
         _statement("ListLake", ["s3:ListBucket", "s3:GetBucketLocation"], [_bucket_arn(lake)]),
         _statement("MaintainTables", [
             "glue:GetDatabase", "glue:GetTable", "glue:GetTables", "glue:CreateTable",
@@ -163,7 +166,7 @@ def crawler_policy(resources):
             "glue:BatchUpdatePartition",
         ], _catalog(resources)),
         *_write_logs("WriteCrawlerLogs", resources, [CRAWLER_LOG_GROUP],
-                     streams=(resources.raw_crawler, resources.processed_crawler)),
+                     streams=(resources.raw_crawler,)),
     )
 
 
@@ -177,8 +180,7 @@ def state_machine_policy(resources, settings=None):
     lake = resources.lake_bucket
     jobs = [_arn(resources, "glue", "job/%s" % name)
             for name in (resources.json_to_parquet_job, resources.normalize_job)]
-    crawlers = [_arn(resources, "glue", "crawler/%s" % name)
-                for name in (resources.raw_crawler, resources.processed_crawler)]
+    crawlers = [_arn(resources, "glue", "crawler/%s" % resources.raw_crawler)]
     statements = [
         # .sync polls the run and stops it when the execution is stopped.
         _statement("RunGlueJobs", ["glue:StartJobRun", "glue:GetJobRun", "glue:GetJobRuns",

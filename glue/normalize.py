@@ -1,42 +1,44 @@
-"""Glue job normalize: the raw Parquet of one landing object -> the processed zone.
+"""Glue job normalize: the raw Parquet of one landing object -> one commit to the processed
+Iceberg table.
 
-    python glue/normalize.py --source_uri s3://lake/raw/<sid>.parquet --target_uri s3://lake/processed/ \\
-        [--summary_uri s3://lake/manifests/<sid>.json] [--source_id <sid>] [--memory_limit 800MB] [--threads N]
+    python glue/normalize.py --source_uri s3://lake/raw/<sid>.parquet --database DB --table processed \
+        --source_key s3://landing/incoming/x.json [--source_version_id V] [--source_id <sid>] \
+        [--summary_uri s3://lake/manifests/<sid>.json] [--region R] [--max_commit_attempts N] \
+        [--memory_limit 800MB] [--threads N]
 
-Every ``--*_uri`` may also be a local path. Other arguments (Glue's own) are ignored.
+``--source_uri`` and ``--summary_uri`` may also be local paths. Other arguments (Glue's own) are
+ignored.
 
 Removes exact duplicates (valid records identical on every schema field, PII included), drops the
-PII fields and writes the rest, ``source_id`` included, partitioned by shipping date:
-``<target>/shipping_date=YYYY-MM-DD/<source_id>.parquet`` (the partition column lives in the folder
-name, not in the files). Outputs an earlier run of the same source wrote and this run does not
-are deleted; the earlier run's summary says which they were (without one, the target is listed).
+PII fields, tags every row with ``source_id``, ``source_key`` (the landing object, without
+version) and ``source_version_id``, and commits the rows to the Iceberg table in one transaction
+that also deletes the rows an earlier version (or an earlier run) of the same key committed
+(glue/lake_commit.py: newest version wins, lost races retried). The table's hidden partitioning
+(month of shipping_date) decides the data files; nothing is registered and nothing is crawled.
 
-How: one DuckDB ``COPY ... TO ... (FORMAT parquet, PARTITION_BY (shipping_date))``. Copies of a
-record share its ``shipping_id``, so only the rows of ids that occur more than once (found by
-reading that one column) go through an exact DISTINCT; a file without repeated ids is copied
-straight. ``--memory_limit`` bounds the whole job (DuckDB spills to disk beyond its share).
+How: DuckDB reads the raw file; copies of a record share its ``shipping_id``, so only the rows of
+ids that occur more than once (found by reading that one column) go through an exact DISTINCT.
+``--memory_limit`` bounds DuckDB (it spills to disk beyond its share).
 
-The summary ``{"source", "source_id", "raw", "rows": {"read", "valid", "quarantined",
-"duplicates"}, "partitions", "outputs"}`` goes to ``--summary_uri`` and, as one JSON line, to
-stdout. ``read`` and ``quarantined`` come from the counts json_to_parquet stored in the raw
-file; ``valid`` counts the rows kept, so ``read = valid + quarantined + duplicates``.
+The summary ``{"source", "source_id", "source_key", "source_version_id", "raw", "rows": {"read",
+"valid", "quarantined", "duplicates"}, "partitions" (months), "superseded", "commit"}`` goes to
+``--summary_uri`` and, as one JSON line, to stdout. ``read`` and ``quarantined`` come from the
+counts json_to_parquet stored in the raw file; ``valid`` counts the rows kept, so
+``read = valid + quarantined + duplicates``. ``superseded`` is true when the table already held a
+newer version of the key: nothing was committed.
 """
 import json
 import logging
 import os
-import re
-import shutil
 
 import jobentry
 import jobio
-from chalicelib import schema
+import lake_commit
+from chalicelib import lake_table, schema
 
 import duckdb
 
-
-# Parquet metadata is read with DuckDB: pyarrow is needed only to merge split partition files.
 pa = jobio.ImportedOnUse("pyarrow")
-pq = jobio.ImportedOnUse("pyarrow.parquet")
 
 LOG = logging.getLogger("shipping_etl.normalize")
 
@@ -46,7 +48,6 @@ COUNTS_METADATA_KEY = jobio.COUNTS_METADATA_KEY
 DEFAULT_MEMORY_LIMIT = "800MB"
 # Copies of a record share it: de-duplication looks only at rows whose id occurs more than once.
 _ID_FIELD = "shipping_id"
-PARTITION_FOLDER = re.compile(r"^%s=(\d{4}-\d{2}-\d{2})$" % schema.PARTITION_FIELD)
 
 
 def _identifier(name):
@@ -75,11 +76,6 @@ def _row_counts(connection, paths):
     return dict(connection.execute("SELECT file_name, num_rows FROM parquet_file_metadata(%s)" % listed).fetchall())
 
 
-def output_name(source_id):
-    """The file name of every partition file of one source."""
-    return "%s.parquet" % source_id
-
-
 def dedup_sql(raw, columns, repeated):
     """A query over the relation ``raw`` returning ``columns`` of its rows with exact duplicates
     (rows equal on every schema field and ``source_id``) removed. ``repeated`` is a relation of
@@ -97,15 +93,16 @@ SELECT {selected} FROM (SELECT DISTINCT {identity} FROM {raw} WHERE {id} IN (SEL
 """.format(selected=selected, raw=raw, id=_identifier(_ID_FIELD), repeated=repeated, identity=identity)
 
 
-def normalize(raw_path, out_dir, source_id, memory_limit=DEFAULT_MEMORY_LIMIT, threads=None, temp_dir=None):
-    """De-duplicates and drops PII from the raw Parquet file at ``raw_path``, writing
-    ``out_dir/shipping_date=YYYY-MM-DD/<source_id>.parquet`` (local paths). ``memory_limit`` is
-    the job's (see jobio.duckdb_memory_limit); DuckDB spills to ``temp_dir`` beyond its share.
+def transform(raw_path, source_id, source_key, source_version_id=None, memory_limit=DEFAULT_MEMORY_LIMIT,
+              threads=None, temp_dir=None):
+    """De-duplicates the raw Parquet file at ``raw_path`` (local) and drops its PII.
 
-    Returns ``{"raw_rows": rows in the raw file, "partitions": {"YYYY-MM-DD": rows kept}}``.
+    Returns ``(rows, raw_rows)``: ``rows`` a pyarrow Table in the processed table's column order
+    (chalicelib.lake_table.COLUMNS), every row tagged with ``source_id``, ``source_key`` and
+    ``source_version_id``; ``raw_rows`` the rows of the raw file. ``memory_limit`` is the job's
+    (see jobio.duckdb_memory_limit); DuckDB spills to ``temp_dir`` beyond its share.
     """
-    kept = [f.name for f in schema.processed_fields() if f.name != schema.PARTITION_FIELD]
-    kept.append(schema.SOURCE_ID_FIELD)
+    record_columns = [f.name for f in schema.processed_fields()]
     connection = jobio.duckdb_connection(duckdb, jobio.duckdb_memory_limit(memory_limit),
                                           preserve_insertion_order=False)
     try:
@@ -118,106 +115,71 @@ def normalize(raw_path, out_dir, source_id, memory_limit=DEFAULT_MEMORY_LIMIT, t
         # Reading the id column alone is cheap; most files repeat no id and skip de-duplication.
         connection.execute("CREATE TEMP TABLE repeated AS SELECT {id} FROM {raw} GROUP BY {id} HAVING count(*) > 1"
                            .format(id=_identifier(_ID_FIELD), raw=raw))
-        repeats, dates = connection.execute(
-            "SELECT (SELECT count(*) FROM repeated), count(DISTINCT %s) FROM %s"
-            % (_identifier(schema.PARTITION_FIELD), raw)).fetchone()
-        columns = kept + [schema.PARTITION_FIELD]
+        repeats = connection.execute("SELECT count(*) FROM repeated").fetchone()[0]
+        columns = record_columns + [schema.SOURCE_ID_FIELD]
         if repeats:
             rows = dedup_sql(raw, columns, "repeated")
         else:
             rows = "SELECT %s FROM %s" % (", ".join(_identifier(name) for name in columns), raw)
-        # One open file per partition: more, and DuckDB would start a second file for a date.
-        connection.execute("SET partitioned_write_max_open_files = %d" % max(100, dates + 1))
-        staging = os.path.join(out_dir, ".staging")
-        os.makedirs(out_dir, exist_ok=True)
-        connection.execute(
-            "COPY ({rows}) TO {staging} (FORMAT parquet, PARTITION_BY ({partition}), "
-            "FILENAME_PATTERN 'part_{{i}}')".format(
-                rows=rows, partition=_identifier(schema.PARTITION_FIELD), staging=jobio.sql_literal(staging)))
-        targets = {}
-        for folder in sorted(os.listdir(staging)) if os.path.isdir(staging) else ():
-            match = PARTITION_FOLDER.match(folder)
-            if not match:
-                raise RuntimeError("unexpected output folder %s in %s" % (folder, staging))
-            parts = sorted(os.path.join(staging, folder, name) for name in os.listdir(os.path.join(staging, folder)))
-            target = os.path.join(out_dir, folder, output_name(source_id))
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            if len(parts) == 1:
-                os.replace(parts[0], target)
+        # The source id the caller names wins over the raw file's: it names this landing version.
+        tags = {schema.SOURCE_ID_FIELD: source_id, lake_table.SOURCE_KEY_FIELD: source_key,
+                lake_table.SOURCE_VERSION_FIELD: source_version_id}
+        selected = []
+        for name in lake_table.COLUMN_NAMES:
+            if name in tags:
+                value = tags[name]
+                selected.append("%s AS %s" % ("CAST(NULL AS VARCHAR)" if value is None else jobio.sql_literal(value),
+                                              _identifier(name)))
             else:
-                _merge(parts, target)
-            targets[match.group(1)] = target
-        counts = _row_counts(connection, list(targets.values()))
+                selected.append(_identifier(name))
+        table = connection.execute("SELECT %s FROM (%s)" % (", ".join(selected), rows)).fetch_arrow_table()
     finally:
         connection.close()
-    shutil.rmtree(staging, ignore_errors=True)
-    return {"raw_rows": raw_rows, "partitions": {date: counts[target] for date, target in targets.items()}}
+    return table, raw_rows
 
 
-def _merge(parts, target):
-    """Writes the rows of several Parquet files with one schema into one file, part by part."""
-    with pq.ParquetWriter(target, pq.read_schema(parts[0]), compression="snappy") as writer:
-        for part in parts:
-            # ParquetFile reads the file alone: read_table would add the shipping_date=... folder
-            # as a column (pyarrow 21, the version Glue installs, does).
-            writer.write_table(pq.ParquetFile(part).read())
-
-
-def summarize(raw_uri, source_id, counts, result, outputs):
+def summarize(raw_uri, source_id, counts, raw_rows, kept_rows, months, commit=None):
     """The run summary (see the module docstring). ``counts``: the raw file's counts or None."""
-    kept = sum(result["partitions"].values())
-    raw_rows = result["raw_rows"]
     if counts is None:
         LOG.warning("%s holds no %s metadata: counting its rows as read, none as quarantined",
                     raw_uri, COUNTS_METADATA_KEY)
         counts = {"source": raw_uri, "read": raw_rows, "quarantined": 0}
-    return {
+    summary = {
         "source": counts.get("source") or raw_uri,
         "source_id": source_id,
         "raw": raw_uri,
-        "rows": {"read": counts["read"], "valid": kept, "quarantined": counts["quarantined"],
-                 "duplicates": raw_rows - kept},
-        "partitions": sorted(result["partitions"]),
-        "outputs": outputs,
+        "rows": {"read": counts["read"], "valid": kept_rows, "quarantined": counts["quarantined"],
+                 "duplicates": raw_rows - kept_rows},
+        "partitions": months,
     }
+    if commit is not None:
+        summary.update(superseded=commit["superseded"], commit=commit)
+    return summary
 
 
-def _own_output(uri, target, source_id):
-    """Whether ``uri`` is a partition file of ``source_id`` directly below ``target``."""
-    prefix = jobio.join(target, "")
-    if not uri.startswith(prefix):
-        return False
-    folder, _, name = uri[len(prefix):].replace(os.sep, "/").partition("/")
-    return name == output_name(source_id) and bool(PARTITION_FOLDER.match(folder))
+def months_of(rows):
+    """The months (``YYYY-MM``) of ``shipping_date`` in ``rows``, sorted."""
+    import pyarrow.compute as pc
+
+    dates = pc.unique(rows.column(schema.PARTITION_FIELD)).to_pylist()
+    return sorted({"%04d-%02d" % (d.year, d.month) for d in dates if d is not None})
 
 
-def previous_outputs(storage, target, source_id, summary_uri):
-    """What an earlier run of this source wrote: its summary's outputs, else what a listing of
-    ``target`` finds. Only files of this source below ``target`` count."""
-    text = storage.read_text(summary_uri) if summary_uri else None
-    if text:
-        try:
-            found = json.loads(text).get("outputs") or []
-        except ValueError:
-            LOG.warning("ignoring %s: not a JSON summary; listing %s instead", summary_uri, target)
-            found = storage.list_files(target)
-    else:
-        found = storage.list_files(target)
-    return sorted(uri for uri in found if _own_output(uri, target, source_id))
+ARGUMENTS = ("source_uri", "database", "table")
+OPTIONS = {"summary_uri": None, "source_id": None, "source_key": None, "source_version_id": None,
+           "region": None, "max_commit_attempts": str(lake_commit.DEFAULT_MAX_ATTEMPTS),
+           "memory_limit": DEFAULT_MEMORY_LIMIT, "threads": None}
 
 
-ARGUMENTS = ("source_uri", "target_uri")
-OPTIONS = {"summary_uri": None, "source_id": None, "memory_limit": DEFAULT_MEMORY_LIMIT, "threads": None}
-
-
-def main(argv, storage=None):
-    """Runs the job on ``argv`` (Glue-style arguments). Returns the summary; raises JobError."""
+def main(argv, storage=None, catalog=None):
+    """Runs the job on ``argv`` (Glue-style arguments). Returns the summary; raises JobError.
+    ``catalog``: a pyiceberg catalog to use instead of the account's Glue catalog."""
     job = jobentry.start(argv, ARGUMENTS, OPTIONS, storage)
-    if job.catalog_only:
-        return job.recheck()
-    args, threads, storage, catalog = job.args, job.threads, job.storage, job.catalog
-    source, target, summary_uri = args["source_uri"], args["target_uri"], args["summary_uri"]
+    args, threads, storage = job.args, job.threads, job.storage
+    max_attempts = jobio.positive_int(args, "max_commit_attempts")
+    source, summary_uri = args["source_uri"], args["summary_uri"]
     source_id = args["source_id"] or jobio.stem(source)
+    version_id = args["source_version_id"] or None
     with jobio.WorkDir() as work:
         LOG.info("reading %s", source)
         local_raw = storage.fetch(source, work)
@@ -226,33 +188,35 @@ def main(argv, storage=None):
         except (pa.ArrowInvalid, OSError) as exc:
             raise jobio.JobError("%s is not a readable Parquet file (%s): pass the raw file "
                                  "json_to_parquet wrote" % (source, exc))
-        local_out = os.path.join(work, "processed")
-        result = normalize(local_raw, local_out, source_id, memory_limit=args["memory_limit"],
-                           threads=threads, temp_dir=work)
-        earlier = previous_outputs(storage, target, source_id, summary_uri)
-        outputs = []
-        for date in sorted(result["partitions"]):
-            folder = "%s=%s" % (schema.PARTITION_FIELD, date)
-            uri = jobio.join(target, "%s/%s" % (folder, output_name(source_id)))
-            storage.put(os.path.join(local_out, folder, output_name(source_id)), uri)
-            outputs.append(uri)
-        for stale in sorted(set(earlier) - set(outputs)):
-            LOG.info("removing %s (written by an earlier run, not by this one)", stale)
-            storage.delete(stale)
-        summary = summarize(source, source_id, counts, result, outputs)
-        rows = summary["rows"]
-        LOG.info("%d rows read: %d kept in %d partitions, %d duplicates, %d quarantined earlier",
-                 rows["read"], rows["valid"], len(outputs), rows["duplicates"], rows["quarantined"])
+        # The landing object: named by the state machine; else what json_to_parquet recorded.
+        source_key = args["source_key"] or (counts or {}).get("source")
+        if not source_key:
+            raise jobio.JobError("--source_key is missing and %s records no source: pass the landing "
+                                 "object as --source_key s3://bucket/key" % source)
+        rows, raw_rows = transform(local_raw, source_id, source_key, version_id,
+                                   memory_limit=args["memory_limit"], threads=threads, temp_dir=work)
+        catalog = catalog or lake_commit.load_catalog(args["region"])
+        result = lake_commit.commit(
+            catalog, args["database"], args["table"], rows, source_key, version_id,
+            s3=storage.s3 if version_id else None, max_attempts=max_attempts,
+            snapshot_properties={"source-key": source_key, "source-id": source_id,
+                                 "source-version-id": version_id or ""})
+        summary = summarize(source, source_id, counts, raw_rows, rows.num_rows, months_of(rows), result)
+        summary["source_key"] = source_key
+        summary["source_version_id"] = version_id
+        row_counts = summary["rows"]
+        if result["superseded"]:
+            LOG.info("superseded: %s.%s already holds version %s of %s; nothing committed",
+                     args["database"], args["table"], result["held_version_id"], source_key)
+        else:
+            LOG.info("%d rows read: %d committed to %s.%s in %d data file(s) (snapshot %s, attempt %d%s), "
+                     "%d duplicates, %d quarantined earlier", row_counts["read"], row_counts["valid"],
+                     args["database"], args["table"], result["data_files"], result["snapshot_id"],
+                     result["attempts"], ", replacing the key's earlier rows" if result["replaced"] else "",
+                     row_counts["duplicates"], row_counts["quarantined"])
         if summary_uri:
             storage.put_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", summary_uri, work)
             LOG.info("wrote %s", summary_uri)
-        if catalog is not None:
-            folders = {date: jobio.join(target, "%s=%s/" % (schema.PARTITION_FIELD, date))
-                       for date in result["partitions"]}
-            written = os.path.join(local_out, "%s=%s" % (schema.PARTITION_FIELD, min(result["partitions"])),
-                                   output_name(source_id))
-            request = catalog.describe_parquet(written, jobio.join(target, ""), [schema.PARTITION_FIELD], folders)
-            catalog.settle(args, storage, work, request)
     jobio.print_result(summary)
     return summary
 

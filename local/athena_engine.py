@@ -23,6 +23,8 @@ import sqlglot
 from botocore.exceptions import ClientError
 from sqlglot import exp
 
+from local import iceberg_tables
+
 LOG = logging.getLogger(__name__)
 
 DEFAULT_CATALOG = "awsdatacatalog"
@@ -329,15 +331,23 @@ class AthenaEngine:
         (None for NULL). Raises QueryError with an Athena-like message (TABLE_NOT_FOUND,
         SCHEMA_NOT_FOUND, COLUMN_NOT_FOUND, SYNTAX_ERROR, NOT_SUPPORTED, ...).
         """
-        statement = self._parse(sql)
         database = (database or "default").lower()
+        maintenance = iceberg_tables.maintenance_statement(sql)
+        if maintenance is not None:  # OPTIMIZE / VACUUM of an Iceberg table
+            verb, db, table = maintenance
+            columns, rows, scanned = iceberg_tables.run_maintenance(self, verb, db or database, table)
+            result = QueryResult(columns, rows, [])
+            result.scanned_bytes = scanned
+            return result
+        statement = self._parse(sql)
         tables = self._qualify_tables(statement, database)
+        scanned = 0
         connection = duckdb.connect(config={"memory_limit": self.memory_limit})
         try:
             # Trino divides integers as integers; DuckDB would return a double.
             connection.execute("SET integer_division = true")
             for db, table in tables:
-                self._register_table(connection, db, table, tables[(db, table)])
+                scanned += self._register_table(connection, db, table, tables[(db, table)], statement) or 0
             duck_sql = statement.sql(dialect="duckdb")
             LOG.debug("query in DuckDB's dialect: %s", duck_sql)
             cursor = self._run(connection, duck_sql)
@@ -349,7 +359,9 @@ class AthenaEngine:
         if output_location:
             bucket, key = self._output_object(output_location)
             self.s3.put_object(Bucket=bucket, Key=key, Body=result_csv(columns, rows), ContentType="text/csv")
-        return QueryResult(columns, rows, [_athena_type(t) for t in duck_types])
+        result = QueryResult(columns, rows, [_athena_type(t) for t in duck_types])
+        result.scanned_bytes = scanned
+        return result
 
     # -- parsing ----------------------------------------------------------------------------------
 
@@ -419,8 +431,9 @@ class AthenaEngine:
         bucket, prefix = _split_s3_location(location)
         return [self.cache.local_path(bucket, key, etag) for key, etag in self.cache.list_data_files(bucket, prefix)]
 
-    def _register_table(self, connection, db, table, node):
-        """Create view ``"db"."table"`` with the catalog's columns over the table's files."""
+    def _register_table(self, connection, db, table, node, statement=None):
+        """Create view ``"db"."table"`` with the catalog's columns over the table's files.
+        Returns the bytes of the files it reads for an Iceberg table, else None."""
         definition = self._table(db, table, node)
         descriptor = definition.get("StorageDescriptor") or {}
         data_columns = [(c["Name"].lower(), c.get("Type", "string")) for c in descriptor.get("Columns") or []]
@@ -428,6 +441,8 @@ class AthenaEngine:
         schema = _quote_identifier(db)
         connection.execute("CREATE SCHEMA IF NOT EXISTS %s" % schema)
         view = "%s.%s" % (schema, _quote_identifier(table))
+        if iceberg_tables.is_iceberg(definition):
+            return iceberg_tables.register_view(self, connection, view, definition, statement, node)
 
         if partition_keys:
             file_values = []

@@ -41,7 +41,8 @@ _UNSAFE_PATH_PART = re.compile(r"[^A-Za-z0-9_.=-]+")
 # Imported once by the fork server (see the module docstring for why not DuckDB).
 PRELOAD_MODULES = ("boto3", "botocore.session", "botocore.client", "boto3.s3.transfer", "urllib3",
                    "concurrent.futures", "numpy", "pyarrow", "pyarrow.parquet", "pyarrow.compute",
-                   "pyarrow.json", "local.glue_runner")
+                   "pyarrow.json", "pyiceberg.catalog.glue", "pyiceberg.table", "pyiceberg.io.pyarrow",
+                   "pyiceberg.expressions", "local.glue_runner")
 _fork_server_lock = threading.Lock()
 
 

@@ -12,6 +12,11 @@ those places so that the engines given to it do the work:
 - ``AthenaBackend.start_query_execution``: ``query_engine.execute(sql, database, output_location)``
   runs the query on a background thread (QUEUED -> RUNNING -> SUCCEEDED|FAILED with
   StateChangeReason); the result set is stored where GetQueryResults reads it.
+- ``GlueResponse.update_table``: Glue's optimistic locking of table versions. AWS refuses an
+  UpdateTable whose ``VersionId`` is not the table's current version
+  (ConcurrentModificationException); moto 5.2.5 ignores ``VersionId``, so two Iceberg commits
+  from the same base both "won" and the first was lost. The check and the update run under one
+  lock, as one step.
 - ``SNSBackend.publish`` (only when a ``publish_fault`` is given): a publish the fault names is
   refused with SNS's throttling error (``Throttled``), before anything is delivered.
 - Speed, not behaviour: Step Functions parses a definition's ASL once (moto's pure-Python ANTLR
@@ -65,6 +70,9 @@ _HOOK_POINTS = (
     ("moto.glue.models", "FakeJobRun.status"),
     ("moto.glue.models", "FakeCrawler.as_dict"),
     ("moto.glue.models", "FakeCrawl.as_dict"),
+    ("moto.glue.responses", "GlueResponse.update_table"),
+    ("moto.glue.models", "FakeTable.update"),
+    ("moto.glue.exceptions", "GlueClientError"),
     ("moto.athena.models", "AthenaBackend.start_query_execution"),
     ("moto.athena.models", "QueryResults"),
     ("moto.athena.models", "Execution.status"),
@@ -362,6 +370,37 @@ def _crawler_hooks(crawler_engine):
     ]
 
 
+# -- Glue table versions ------------------------------------------------------------------------
+
+
+def _table_version_hooks():
+    from moto.glue.exceptions import GlueClientError
+    from moto.glue.responses import GlueResponse
+
+    original_update = GlueResponse.update_table
+    version_lock = threading.Lock()
+
+    class ConcurrentModificationException(GlueClientError):
+        def __init__(self, message):
+            super().__init__("ConcurrentModificationException", message)
+
+    def update_table(response):
+        expected = response.parameters.get("VersionId")
+        with version_lock:
+            if expected:
+                database_name = response.parameters.get("DatabaseName")
+                table_name = (response.parameters.get("TableInput") or {}).get("Name")
+                table = response.glue_backend.get_table(database_name, table_name)
+                current = str(table._current_version)
+                if str(expected) != current:
+                    raise ConcurrentModificationException(
+                        "Update table failed due to concurrent modifications: version %s is not the "
+                        "current version %s of %s.%s" % (expected, current, database_name, table_name))
+            return original_update(response)
+
+    return [(GlueResponse, "update_table", update_table)]
+
+
 # -- Athena -----------------------------------------------------------------------------------
 
 
@@ -425,6 +464,8 @@ def _athena_hooks(query_engine):
                 rows=_result_rows(columns, rows),
                 column_info=_column_info(columns, getattr(result, "column_types", None)),
             )
+            # Bytes of the files the engine read: Athena's DataScannedInBytes.
+            outcome.scanned_bytes = int(getattr(result, "scanned_bytes", 0) or 0)
             outcome.finish()
             state = "SUCCEEDED"
         except Exception as exc:
@@ -476,7 +517,8 @@ def _athena_hooks(query_engine):
             return json.dumps(body)
         status = query["Status"]
         millis = int(outcome.elapsed_seconds() * 1000)
-        query["Statistics"].update({"EngineExecutionTimeInMillis": millis, "TotalExecutionTimeInMillis": millis})
+        query["Statistics"].update({"EngineExecutionTimeInMillis": millis, "TotalExecutionTimeInMillis": millis,
+                                    "DataScannedInBytes": getattr(outcome, "scanned_bytes", 0)})
         if outcome.finished is None:
             status.pop("CompletionDateTime", None)
         if outcome.error_message:
@@ -841,6 +883,7 @@ def install(job_runner, crawler, query_engine, publish_fault=None):
         patches = (
             _job_run_hooks(job_runner)
             + _crawler_hooks(crawler)
+            + _table_version_hooks()
             + _athena_hooks(query_engine)
             + (_sns_hooks(publish_fault) if publish_fault is not None else [])
             + _step_functions_hooks()

@@ -132,6 +132,8 @@ def execution_result(name, described, summary):
         "source": summary.get("source"),
         "rows": summary.get("rows"),
         "totals": summary.get("totals"),
+        "scanned_bytes": summary.get("scanned_bytes"),
+        "superseded": summary.get("superseded"),
         "error": summary.get("error") or (described or {}).get("error"),
         "cause": summary.get("cause") or (described or {}).get("cause"),
         "failed_step": summary.get("failed_step"),

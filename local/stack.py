@@ -337,7 +337,6 @@ class LocalStack:
             "json-to-parquet": ("job", r.json_to_parquet_job),
             "crawl-raw": ("crawler", r.raw_crawler),
             "normalize": ("job", r.normalize_job),
-            "crawl-processed": ("crawler", r.processed_crawler),
             "query": ("query", None),
             "notify": ("publish", r.topic_arn),
         }

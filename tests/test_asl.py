@@ -237,7 +237,7 @@ def test_every_state_belongs_to_a_step_or_to_the_failure_branch():
 def test_every_task_retries_catches_and_has_a_timeout():
     definition = asl.build_definition(RESOURCES)
     tasks = _tasks(definition)
-    assert len(tasks) == 19
+    assert len(tasks) == 13
     for name, task in tasks.items():
         assert 0 < task["TimeoutSeconds"] <= max(asl.GLUE_JOB_TIMEOUT_SECONDS.values()), name
         assert task["Retry"], name
@@ -268,7 +268,7 @@ def test_every_task_retries_catches_and_has_a_timeout():
     # Quick API calls retry a timeout; a job or query that ran into its own does not.
     for name in ("ConvertToParquet", "Normalize", "RecheckRawCatalog", "RunTotalsQuery"):
         assert asl.TIMEOUT not in [e for r in tasks[name]["Retry"] for e in r["ErrorEquals"]], name
-    for name in ("StartRawCrawl", "GetProcessedCrawlerState", "ReadSummary", "GetTotals", "Notify"):
+    for name in ("StartRawCrawl", "GetRawCrawlerState", "ReadSummary", "GetTotals", "Notify"):
         assert asl.TIMEOUT in [e for r in tasks[name]["Retry"] for e in r["ErrorEquals"]], name
     # Sized per stage: a job waits for its own Glue Timeout plus start-up; a catalog check is short.
     assert tasks["ConvertToParquet"]["TimeoutSeconds"] > 60 * 30
@@ -282,7 +282,7 @@ def test_every_task_retries_catches_and_has_a_timeout():
 
 def test_a_failed_job_or_query_is_retried_once_and_permanent_errors_never():
     tasks = _tasks(asl.build_definition(RESOURCES))
-    for name in ("ConvertToParquet", "Normalize", "RecheckRawCatalog", "RecheckProcessedCatalog",
+    for name in ("ConvertToParquet", "Normalize", "RecheckRawCatalog",
                  "RunTotalsQuery"):
         retry = tasks[name]["Retry"]
         assert retry[-1]["ErrorEquals"] == [asl.TASK_FAILED] and retry[-1]["MaxAttempts"] == 1, name
@@ -329,8 +329,7 @@ def test_crawls_run_only_when_the_job_decided_a_crawl_is_needed():
     states = asl.build_definition(RESOURCES)["States"]
     lake = RESOURCES.lake_bucket
     for label, job, table, crawler, after in (
-            ("Raw", "ConvertToParquet", RESOURCES.raw_table, RESOURCES.raw_crawler, "Normalize"),
-            ("Processed", "Normalize", RESOURCES.processed_table, RESOURCES.processed_crawler, "ReadSummary")):
+            ("Raw", "ConvertToParquet", RESOURCES.raw_table, RESOURCES.raw_crawler, "HasVersionId"),):
         arguments = states[job]["Parameters"]["Arguments"]
         decision = "s3://%s/manifests/{}.%s-catalog.json" % (lake, label.lower())
         assert arguments["--catalog_database"] == RESOURCES.glue_database
@@ -365,8 +364,7 @@ def test_crawls_run_only_when_the_job_decided_a_crawl_is_needed():
 
 def test_crawls_poll_until_ready_and_continue_only_on_succeeded():
     states = asl.build_definition(RESOURCES)["States"]
-    for label, crawler, after in (("Raw", RESOURCES.raw_crawler, "Normalize"),
-                                  ("Processed", RESOURCES.processed_crawler, "ReadSummary")):
+    for label, crawler, after in (("Raw", RESOURCES.raw_crawler, "HasVersionId"),):
         assert states["Start%sCrawl" % label]["Parameters"] == {"Name": crawler}
         assert states["WaitFor%sCrawl" % label]["SecondsPath"] == "$.poll_seconds"
         ready = states["Is%sCrawlerReady" % label]
@@ -506,7 +504,7 @@ def test_json_to_parquet_job_gets_the_design_arguments(sfn_aws):
     _assert_failed_at(description, queue_url, "json-to-parquet", cause["error"])
 
 
-def _put_decision(crawl, label="processed", crawler_running=False):
+def _put_decision(crawl, label="raw", crawler_running=False):
     """The catalog decision a job writes (glue/catalog.py), as the state machine reads it."""
     s3 = boto3.client("s3", region_name=REGION)
     if RESOURCES.lake_bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
@@ -534,18 +532,18 @@ def aws_crawl_status(monkeypatch):
 
 
 def test_no_crawl_when_the_job_registered_its_partitions(sfn_aws, s3_bodies_as_text):
-    _create_crawler(RESOURCES.processed_crawler)
+    _create_crawler(RESOURCES.raw_crawler)
     _put_decision(crawl=False)
-    definition = _part(asl.build_definition(RESOURCES), {"crawl-processed"}, "ReadProcessedCatalogDecision")
+    definition = _part(asl.build_definition(RESOURCES), {"crawl-raw"}, "ReadRawCatalogDecision")
 
     arn = _start(definition)
     description = _finish(arn)
 
     assert description["status"] == "SUCCEEDED", description.get("cause")
-    assert _entered(arn, "ReadSummary") == 1  # the stand-in for the next step
-    assert _entered(arn, "StartProcessedCrawl") == 0
+    assert _entered(arn, "HasVersionId") == 1  # the stand-in for the next step
+    assert _entered(arn, "StartRawCrawl") == 0
     glue = boto3.client("glue", region_name=REGION)
-    assert glue.list_crawls(CrawlerName=RESOURCES.processed_crawler)["Crawls"] == []
+    assert glue.list_crawls(CrawlerName=RESOURCES.raw_crawler)["Crawls"] == []
 
 
 def test_crawl_waits_while_running_and_fails_unless_succeeded(sfn_aws, crawls_held_running,
@@ -590,7 +588,7 @@ def test_crawl_that_fails_once_is_started_again_and_succeeds(sfn_aws, crawls_hel
     description = _finish(arn)
 
     assert description["status"] == "SUCCEEDED", description.get("cause")
-    assert _entered(arn, "Normalize") == 1  # the stand-in for the next step
+    assert _entered(arn, "HasVersionId") == 1  # the stand-in for the next step
     assert len(glue.list_crawls(CrawlerName=RESOURCES.raw_crawler)["Crawls"]) == 2
 
 
@@ -598,14 +596,14 @@ def test_crawl_that_fails_once_is_started_again_and_succeeds(sfn_aws, crawls_hel
 def test_running_crawl_is_waited_for_then_the_catalog_checked_again(sfn_aws, crawls_held_running,
                                                                     s3_bodies_as_text, seen_by_the_job):
     glue = boto3.client("glue", region_name=REGION)
-    _create_crawler(RESOURCES.processed_crawler)
+    _create_crawler(RESOURCES.raw_crawler)
     # The table was missing when the job looked; the job may or may not have seen the crawl.
     _put_decision(crawl=True, crawler_running=seen_by_the_job)
-    glue.start_crawler(Name=RESOURCES.processed_crawler)  # another execution's crawl
-    definition = _part(asl.build_definition(RESOURCES), {"crawl-processed"}, "ReadProcessedCatalogDecision")
+    glue.start_crawler(Name=RESOURCES.raw_crawler)  # another execution's crawl
+    definition = _part(asl.build_definition(RESOURCES), {"crawl-raw"}, "ReadRawCatalogDecision")
     # moto cannot wait for a Glue job (.sync): a Pass stands in for the catalog-only run, whose
     # decision the test writes below, as the job would.
-    definition["States"]["RecheckProcessedCatalog"] = {"Type": "Pass", "Next": "ReadProcessedCatalogDecision"}
+    definition["States"]["RecheckRawCatalog"] = {"Type": "Pass", "Next": "ReadRawCatalogDecision"}
     arn = _start(definition)
 
     def refused_while_running():
@@ -614,18 +612,18 @@ def test_running_crawl_is_waited_for_then_the_catalog_checked_again(sfn_aws, cra
 
     if not seen_by_the_job:
         _wait_until(refused_while_running, "StartCrawler to be refused")
-    _wait_until(lambda: _entered(arn, "GetRunningProcessedCrawlerState") >= 3, "the running crawl polled")
+    _wait_until(lambda: _entered(arn, "GetRunningRawCrawlerState") >= 3, "the running crawl polled")
     # Waiting, not retrying the start (nor starting at all when the job saw the crawl).
-    assert _entered(arn, "StartProcessedCrawl") == (0 if seen_by_the_job else 1)
+    assert _entered(arn, "StartRawCrawl") == (0 if seen_by_the_job else 1)
     _put_decision(crawl=False)  # that crawl made the table: the check registers our partitions
-    glue.list_crawls(CrawlerName=RESOURCES.processed_crawler)  # the other crawl completes
+    glue.list_crawls(CrawlerName=RESOURCES.raw_crawler)  # the other crawl completes
     description = _finish(arn)
 
     assert description["status"] == "SUCCEEDED", description.get("cause")
-    assert len(glue.list_crawls(CrawlerName=RESOURCES.processed_crawler)["Crawls"]) == 1  # no crawl of ours
-    assert _entered(arn, "RecheckProcessedCatalog") == 1
-    assert _entered(arn, "ReadProcessedCatalogDecision") == 2
-    assert _entered(arn, "ReadSummary") == 1  # the stand-in for the next step
+    assert len(glue.list_crawls(CrawlerName=RESOURCES.raw_crawler)["Crawls"]) == 1  # no crawl of ours
+    assert _entered(arn, "RecheckRawCatalog") == 1
+    assert _entered(arn, "ReadRawCatalogDecision") == 2
+    assert _entered(arn, "HasVersionId") == 1  # the stand-in for the next step
 
 
 def test_query_and_notify_publish_the_summary_and_return_the_design_output(sfn_aws, s3_bodies_as_text):
@@ -635,7 +633,7 @@ def test_query_and_notify_publish_the_summary_and_return_the_design_output(sfn_a
     rows = {"read": 12, "valid": 9, "quarantined": 2, "duplicates": 1}
     s3.put_object(Bucket=RESOURCES.lake_bucket, Key="manifests/%s.json" % SOURCE_ID,
                   Body=json.dumps({"source": "s3://lake/raw/x.parquet", "source_id": SOURCE_ID,
-                                   "rows": rows, "partitions": [], "outputs": []}))
+                                   "rows": rows, "partitions": [], "superseded": False}))
     athena.create_work_group(Name=RESOURCES.athena_workgroup)
     columns = [alias for alias, _expr, _key, _kind in queries.TOTALS_COLUMNS]
     values = ["1500.5", "320.25", "42.0", "9", "4", "4.685"]
@@ -651,7 +649,7 @@ def test_query_and_notify_publish_the_summary_and_return_the_design_output(sfn_a
     # so the request-response form of the same call stands in.
     run = definition["States"]["RunTotalsQuery"]
     run["Resource"] = "arn:aws:states:::athena:startQueryExecution"
-    run["ResultSelector"] = {"QueryExecutionId.$": "$.QueryExecutionId"}
+    run["ResultSelector"] = {"QueryExecutionId.$": "$.QueryExecutionId", "DataScannedInBytes": 1234}
 
     description = _finish(_start(definition))
 
@@ -663,7 +661,8 @@ def test_query_and_notify_publish_the_summary_and_return_the_design_output(sfn_a
         "source": execution_input()["source_uri"],
         "source_id": SOURCE_ID,
         "rows": rows,
-        "query": {"columns": columns, "values": values, "query_execution_id": query_id},
+        "superseded": False,
+        "query": {"columns": columns, "values": values, "query_execution_id": query_id, "scanned_bytes": 1234},
         "notification_id": notice["MessageId"],
     }
     execution = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]

@@ -21,7 +21,6 @@ if GLUE_DIR not in sys.path:
 import catalog  # noqa: E402
 import jobio  # noqa: E402
 import json_to_parquet  # noqa: E402
-import normalize  # noqa: E402
 from chalicelib import schema  # noqa: E402
 
 DATABASE = "shipping_etl_test"
@@ -85,7 +84,7 @@ def test_describe_parquet_of_partition_files_is_describe_output_of_their_arrow_s
     source = datafiles.write(tmp_path / "landing.json", datafiles.messy_bytes(seed=5))
     raw = str(tmp_path / "sid1.parquet")
     json_to_parquet.convert(source, raw, str(tmp_path / "q.jsonl"), "s3://l/landing.json", "sid1")
-    summary = normalize.main(["--source_uri", raw, "--target_uri", str(tmp_path / "processed"), "--source_id", "sid1"])
+    summary = _partition_files(raw, tmp_path / "processed")
     folders = {date: PROCESSED + "shipping_date=%s/" % date for date in summary["partitions"]}
     assert len(summary["outputs"]) > 1
 
@@ -135,32 +134,17 @@ def test_describe_parquet_leaves_types_without_a_glue_type_to_a_crawl(tmp_path):
     assert [c["Name"] for c in request["columns"]] == [c["Name"] for c in from_arrow["columns"]]
 
 
-NO_PYARROW_RUN = """
-import json, sys
-sys.path.insert(0, sys.argv[1])
-import catalog, normalize
-requests = []
-catalog.settle = lambda args, storage, work, request=None, glue=None: requests.append(request)
-normalize.main(sys.argv[2:])
-print(json.dumps({"requests": requests, "pyarrow": sorted(m for m in sys.modules if m.split(".")[0] == "pyarrow")}))
-"""
+def _partition_files(raw, out_dir):
+    """Hive-style partition files (``shipping_date=YYYY-MM-DD/...``) of a raw file's non-PII
+    columns, as DuckDB's PARTITION_BY writes them: ``{"partitions", "outputs"}``."""
+    import duckdb
 
-
-def test_normalize_describes_its_output_without_importing_pyarrow(tmp_path):
-    source = datafiles.write(tmp_path / "landing.json", datafiles.clean_bytes(30, seed=6))
-    raw = str(tmp_path / "sid1.parquet")
-    json_to_parquet.convert(source, raw, str(tmp_path / "q.jsonl"), "s3://l/landing.json", "sid1")
-
-    run = subprocess.run(
-        [sys.executable, "-c", NO_PYARROW_RUN, GLUE_DIR, "--source_uri", raw, "--target_uri", str(tmp_path / "out"),
-         "--source_id", "sid1"] + _catalog_args(tmp_path, "processed"),
-        capture_output=True, text=True, check=True, cwd=str(tmp_path))
-
-    found = json.loads(run.stdout.strip().splitlines()[-1])
-    assert found["pyarrow"] == []
-    (request,) = found["requests"]
-    assert request["partition_keys"] == [{"Name": "shipping_date", "Type": "string"}]
-    assert request["unknown_types"] == [] and len(request["partitions"]) == 3
+    kept = ", ".join(f.name for f in schema.processed_fields()) + ", " + schema.SOURCE_ID_FIELD
+    duckdb.sql("COPY (SELECT %s FROM read_parquet('%s')) TO '%s' (FORMAT parquet, PARTITION_BY (shipping_date))"
+               % (kept, raw, out_dir))
+    outputs = sorted(os.path.join(folder, name) for folder, _dirs, names in os.walk(str(out_dir)) for name in names)
+    return {"outputs": outputs,
+            "partitions": sorted({os.path.basename(os.path.dirname(path)).split("=", 1)[1] for path in outputs})}
 
 
 # -- the decision -----------------------------------------------------------------------------
@@ -241,42 +225,34 @@ def _catalog_args(tmp_path, table):
 def test_jobs_decide_for_what_they_wrote_and_check_again_without_data(glue, tmp_path):
     source = datafiles.write(tmp_path / "landing.json", datafiles.messy_bytes(seed=3))
     raw = str(tmp_path / "raw" / "sid1.parquet")
-    processed = str(tmp_path / "processed")
     os.makedirs(os.path.dirname(raw))
     convert = ["--source_uri", source, "--target_uri", raw, "--quarantine_uri", str(tmp_path / "q.jsonl"),
                "--source_id", "sid1"]
-    normalize_args = ["--source_uri", raw, "--target_uri", processed, "--source_id", "sid1"]
 
     json_to_parquet.main(convert + _catalog_args(tmp_path, "raw"))
-    summary = normalize.main(normalize_args + _catalog_args(tmp_path, "processed"))
 
     raw_decision = json.loads((tmp_path / "raw-catalog.json").read_text())
     assert raw_decision["crawl"] is True and raw_decision["table"] == "raw"
-    raw_request = json.loads((tmp_path / ("raw-catalog" + catalog.REQUEST_SUFFIX)).read_text())
+    request_text = (tmp_path / ("raw-catalog" + catalog.REQUEST_SUFFIX)).read_text()
+    raw_request = json.loads(request_text)
     assert [c["Name"] for c in raw_request["columns"]][:3] == ["shipping_id", "shipping_date", "customer_name"]
     assert {"Name": "shipping_date", "Type": "date"} in raw_request["columns"]
     assert raw_request["partition_keys"] == []
-    request_text = (tmp_path / ("processed-catalog" + catalog.REQUEST_SUFFIX)).read_text()
-    processed_request = json.loads(request_text)
-    assert processed_request["partition_keys"] == [{"Name": "shipping_date", "Type": "string"}]
-    assert sorted(p["Values"][0] for p in processed_request["partitions"]) == summary["partitions"]
-    assert "shipping_date" not in [c["Name"] for c in processed_request["columns"]]
-    assert "customer_name" not in [c["Name"] for c in processed_request["columns"]]
 
-    # A crawl made the table meanwhile (from other files: none of this run's partitions).
-    create_table(glue, columns=processed_request["columns"], location=processed + "/")
-    os.remove(os.path.join(processed, "shipping_date=%s" % summary["partitions"][0], "sid1.parquet"))
-    decision = normalize.main(normalize_args + _catalog_args(tmp_path, "processed") + ["--catalog_only", "true"])
+    # A crawl made the table meanwhile: checking again reads no data, only the stored request.
+    glue.create_table(DatabaseName=DATABASE, TableInput={
+        "Name": "raw", "Parameters": {"classification": "parquet"},
+        "StorageDescriptor": dict(PARQUET_SD, Columns=raw_request["columns"], Location=raw_request["location"])})
+    os.remove(raw)
+    decision = json_to_parquet.main(convert + _catalog_args(tmp_path, "raw") + ["--catalog_only", "true"])
 
     assert decision["crawl"] is False
-    assert decision["registered"] == len(summary["partitions"])
-    assert sorted(partitions(glue)) == summary["partitions"]
-    assert json.loads((tmp_path / "processed-catalog.json").read_text()) == decision
-    assert (tmp_path / ("processed-catalog" + catalog.REQUEST_SUFFIX)).read_text() == request_text
-    assert reference.evaluate(source)["valid"] == summary["rows"]["valid"]
+    assert json.loads((tmp_path / "raw-catalog.json").read_text()) == decision
+    assert (tmp_path / ("raw-catalog" + catalog.REQUEST_SUFFIX)).read_text() == request_text
 
 
 def test_catalog_only_needs_the_request_of_an_earlier_run(glue, tmp_path):
     with pytest.raises(jobio.JobError, match="run the job without --catalog_only first"):
-        normalize.main(["--source_uri", "r.parquet", "--target_uri", str(tmp_path)]
-                       + _catalog_args(tmp_path, "processed") + ["--catalog_only", "true"])
+        json_to_parquet.main(["--source_uri", "r.json", "--target_uri", str(tmp_path / "r.parquet"),
+                              "--quarantine_uri", str(tmp_path / "q.jsonl")]
+                             + _catalog_args(tmp_path, "raw") + ["--catalog_only", "true"])

@@ -106,7 +106,9 @@ def test_down_keeps_data_unless_asked(mocked, asl, project):
 
     assert actions(result)[("s3 bucket", RESOURCES.lake_bucket)] == "kept"
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=RESOURCES.lake_bucket)["Contents"]]
-    assert keys == ["processed/shipping_date=2026-01-01/a.parquet"]  # glue-assets/ went
+    # glue-assets/ went; the data (and the Iceberg table's metadata) stays
+    assert "processed/shipping_date=2026-01-01/a.parquet" in keys
+    assert not [k for k in keys if not k.startswith("processed/")]
     remaining = leftovers()
     assert sorted(remaining.pop("buckets")) == sorted([RESOURCES.landing_bucket, RESOURCES.lake_bucket])
     assert remaining == {key: [] for key in remaining}
@@ -144,7 +146,8 @@ def test_glue_jobs_read_back(mocked, asl, project):
         assert job["Role"].endswith(":role/%s" % RESOURCES.glue_job_role)
         assert job["Timeout"] > 0 and job["ExecutionProperty"]["MaxConcurrentRuns"] > 1
         args = job["DefaultArguments"]
-        assert args["--additional-python-modules"] == "duckdb==1.4.5,pyarrow==21.0.0"
+        assert args["--additional-python-modules"] == \
+            "duckdb==1.4.5,pyarrow==21.0.0,pyiceberg==0.10.0,pyiceberg-core==0.6.0"
         assert args["--extra-py-files"] == "s3://%s/glue-assets/shipping_etl_glue_libs.zip" % lake
 
 
@@ -168,8 +171,9 @@ def test_crawlers_database_and_workgroup_read_back(mocked, asl, project):
     glue, athena = boto3.client("glue"), boto3.client("athena")
     lake = RESOURCES.lake_bucket
     assert glue.get_database(Name=RESOURCES.glue_database)["Database"]["Name"] == "shipping_etl_dev"
-    targets = {RESOURCES.raw_crawler: "s3://%s/raw/" % lake,
-               RESOURCES.processed_crawler: "s3://%s/processed/" % lake}
+    targets = {RESOURCES.raw_crawler: "s3://%s/raw/" % lake}
+    names = [c["Name"] for c in glue.get_crawlers()["Crawlers"]]
+    assert RESOURCES.processed_crawler not in names  # the Iceberg table needs no crawl
     for name, path in targets.items():
         crawler = glue.get_crawler(Name=name)["Crawler"]
         assert crawler["Targets"]["S3Targets"] == [{"Path": path}]
@@ -501,3 +505,48 @@ def test_cli_help_explains():
     completed = subprocess.run([sys.executable, "-m", "deploy", "--help"], cwd=REPO_ROOT,
                                capture_output=True, text=True, check=True)
     assert "AWS_ENDPOINT_URL" in completed.stdout and "--delete-data" in completed.stdout
+
+
+def test_processed_table_is_an_iceberg_table_partitioned_by_month(mocked, asl, project):
+    from deploy import lake_table
+
+    deploy_up(project)
+    glue = boto3.client("glue")
+    table = glue.get_table(DatabaseName=RESOURCES.glue_database, Name=RESOURCES.processed_table)["Table"]
+    assert table["Parameters"]["table_type"] == "ICEBERG"
+    assert table["Parameters"]["metadata_location"].startswith("s3://%s/processed/metadata/" % RESOURCES.lake_bucket)
+    iceberg = lake_table.catalog_for(boto3.session.Session(), REGION).load_table(
+        (RESOURCES.glue_database, RESOURCES.processed_table))
+    assert [f.name for f in iceberg.schema().fields] == list(chalicelib_lake_table().COLUMN_NAMES)
+    assert "customer_name" not in iceberg.schema().column_names
+    assert [(f.name, str(f.transform)) for f in iceberg.spec().fields] == [("shipping_date_month", "month")]
+    assert iceberg.properties["write.metadata.metrics.column.source_id"] == "full"
+    assert iceberg.properties["vacuum_max_snapshot_age_seconds"] == "86400"
+
+    again = deploy_up(project)
+    assert actions(again)[("iceberg table", "%s.processed" % RESOURCES.glue_database)] == "unchanged"
+
+
+def test_a_hive_style_processed_table_is_replaced(mocked, asl, project):
+    deploy_up(project)
+    glue, s3 = boto3.client("glue"), boto3.client("s3")
+    glue.delete_table(DatabaseName=RESOURCES.glue_database, Name=RESOURCES.processed_table)
+    glue.create_table(DatabaseName=RESOURCES.glue_database, TableInput={
+        "Name": RESOURCES.processed_table, "PartitionKeys": [{"Name": "shipping_date", "Type": "string"}],
+        "StorageDescriptor": {"Location": "s3://%s/processed/" % RESOURCES.lake_bucket, "Columns": []}})
+    s3.put_object(Bucket=RESOURCES.lake_bucket, Key="processed/shipping_date=2026-01-01/a.parquet", Body=b"x")
+
+    result = deploy_up(project)
+
+    change = [c for c in result.changes if c.kind == "iceberg table"][0]
+    assert change.action == "created" and "replaced the Hive-style table" in change.detail
+    table = glue.get_table(DatabaseName=RESOURCES.glue_database, Name=RESOURCES.processed_table)["Table"]
+    assert table["Parameters"]["table_type"] == "ICEBERG"
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=RESOURCES.lake_bucket, Prefix="processed/")["Contents"]]
+    assert all(k.startswith("processed/metadata/") for k in keys)  # the old files went
+
+
+def chalicelib_lake_table():
+    from chalicelib import lake_table
+
+    return lake_table

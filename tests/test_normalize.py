@@ -1,14 +1,15 @@
-"""The normalize Glue job: de-duplication, PII removal and partitioning against the independent
-reference, re-runs that replace their own outputs, S3 through moto, and the script."""
+"""The normalize Glue job: de-duplication and PII removal against the independent reference, one
+atomic commit per landing key to the processed Iceberg table (re-runs replace, the newest version
+of a key wins, lost races are retried), on the embedded stack's S3 and Glue catalog (moto, with
+Glue's optimistic locking of table versions), at the pyiceberg version the job runs on Glue."""
 import datetime
 import json
 import os
 import subprocess
 import sys
+import uuid
 
 import boto3
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 import datafiles
@@ -21,10 +22,61 @@ if GLUE_DIR not in sys.path:
 
 import jobio  # noqa: E402
 import json_to_parquet  # noqa: E402
+import lake_commit  # noqa: E402
 import normalize  # noqa: E402
+
+from chalicelib import lake_table  # noqa: E402
 
 SCRIPT = os.path.join(GLUE_DIR, "normalize.py")
 PII = ("customer_name", "street_address")
+DATABASE = "lake_db"
+LAKE_BUCKET = "lake"
+KEY = "s3://landing/incoming/a.json"
+
+
+class Lake:
+    """A fresh Iceberg table (created as the deploy creates it) in the embedded stack's catalog."""
+
+    def __init__(self, endpoint_url):
+        from deploy import lake_table as deploy_lake_table
+
+        self.endpoint_url = endpoint_url
+        self.table = "processed_%s" % uuid.uuid4().hex[:8]
+        self.catalog = lake_commit.load_catalog("us-east-1", endpoint_url)
+        schema = deploy_lake_table.iceberg_schema()
+        self.catalog.create_table((DATABASE, self.table), schema=schema,
+                                  location="s3://%s/%s" % (LAKE_BUCKET, self.table),
+                                  partition_spec=deploy_lake_table.partition_spec(schema),
+                                  properties=lake_table.table_properties(86400))
+
+    def load(self):
+        return self.catalog.load_table((DATABASE, self.table))
+
+    def rows(self):
+        return self.load().scan().to_arrow().to_pylist()
+
+    def data_files(self):
+        return [task.file for task in self.load().scan().plan_files()]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """The embedded stack: moto's S3 and Glue, with Glue's table-version check."""
+    from local import embedded
+
+    running = embedded.start(work_dir=str(tmp_path_factory.mktemp("stack")))
+    try:
+        running.client("s3").create_bucket(Bucket=LAKE_BUCKET)
+        running.client("s3").create_bucket(Bucket="landing")
+        running.client("glue").create_database(DatabaseInput={"Name": DATABASE})
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def lake(stack):
+    return Lake(stack.endpoint_url)
 
 
 def make_raw(tmp_path, data, source_id="sid1", name="raw"):
@@ -33,242 +85,322 @@ def make_raw(tmp_path, data, source_id="sid1", name="raw"):
     folder.mkdir()
     source = datafiles.write(folder / "landing.json", data)
     target = folder / ("%s.parquet" % source_id)
-    json_to_parquet.convert(source, str(target), str(folder / "q.jsonl"), "s3://landing/x.json", source_id)
+    json_to_parquet.convert(source, str(target), str(folder / "q.jsonl"), KEY, source_id)
     return str(target)
 
 
-def run_main(raw, target, summary=None, *extra):
-    args = ["--source_uri", raw, "--target_uri", str(target)] + (["--summary_uri", str(summary)] if summary else [])
-    return normalize.main(args + list(extra))
+def run_main(raw, lake, summary=None, *extra):
+    args = ["--source_uri", raw, "--database", DATABASE, "--table", lake.table]
+    if summary:
+        args += ["--summary_uri", str(summary)]
+    return normalize.main(args + list(extra), catalog=lake.catalog)
 
 
-def processed_files(target):
-    return sorted(os.path.join(folder, name) for folder, _dirs, names in os.walk(target) for name in names)
+def processed_rows(lake):
+    """Every row of the table, shipping_date as YYYY-MM-DD."""
+    return [dict(row, shipping_date=row["shipping_date"].isoformat()) for row in lake.rows()]
 
 
-def processed_rows(target):
-    """Every row of the processed zone with its partition date (from the folder name)."""
-    rows = []
-    for path in processed_files(target):
-        date = os.path.basename(os.path.dirname(path)).split("=", 1)[1]
-        for row in pq.ParquetFile(path).read().to_pylist():
-            rows.append(dict(row, shipping_date=date))
-    return rows
-
-
-def test_counts_and_totals_match_the_reference(tmp_path, capsys):
+def test_counts_and_totals_match_the_reference(tmp_path, lake, capsys):
     data = datafiles.messy_bytes()
-    raw = make_raw(tmp_path, data)
-    target, summary_path = tmp_path / "processed", tmp_path / "manifests" / "sid1.json"
+    summary_path = tmp_path / "manifests" / "sid1.json"
 
-    summary = run_main(raw, target, summary_path)
+    summary = run_main(make_raw(tmp_path, data), lake, summary_path)
 
     expected = reference.evaluate(data)
     assert summary["rows"] == {name: expected[name] for name in ("read", "valid", "quarantined", "duplicates")}
     rows = summary["rows"]
     assert rows["read"] == rows["valid"] + rows["quarantined"] + rows["duplicates"]
-    assert summary["source"] == "s3://landing/x.json" and summary["source_id"] == "sid1" and summary["raw"] == raw
-    processed = processed_rows(target)
+    assert summary["source"] == KEY and summary["source_key"] == KEY and summary["source_id"] == "sid1"
+    assert summary["superseded"] is False and summary["commit"]["attempts"] == 1
+    processed = processed_rows(lake)
     assert len(processed) == expected["valid"]
     for name, total in expected["totals"].items():
         assert sum(row[name] for row in processed) == pytest.approx(total, rel=1e-12)
+    assert {(r["source_id"], r["source_key"], r["source_version_id"]) for r in processed} == {("sid1", KEY, None)}
     assert json.loads(summary_path.read_text()) == summary
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == summary
 
 
-def test_pii_is_in_no_processed_file(tmp_path):
-    data = datafiles.messy_bytes()
-    target = tmp_path / "processed"
-    run_main(make_raw(tmp_path, data), target)
+def test_pii_is_in_no_column_and_no_data_file(tmp_path, lake):
+    import pyarrow.parquet as pq
 
-    names = {r["customer_name"] for r in reference.analyze(data).kept if r["customer_name"]}
-    addresses = {r["street_address"] for r in reference.analyze(data).kept if r["street_address"]}
-    files = processed_files(target)
-    assert files
-    for path in files:
-        table = pq.ParquetFile(path).read()  # the file alone, not its shipping_date=... folder
-        assert not set(PII) & set(table.schema.names), path
-        assert table.schema.names == ["shipping_id", "destination_city", "shipping_cost", "shipping_distance",
-                                      "quantity", "product_id", "source_id"]
-        values = {v for column in table.columns if pa.types.is_string(column.type) for v in column.to_pylist()}
-        assert not values & (names | addresses), path
+    run_main(make_raw(tmp_path, datafiles.messy_bytes()), lake)
+
+    assert not set(PII) & set(lake.load().schema().column_names)
+    s3 = boto3.client("s3", endpoint_url=lake.endpoint_url)
+    for data_file in lake.data_files():
+        bucket, key = jobio.split_s3(data_file.file_path)
+        local = tmp_path / os.path.basename(key)
+        s3.download_file(bucket, key, str(local))
+        assert not set(PII) & set(pq.read_schema(str(local)).names)
+        assert b"customer" not in local.read_bytes()
 
 
-def test_partitions_hold_exactly_their_dates_rows(tmp_path):
-    data = datafiles.messy_bytes()
-    target = tmp_path / "processed"
-    summary = run_main(make_raw(tmp_path, data), target)
+def test_rows_are_partitioned_by_month_of_shipping_date(tmp_path, lake):
+    start = datetime.date(2023, 1, 1)
+    dates = tuple((start + datetime.timedelta(days=n)).strftime("%Y/%m/%d") for n in range(0, 730, 3))
+    records = datafiles.clean_records(1000, dates=dates)
 
-    kept = reference.analyze(data).kept
-    dates = sorted({r["shipping_date"].isoformat() for r in kept})
-    assert summary["partitions"] == dates
-    assert summary["outputs"] == [os.path.join(str(target), "shipping_date=%s" % d, "sid1.parquet") for d in dates]
-    assert processed_files(target) == summary["outputs"]
-    expected = sorted((r["shipping_date"].isoformat(), r["shipping_id"], r["shipping_cost"], r["product_id"]) for r in kept)
-    got = sorted((r["shipping_date"], r["shipping_id"], r["shipping_cost"], r["product_id"]) for r in processed_rows(target))
-    assert got == expected
-    assert {r["source_id"] for r in processed_rows(target)} == {"sid1"}
+    summary = run_main(make_raw(tmp_path, datafiles.ndjson(records)), lake)
+
+    months = sorted({d[:7].replace("/", "-") for d in dates})
+    assert summary["partitions"] == months
+    files = lake.data_files()
+    assert len(files) == len(months) == 24  # one data file per month, not one per date
+    assert sum(f.record_count for f in files) == 1000
+    spec = lake.load().spec()
+    assert [(field.name, str(field.transform)) for field in spec.fields] == [("shipping_date_month", "month")]
 
 
-def test_duplicates_are_exact_on_every_field_pii_included(tmp_path):
+def test_duplicates_are_exact_on_every_field_pii_included(tmp_path, lake):
     record = datafiles.clean_records(1)[0]
     lines = [record, record, dict(record, customer_name="Someone Else"), dict(record, quantity=float(record["quantity"]))]
     data = datafiles.ndjson(lines)
-    summary = run_main(make_raw(tmp_path, data), tmp_path / "processed")
+    summary = run_main(make_raw(tmp_path, data), lake)
 
     assert summary["rows"] == {"read": 4, "valid": 2, "quarantined": 0, "duplicates": 2}
     assert reference.evaluate(data)["duplicates"] == 2
+    assert len(lake.rows()) == 2
 
 
-def test_rerun_replaces_its_outputs_and_removes_stale_partitions(tmp_path):
-    target, summary_path = tmp_path / "processed", tmp_path / "sid1.json"
-    first = datafiles.clean_records(30, dates=("2024/01/15", "2024/01/16", "2024/01/17"))
-    run_main(make_raw(tmp_path, datafiles.ndjson(first), name="first"), target, summary_path)
-    assert len(processed_files(target)) == 3
-
-    second = datafiles.clean_records(10, seed=4, dates=("2024/01/16",))
-    summary = run_main(make_raw(tmp_path, datafiles.ndjson(second), name="second"), target, summary_path)
-
-    assert processed_files(target) == [os.path.join(str(target), "shipping_date=2024-01-16", "sid1.parquet")]
-    assert summary["outputs"] == processed_files(target)
-    assert sorted(r["shipping_id"] for r in processed_rows(target)) == [r["shipping_id"] for r in second]
-
-
-def test_rerun_of_the_same_raw_file_leaves_the_same_rows(tmp_path):
-    target, summary_path = tmp_path / "processed", tmp_path / "sid1.json"
-    raw = make_raw(tmp_path, datafiles.messy_bytes())
-    first = run_main(raw, target, summary_path)
-    rows = sorted(map(json.dumps, processed_rows(target)))
-
-    again = run_main(raw, target, summary_path)
-
-    assert again == first
-    assert sorted(map(json.dumps, processed_rows(target))) == rows
-
-
-def test_without_a_summary_stale_outputs_are_found_by_listing_and_other_sources_kept(tmp_path):
-    target = tmp_path / "processed"
-    old = datafiles.clean_records(6, dates=("2024/03/01", "2024/03/02"))
-    run_main(make_raw(tmp_path, datafiles.ndjson(old), name="old"), target)
-    other = make_raw(tmp_path, datafiles.ndjson(old), source_id="other", name="other")
-    run_main(other, target)
-    (target / "shipping_date=2024-03-02" / "notes.txt").write_text("not ours")
-
-    new = datafiles.clean_records(2, dates=("2024/03/01",))
-    run_main(make_raw(tmp_path, datafiles.ndjson(new), name="new"), target)
-
-    assert processed_files(target) == sorted([
-        os.path.join(str(target), "shipping_date=2024-03-01", "other.parquet"),
-        os.path.join(str(target), "shipping_date=2024-03-01", "sid1.parquet"),
-        os.path.join(str(target), "shipping_date=2024-03-02", "notes.txt"),
-        os.path.join(str(target), "shipping_date=2024-03-02", "other.parquet"),
-    ])
-
-
-def test_many_dates_give_one_file_per_partition(tmp_path):
-    start = datetime.date(2020, 1, 1)
-    dates = tuple((start + datetime.timedelta(days=n)).strftime("%Y/%m/%d") for n in range(150))
-    records = datafiles.clean_records(3000, dates=dates)
-    target = tmp_path / "processed"
-    summary = run_main(make_raw(tmp_path, datafiles.ndjson(records)), target, None, "--threads", "2")
-
-    assert len(summary["partitions"]) == 150
-    assert len(processed_files(target)) == 150
-    assert sum(pq.read_metadata(p).num_rows for p in processed_files(target)) == 3000
-
-
-def test_split_partition_files_are_merged_into_one(tmp_path):
-    table = pq.read_table(make_raw(tmp_path, datafiles.clean_bytes(10)))
-    # Where DuckDB's PARTITION_BY leaves them: a folder name that some pyarrow versions read as a column.
-    folder = tmp_path / "shipping_date=2024-01-15"
-    folder.mkdir()
-    parts = [str(folder / "data_0.parquet"), str(folder / "data_1.parquet")]
-    pq.write_table(table.slice(0, 4), parts[0])
-    pq.write_table(table.slice(4), parts[1])
-
-    normalize._merge(parts, str(tmp_path / "merged.parquet"))
-
-    assert pq.read_table(tmp_path / "merged.parquet").to_pylist() == table.to_pylist()
-
-
-def test_raw_file_without_counts_metadata_counts_its_rows_as_read(tmp_path):
-    raw = tmp_path / "plain.parquet"
-    table = pq.read_table(make_raw(tmp_path, datafiles.clean_bytes(5)))
-    pq.write_table(table.replace_schema_metadata(None), raw)
-
-    summary = run_main(str(raw), tmp_path / "processed")
-
-    assert summary["rows"] == {"read": 5, "valid": 5, "quarantined": 0, "duplicates": 0}
-    assert summary["source_id"] == "plain"
-
-
-def test_unreadable_source_is_reported(tmp_path):
-    bogus = tmp_path / "raw.parquet"
-    bogus.write_text("not parquet")
-    with pytest.raises(jobio.JobError) as failure:
-        run_main(str(bogus), tmp_path / "processed")
-    assert "not a readable Parquet file" in str(failure.value)
-
-
-def test_script_runs_on_local_paths_and_ignores_glue_arguments(tmp_path):
-    raw = make_raw(tmp_path, datafiles.messy_bytes())
-    target, summary_path = tmp_path / "processed", tmp_path / "m.json"
-    done = subprocess.run([sys.executable, SCRIPT, "--JOB_NAME", "n", "--source_uri", raw, "--target_uri", str(target),
-                           "--summary_uri", str(summary_path), "--job-bookmark-option", "job-bookmark-disable",
-                           "--memory_limit", "200MB"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120)
-
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary == json.loads(summary_path.read_text())
-    assert summary["rows"]["valid"] == reference.evaluate(datafiles.messy_bytes())["valid"]
-
-
-def test_s3_end_to_end_with_both_jobs(aws, tmp_path):
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket="landing")
-    s3.create_bucket(Bucket="lake")
-    data = datafiles.messy_bytes()
-    s3.put_object(Bucket="landing", Key="incoming/a.json.gz", Body=datafiles.gzipped(data))
-    # A partition file of this source left by an earlier run with other dates.
-    s3.put_object(Bucket="lake", Key="processed/shipping_date=1999-01-01/sid7.parquet", Body=b"stale")
-    s3.put_object(Bucket="lake", Key="processed/shipping_date=1999-01-01/other.parquet", Body=b"another source")
-
-    json_to_parquet.main(["--source_uri", "s3://landing/incoming/a.json.gz", "--target_uri", "s3://lake/raw/sid7.parquet",
-                          "--quarantine_uri", "s3://lake/quarantine/sid7.jsonl", "--source_id", "sid7"])
-    summary = normalize.main(["--source_uri", "s3://lake/raw/sid7.parquet", "--target_uri", "s3://lake/processed/",
-                              "--summary_uri", "s3://lake/manifests/sid7.json", "--JOB_NAME", "n"])
-
-    expected = reference.evaluate(data)
-    assert summary["rows"]["valid"] == expected["valid"] and summary["rows"]["duplicates"] == expected["duplicates"]
-    assert summary["source"] == "s3://landing/incoming/a.json.gz"
-    stored = json.loads(s3.get_object(Bucket="lake", Key="manifests/sid7.json")["Body"].read())
-    assert stored == summary
-    keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket="lake", Prefix="processed/")["Contents"])
-    assert keys == sorted(["processed/shipping_date=1999-01-01/other.parquet"]
-                          + ["processed/shipping_date=%s/sid7.parquet" % d for d in summary["partitions"]])
-    assert summary["outputs"] == ["s3://lake/processed/shipping_date=%s/sid7.parquet" % d for d in summary["partitions"]]
-
-
-def test_rows_sharing_an_id_are_kept_unless_equal_on_every_field(tmp_path):
+def test_rows_sharing_an_id_are_kept_unless_equal_on_every_field(tmp_path, lake):
     record = datafiles.clean_records(1)[0]
     lines = [record, dict(record, shipping_cost=record["shipping_cost"] + 1), dict(record, product_id=None), record,
              dict(record, quantity=0.0), dict(record, quantity=-0.0)] + datafiles.clean_records(20, first_id=100)
     data = datafiles.ndjson(lines)
 
-    summary = run_main(make_raw(tmp_path, data), tmp_path / "processed")
+    summary = run_main(make_raw(tmp_path, data), lake)
 
     expected = reference.evaluate(data)
     assert summary["rows"] == {name: expected[name] for name in ("read", "valid", "quarantined", "duplicates")}
     assert summary["rows"]["duplicates"] == 2  # the repeated record, and -0.0 beside 0.0
-    processed = processed_rows(tmp_path / "processed")
+    processed = processed_rows(lake)
     for name, total in expected["totals"].items():
         assert sum(row[name] for row in processed) == pytest.approx(total, rel=1e-12)
 
 
-def test_a_file_without_repeated_ids_is_copied_whole(tmp_path):
-    data = datafiles.clean_bytes(200, seed=7)
+def test_rerun_replaces_the_keys_rows_in_one_commit_and_keeps_other_keys(tmp_path, lake):
+    glue = boto3.client("glue", endpoint_url=lake.endpoint_url)
+    first = datafiles.clean_records(30, dates=("2024/01/15", "2024/02/16", "2024/03/17"))
+    run_main(make_raw(tmp_path, datafiles.ndjson(first), name="first"), lake)
+    other = make_raw(tmp_path, datafiles.clean_bytes(5), source_id="other", name="other")
+    run_main(other, lake, None, "--source_key", "s3://landing/incoming/other.json")
+    version_before = int(glue.get_table(DatabaseName=DATABASE, Name=lake.table)["Table"]["VersionId"])
 
-    summary = run_main(make_raw(tmp_path, data), tmp_path / "processed")
+    second = datafiles.clean_records(10, seed=4, dates=("2024/02/16",))
+    summary = run_main(make_raw(tmp_path, datafiles.ndjson(second), source_id="sid2", name="second"), lake)
 
-    assert summary["rows"] == {"read": 200, "valid": 200, "quarantined": 0, "duplicates": 0}
-    assert len(processed_rows(tmp_path / "processed")) == 200
+    assert summary["commit"]["replaced"] is True
+    rows = processed_rows(lake)
+    assert sorted(r["shipping_id"] for r in rows if r["source_key"] == KEY) == [r["shipping_id"] for r in second]
+    assert {r["source_id"] for r in rows if r["source_key"] == KEY} == {"sid2"}
+    assert len([r for r in rows if r["source_key"] != KEY]) == 5
+    # Delete and append are one catalog update: no reader ever saw the key half replaced.
+    assert int(glue.get_table(DatabaseName=DATABASE, Name=lake.table)["Table"]["VersionId"]) == version_before + 1
+    operations = [s.summary.operation.value for s in lake.load().snapshots()]
+    assert operations[-2:] == ["delete", "append"]
+
+
+def test_rerun_of_the_same_raw_file_leaves_the_same_rows(tmp_path, lake):
+    raw = make_raw(tmp_path, datafiles.messy_bytes())
+    first = run_main(raw, lake)
+    rows = sorted(map(json.dumps, processed_rows(lake)))
+
+    again = run_main(raw, lake)
+
+    assert again["rows"] == first["rows"] and again["partitions"] == first["partitions"]
+    assert sorted(map(json.dumps, processed_rows(lake))) == rows
+
+
+def test_a_failed_commit_leaves_the_table_as_it_was(tmp_path, lake, monkeypatch):
+    run_main(make_raw(tmp_path, datafiles.clean_bytes(20), name="first"), lake)
+    before = sorted(map(json.dumps, processed_rows(lake)))
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the job died while committing")
+
+    monkeypatch.setattr(type(lake.catalog), "commit_table", crash)
+    with pytest.raises(RuntimeError):
+        run_main(make_raw(tmp_path, datafiles.clean_bytes(7, seed=3), name="second"), lake)
+    monkeypatch.undo()
+
+    assert sorted(map(json.dumps, processed_rows(lake))) == before
+
+
+class RacingCatalog:
+    """The catalog, with another writer committing right after each of the first ``races`` loads
+    of the table: the commit built on that load is then from an outdated base."""
+
+    def __init__(self, lake, races, rows_of):
+        self.lake, self.races, self.rows_of = lake, races, rows_of
+        self.loads = 0
+
+    def load_table(self, identifier):
+        table = self.lake.catalog.load_table(identifier)
+        self.loads += 1
+        if self.loads <= self.races:
+            key = "s3://landing/incoming/rival-%d.json" % self.loads
+            lake_commit.commit(self.lake.catalog, DATABASE, self.lake.table, self.rows_of(key), key)
+        return table
+
+
+def _rows(tmp_path, key, count, seed):
+    raw = make_raw(tmp_path, datafiles.clean_bytes(count, seed=seed), source_id="s%d" % seed, name="raw%d" % seed)
+    return normalize.transform(raw, "s%d" % seed, key)[0]
+
+
+@pytest.mark.parametrize("ours_first", [True, False])
+def test_two_commits_from_the_same_base_both_land(tmp_path, lake, ours_first):
+    """Both writers load the same snapshot; the one that commits second loses Glue's version
+    check (pyiceberg 0.10.0 raises CommitFailedException and does not retry), is retried on the
+    new base, and lands."""
+    import pyiceberg
+
+    ours = _rows(tmp_path, "s3://landing/incoming/ours.json", 8, 1)
+    theirs = _rows(tmp_path, "s3://landing/incoming/theirs.json", 5, 2)
+    waited = []
+    if ours_first:
+        stale = lake.load()  # the other writer's base, loaded before our commit
+        result = lake_commit.commit(lake.catalog, DATABASE, lake.table, ours, "s3://landing/incoming/ours.json")
+        assert result["attempts"] == 1
+
+        class Stale:
+            calls = 0
+
+            def load_table(self, identifier):
+                Stale.calls += 1
+                return stale if Stale.calls == 1 else lake.catalog.load_table(identifier)
+
+        other = lake_commit.commit(Stale(), DATABASE, lake.table, theirs, "s3://landing/incoming/theirs.json",
+                                   sleep=waited.append)
+        assert other["attempts"] == 2
+    else:
+        racing = RacingCatalog(lake, 1, lambda key: theirs)
+        result = lake_commit.commit(racing, DATABASE, lake.table, ours, "s3://landing/incoming/ours.json",
+                                    sleep=waited.append)
+        assert result["attempts"] == 2
+    assert len(waited) == 1 and 0 <= waited[0] <= lake_commit.MAX_DELAY_SECONDS
+    keys = [r["source_key"] for r in lake.rows()]
+    assert keys.count("s3://landing/incoming/ours.json") == 8
+    assert len(keys) - keys.count("s3://landing/incoming/ours.json") == 5
+    assert pyiceberg.__version__ == "0.10.0"  # the version Glue installs (chalicelib/glue_jobs.py)
+
+
+def test_a_commit_that_keeps_losing_gives_up_with_a_clear_error(tmp_path, lake):
+    ours = _rows(tmp_path, "s3://landing/incoming/ours.json", 3, 1)
+    racing = RacingCatalog(lake, 10, lambda key: ours.set_column(
+        ours.schema.get_field_index("source_key"), "source_key",
+        __import__("pyarrow").array([key] * ours.num_rows)))
+    waited = []
+
+    with pytest.raises(lake_commit.CommitConflict) as failure:
+        lake_commit.commit(racing, DATABASE, lake.table, ours, "s3://landing/incoming/ours.json",
+                           max_attempts=3, sleep=waited.append)
+
+    assert "after 3 attempts" in str(failure.value)
+    assert len(waited) == 2
+    assert "s3://landing/incoming/ours.json" not in {r["source_key"] for r in lake.rows()}
+
+
+def test_glue_refuses_an_update_from_an_outdated_table_version(stack, lake):
+    glue = stack.client("glue")
+    table = glue.get_table(DatabaseName=DATABASE, Name=lake.table)["Table"]
+    table_input = {k: table[k] for k in ("Name", "StorageDescriptor", "Parameters", "TableType") if k in table}
+    glue.update_table(DatabaseName=DATABASE, TableInput=table_input, VersionId=table["VersionId"])
+
+    with pytest.raises(glue.exceptions.ConcurrentModificationException):
+        glue.update_table(DatabaseName=DATABASE, TableInput=table_input, VersionId=table["VersionId"])
+
+
+def test_newest_version_of_a_key_wins_whatever_the_commit_order(tmp_path, stack, lake):
+    s3 = stack.client("s3")
+    s3.create_bucket(Bucket="versioned")
+    s3.put_bucket_versioning(Bucket="versioned", VersioningConfiguration={"Status": "Enabled"})
+    key = "s3://versioned/incoming/v.json"
+    old_version = s3.put_object(Bucket="versioned", Key="incoming/v.json", Body=b"1")["VersionId"]
+    new_version = s3.put_object(Bucket="versioned", Key="incoming/v.json", Body=b"2")["VersionId"]
+    old_raw = make_raw(tmp_path, datafiles.clean_bytes(4, seed=1), source_id="old", name="old")
+    new_raw = make_raw(tmp_path, datafiles.clean_bytes(6, seed=2), source_id="new", name="new")
+    storage = jobio.Storage(s3)
+
+    def run(raw, version):
+        return normalize.main(["--source_uri", raw, "--database", DATABASE, "--table", lake.table, "--source_key", key,
+                               "--source_version_id", version], storage=storage, catalog=lake.catalog)
+
+    assert run(new_raw, new_version)["superseded"] is False
+    late = run(old_raw, old_version)  # the older version's execution ends last
+
+    assert late["superseded"] is True and late["commit"]["held_version_id"] == new_version
+    rows = lake.rows()
+    assert len(rows) == 6 and {r["source_version_id"] for r in rows} == {new_version}
+
+    again = run(new_raw, new_version)  # a re-run of the newest version still replaces
+    assert again["superseded"] is False and again["commit"]["replaced"] is True
+    assert len(lake.rows()) == 6
+
+
+def test_raw_file_without_counts_metadata_needs_a_source_key(tmp_path, lake):
+    import pyarrow.parquet as pq
+
+    raw = tmp_path / "plain.parquet"
+    table = pq.read_table(make_raw(tmp_path, datafiles.clean_bytes(5)))
+    pq.write_table(table.replace_schema_metadata(None), raw)
+
+    with pytest.raises(jobio.JobError) as failure:
+        run_main(str(raw), lake)
+    assert "--source_key" in str(failure.value)
+
+    summary = run_main(str(raw), lake, None, "--source_key", "s3://landing/incoming/plain.json")
+    assert summary["rows"] == {"read": 5, "valid": 5, "quarantined": 0, "duplicates": 0}
+    assert summary["source_id"] == "plain"
+
+
+def test_unreadable_source_is_reported(tmp_path, lake):
+    bogus = tmp_path / "raw.parquet"
+    bogus.write_text("not parquet")
+    with pytest.raises(jobio.JobError) as failure:
+        run_main(str(bogus), lake)
+    assert "not a readable Parquet file" in str(failure.value)
+
+
+def test_a_missing_table_is_reported_with_what_to_do(tmp_path, lake):
+    with pytest.raises(jobio.JobError) as failure:
+        normalize.main(["--source_uri", make_raw(tmp_path, datafiles.clean_bytes(3)), "--database", DATABASE,
+                        "--table", "nope"], catalog=lake.catalog)
+    assert "does not exist" in str(failure.value) and "deploy up" in str(failure.value)
+
+
+def test_script_runs_and_ignores_glue_arguments(tmp_path, lake):
+    raw = make_raw(tmp_path, datafiles.messy_bytes())
+    summary_path = tmp_path / "m.json"
+    env = dict(os.environ, AWS_ENDPOINT_URL=lake.endpoint_url, AWS_ACCESS_KEY_ID="testing",
+               AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    done = subprocess.run([sys.executable, SCRIPT, "--JOB_NAME", "n", "--source_uri", raw, "--database", DATABASE,
+                           "--table", lake.table, "--summary_uri", str(summary_path), "--region", "us-east-1",
+                           "--job-bookmark-option", "job-bookmark-disable", "--memory_limit", "200MB"],
+                          cwd=PROJECT_DIR, capture_output=True, text=True, timeout=180, env=env)
+
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary == json.loads(summary_path.read_text())
+    assert summary["rows"]["valid"] == reference.evaluate(datafiles.messy_bytes())["valid"] == len(lake.rows())
+
+
+def test_s3_end_to_end_with_both_jobs(tmp_path, stack, lake):
+    s3 = stack.client("s3")
+    data = datafiles.messy_bytes()
+    s3.put_object(Bucket="landing", Key="incoming/a.json.gz", Body=datafiles.gzipped(data))
+    storage = jobio.Storage(s3)
+
+    json_to_parquet.main(["--source_uri", "s3://landing/incoming/a.json.gz", "--target_uri", "s3://lake/raw/sid7.parquet",
+                          "--quarantine_uri", "s3://lake/quarantine/sid7.jsonl", "--source_id", "sid7"], storage=storage)
+    summary = normalize.main(["--source_uri", "s3://lake/raw/sid7.parquet", "--database", DATABASE, "--table", lake.table,
+                              "--summary_uri", "s3://lake/manifests/sid7.json", "--source_key",
+                              "s3://landing/incoming/a.json.gz", "--JOB_NAME", "n"], storage=storage, catalog=lake.catalog)
+
+    expected = reference.evaluate(data)
+    assert summary["rows"]["valid"] == expected["valid"] and summary["rows"]["duplicates"] == expected["duplicates"]
+    assert summary["source"] == "s3://landing/incoming/a.json.gz"
+    assert json.loads(s3.get_object(Bucket="lake", Key="manifests/sid7.json")["Body"].read()) == summary
+    assert len(lake.rows()) == expected["valid"]

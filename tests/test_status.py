@@ -67,12 +67,23 @@ def test_succeeded_execution_summary():
         "rows": {"read": 103, "valid": 100, "quarantined": 2, "duplicates": 1},
         "totals": {"shipping_cost": 550000.0, "shipping_distance": 5500.0, "quantity": 560000.0,
                    "shipments": 100, "destinations": 6, "cost_per_mile": 100.0},
+        "scanned_bytes": None,
+        "superseded": None,
         "notification_id": "msg-1",
         "error": None,
         "cause": None,
         "failed_step": None,
     }
     json.dumps(summary)  # serializable as /status returns it
+
+
+def test_summary_reports_the_bytes_the_query_scanned_and_a_superseded_version():
+    output = dict(SUCCESS_OUTPUT, superseded=True)
+    output["query"] = dict(SUCCESS_OUTPUT["query"], scanned_bytes=138215)
+
+    summary = summarize(described(stopDate=STARTED + dt.timedelta(seconds=3), output=json.dumps(output)))
+
+    assert summary["scanned_bytes"] == 138215 and summary["superseded"] is True
 
 
 def test_failed_execution_summary_reads_the_json_cause():

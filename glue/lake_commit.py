@@ -1,0 +1,283 @@
+"""One landing object's rows -> the processed Iceberg table, in one atomic commit.
+
+The commit protocol (docs/DESIGN.md, "The processed table"):
+
+1. load the table (its current snapshot) through the Glue catalog;
+2. find which version of the landing key the table holds (from the data files' exact column
+   statistics on ``source_key``/``source_version_id``, reading data only for files that mix
+   sources, as compacted ones do); when that version is NEWER than ours in S3's order of the
+   key's versions (``ListObjectVersions``), stop: the job reports ``"superseded": true`` and the
+   table is left alone;
+3. one transaction: delete the key's earlier rows (whole data files, dropped from metadata alone
+   when they hold nothing else; rewritten when they do), append ours (one data file per month of
+   ``shipping_date``), commit. Readers see the old rows or the new ones, never a mix;
+4. a commit that loses the race against another writer (Glue's optimistic check of the table's
+   version: ``CommitFailedException``; pyiceberg 0.10.0, the version Glue installs, does not retry
+   it) starts again at 1 after a jittered exponential backoff, up to ``max_attempts``. The data
+   files written once are reused by every attempt while the table's schema and partition spec
+   stay the same.
+
+Python 3.9 (Glue's Python shell): pyiceberg 0.10.0 and pyiceberg-core 0.6.x.
+"""
+import logging
+import os
+import random
+import time
+import uuid
+
+try:
+    from chalicelib import lake_table
+except ImportError:  # run from a checkout: chalicelib lives next to this script's folder
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from chalicelib import lake_table
+
+import jobio
+
+LOG = logging.getLogger("shipping_etl.lake_commit")
+
+DEFAULT_MAX_ATTEMPTS = 12
+FIRST_DELAY_SECONDS = 0.2
+MAX_DELAY_SECONDS = 10.0
+
+
+class CommitConflict(jobio.JobError):
+    """Every attempt lost the race against other writers of the table."""
+
+
+def load_catalog(region=None, endpoint_url=None):
+    """pyiceberg's Glue catalog for the job's account and region. ``endpoint_url`` (default:
+    ``AWS_ENDPOINT_URL``, set only for an emulator) reaches Glue and S3 there."""
+    from pyiceberg.catalog import load_catalog as pyiceberg_catalog
+
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    properties = {"type": "glue"}
+    if region:
+        properties.update({"glue.region": region, "s3.region": region})
+    if endpoint_url:
+        properties.update({"glue.endpoint": endpoint_url, "s3.endpoint": endpoint_url})
+    return pyiceberg_catalog("glue", **properties)
+
+
+def load_table(catalog, database, table):
+    """The table; raises JobError saying what to do when it does not exist."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    try:
+        return catalog.load_table((database, table))
+    except NoSuchTableError:
+        raise jobio.JobError("Iceberg table %s.%s does not exist: `python -m deploy up` creates it"
+                             % (database, table))
+
+
+def _field_id(table, name):
+    return table.schema().find_field(name).field_id
+
+
+def held_versions(table, source_key):
+    """``{versionId or None}`` of the landing key ``source_key`` that the table holds rows of
+    (empty when it holds none). Reads data only for files whose statistics do not settle it."""
+    from pyiceberg.conversions import from_bytes
+    from pyiceberg.expressions import EqualTo
+    from pyiceberg.types import StringType
+
+    if table.current_snapshot() is None:
+        return set()
+    key_id = _field_id(table, lake_table.SOURCE_KEY_FIELD)
+    version_id = _field_id(table, lake_table.SOURCE_VERSION_FIELD)
+    scan = table.scan(row_filter=EqualTo(lake_table.SOURCE_KEY_FIELD, source_key),
+                      selected_fields=(lake_table.SOURCE_KEY_FIELD, lake_table.SOURCE_VERSION_FIELD))
+    versions, unsettled = set(), []
+    for task in scan.plan_files():
+        data_file = task.file
+
+        def bound(bounds, field_id):
+            raw = (bounds or {}).get(field_id)
+            return None if raw is None else from_bytes(StringType(), raw)
+
+        key_low, key_high = bound(data_file.lower_bounds, key_id), bound(data_file.upper_bounds, key_id)
+        if key_low != source_key or key_high != source_key:
+            unsettled.append(task)  # rows of several keys (compacted): read it
+            continue
+        nulls = (data_file.null_value_counts or {}).get(version_id, 0)
+        low, high = bound(data_file.lower_bounds, version_id), bound(data_file.upper_bounds, version_id)
+        if nulls:
+            versions.add(None)
+        if low is not None and low == high:
+            versions.add(low)
+        elif low is not None:
+            unsettled.append(task)
+    if unsettled:
+        rows = scan.to_arrow().to_pylist()
+        versions.update(row[lake_table.SOURCE_VERSION_FIELD] for row in rows
+                        if row[lake_table.SOURCE_KEY_FIELD] == source_key)
+    return versions
+
+
+def _string_bound(bounds, field_id):
+    from pyiceberg.conversions import from_bytes
+    from pyiceberg.types import StringType
+
+    raw = (bounds or {}).get(field_id)
+    return None if raw is None else from_bytes(StringType(), raw)
+
+
+def held_versions_since(table, source_key, known_snapshot_id, known):
+    """``held_versions`` for a table that was at snapshot ``known_snapshot_id`` holding versions
+    ``known`` of the key, from the snapshots appended since alone (each adds one small manifest),
+    so a commit that lost a race re-checks without reading the whole table's manifests. Falls
+    back to ``held_versions`` when something else happened since (a delete or a rewrite, or
+    history it cannot follow)."""
+    from pyiceberg.manifest import ManifestEntryStatus
+
+    current = table.current_snapshot()
+    if current is None or known_snapshot_id is None:
+        return held_versions(table, source_key)
+    newer, snapshot = [], current
+    while snapshot is not None and snapshot.snapshot_id != known_snapshot_id:
+        newer.append(snapshot)
+        parent = snapshot.parent_snapshot_id
+        snapshot = table.snapshot_by_id(parent) if parent is not None else None
+    if snapshot is None:
+        return held_versions(table, source_key)
+    key_id = _field_id(table, lake_table.SOURCE_KEY_FIELD)
+    version_id = _field_id(table, lake_table.SOURCE_VERSION_FIELD)
+    versions = set(known)
+    for snapshot in newer:
+        operation = snapshot.summary.operation.value if snapshot.summary else None
+        if operation != "append":
+            return held_versions(table, source_key)
+        for manifest in snapshot.manifests(table.io):
+            if manifest.added_snapshot_id != snapshot.snapshot_id:
+                continue
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+                if entry.status != ManifestEntryStatus.ADDED:
+                    continue
+                data_file = entry.data_file
+                low = _string_bound(data_file.lower_bounds, key_id)
+                high = _string_bound(data_file.upper_bounds, key_id)
+                if low is None or high is None or not low <= source_key <= high:
+                    continue
+                if low != high:
+                    return held_versions(table, source_key)
+                version_low = _string_bound(data_file.lower_bounds, version_id)
+                version_high = _string_bound(data_file.upper_bounds, version_id)
+                if (data_file.null_value_counts or {}).get(version_id, 0):
+                    versions.add(None)
+                if version_low is not None and version_low == version_high:
+                    versions.add(version_low)
+                elif version_low is not None:
+                    return held_versions(table, source_key)
+    return versions
+
+
+def _split_key(source_key):
+    bucket, key = jobio.split_s3(source_key)
+    return bucket, key
+
+
+def version_order(s3, source_key):
+    """The key's versionIds, newest first (S3's order, as ListObjectVersions returns them)."""
+    bucket, key = _split_key(source_key)
+    order = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+        for entry in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            if entry["Key"] == key:
+                order.append((entry["LastModified"], entry["VersionId"], entry.get("IsLatest")))
+    # One page lists a key's versions newest first; across Versions and DeleteMarkers (and
+    # pages) the same holds by LastModified, with the latest first among equal times.
+    order.sort(key=lambda item: (item[0], bool(item[2])), reverse=True)
+    return [version for _modified, version, _latest in order]
+
+
+def newer_version(held, version_id, order):
+    """The version in ``held`` that is newer than ``version_id`` by ``order`` (newest first), or
+    None. An unversioned object (``version_id`` None) or versions S3 no longer lists never win
+    over the object being committed."""
+    if version_id is None or version_id not in order:
+        return None
+    position = order.index(version_id)
+    newer = [v for v in held if v is not None and v in order and order.index(v) < position]
+    return newer[0] if newer else None
+
+
+def _backoff(attempt, rng):
+    # Full jitter: writers that collided spread out instead of colliding again.
+    return rng.uniform(0, min(MAX_DELAY_SECONDS, FIRST_DELAY_SECONDS * (2 ** (attempt - 1))))
+
+
+def _write_data_files(table, rows, write_uuid):
+    """Writes ``rows`` as the table's data files (one per partition); returns pyiceberg DataFiles."""
+    from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _dataframe_to_data_files
+
+    _check_pyarrow_schema_compatible(table.schema(), provided_schema=rows.schema,
+                                     format_version=table.metadata.format_version)
+    if not rows.num_rows:
+        return []
+    return list(_dataframe_to_data_files(table_metadata=table.metadata, df=rows, io=table.io,
+                                         write_uuid=write_uuid))
+
+
+def commit(catalog, database, table_name, rows, source_key, source_version_id=None, s3=None,
+           snapshot_properties=None, max_attempts=DEFAULT_MAX_ATTEMPTS, sleep=time.sleep, rng=None):
+    """Replaces the table's rows of ``source_key`` with ``rows`` (a pyarrow Table in the table's
+    schema), unless the table holds a newer version of the key (see the module docstring).
+
+    ``s3``: a boto3 S3 client for the key's version order (needed only with a version id).
+    Returns ``{"superseded", "held_version_id", "attempts", "snapshot_id", "replaced",
+    "data_files"}``. Raises CommitConflict after ``max_attempts`` lost races, JobError when the
+    table is missing.
+    """
+    from pyiceberg.exceptions import CommitFailedException
+    from pyiceberg.expressions import EqualTo
+
+    rng = rng or random.Random()
+    write_uuid = uuid.uuid4()
+    written, written_for = None, None
+    order, held, seen_snapshot = None, None, None
+    for attempt in range(1, max_attempts + 1):
+        table = load_table(catalog, database, table_name)
+        if held is None:
+            held = held_versions(table, source_key)
+        else:
+            held = held_versions_since(table, source_key, seen_snapshot, held)
+        current = table.current_snapshot()
+        seen_snapshot = current.snapshot_id if current is not None else None
+        if source_version_id is not None and held - {source_version_id, None}:
+            if order is None:
+                order = version_order(s3, source_key)
+            newer = newer_version(held, source_version_id, order)
+            if newer is not None:
+                LOG.info("table %s.%s holds version %s of %s, newer than %s: nothing to commit",
+                         database, table_name, newer, source_key, source_version_id)
+                return {"superseded": True, "held_version_id": newer, "attempts": attempt,
+                        "snapshot_id": None, "replaced": False, "data_files": 0}
+        layout = (table.metadata.current_schema_id, table.metadata.default_spec_id)
+        if written_for != layout:
+            written, written_for = _write_data_files(table, rows, write_uuid), layout
+        transaction = table.transaction()
+        if held:
+            transaction.delete(EqualTo(lake_table.SOURCE_KEY_FIELD, source_key),
+                               snapshot_properties=dict(snapshot_properties or {}))
+        with transaction.update_snapshot(snapshot_properties=dict(snapshot_properties or {})).fast_append() as append:
+            for data_file in written:
+                append.append_data_file(data_file)
+        try:
+            committed = transaction.commit_transaction()
+        except CommitFailedException as exc:
+            if attempt == max_attempts:
+                raise CommitConflict(
+                    "gave up committing %s to %s.%s after %d attempts, each losing the race against "
+                    "another writer (last: %s); the run can be retried as it is"
+                    % (source_key, database, table_name, attempt, exc))
+            delay = _backoff(attempt, rng)
+            LOG.info("commit attempt %d lost the race (%s): retrying in %.2f s", attempt, exc, delay)
+            sleep(delay)
+            continue
+        snapshot = committed.current_snapshot()
+        return {"superseded": False, "held_version_id": None, "attempts": attempt,
+                "snapshot_id": snapshot.snapshot_id if snapshot else None, "replaced": bool(held),
+                "data_files": len(written)}
+    raise AssertionError("unreachable")
