@@ -9,7 +9,6 @@ puts under ``incoming/`` in the landing bucket (``aws s3 cp``, boto3, ...) reach
 thread and the stack and exits 0. The log has one line per event: batches generated, S3 events
 delivered, executions ended, HTTP requests served.
 """
-import argparse
 import contextlib
 import datetime as dt
 import http.server
@@ -22,12 +21,12 @@ import uuid
 
 from chalice.app import Rate
 
-from local.run import _port, _positive_int, _uninterruptible, short_cause
+from local.cli import DEFAULT_PORT
+from local.run import _uninterruptible, short_cause
 
 log = logging.getLogger("local.serve")
 
 LOOPBACK = "127.0.0.1"
-DEFAULT_PORT = 8000
 SCHEDULED_HANDLER = "generate_batch"
 EXIT_FAILED = 1
 _RATE_SECONDS = {Rate.MINUTES: 60, Rate.HOURS: 3600, Rate.DAYS: 86400}
@@ -391,35 +390,6 @@ class LocalService:
         stack, self.stack = self.stack, None
         if stack is not None:
             stack.stop()
-
-
-def _positive_minutes(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a number of minutes, got %r" % text) from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError("expected a number of minutes > 0, got %r" % text)
-    return value
-
-
-def add_arguments(parser):
-    """The ``up`` command's options."""
-    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
-                        help="port of the app's API and dashboard on 127.0.0.1 (default: %d; 0: any "
-                        "free port)" % DEFAULT_PORT)
-    parser.add_argument("--aws-port", type=_port, default=None, metavar="PORT",
-                        help="port of the embedded AWS endpoint (default: --port + 1; any free port "
-                        "with --port 0)")
-    parser.add_argument("--every-minutes", type=_positive_minutes, default=None, metavar="N",
-                        help="run the scheduled generator every N minutes (default: the app's "
-                        "schedule, SCHEDULE_MINUTES of the stage); it also runs once at start")
-    parser.add_argument("--rows", type=_positive_int, default=None, metavar="N",
-                        help="records per generated batch (default: the stage's GENERATOR_ROWS)")
-    parser.add_argument("--work-dir", default=None, metavar="DIR",
-                        help="where the stack keeps job logs and caches (default: .local-stack in the "
-                        "project directory)")
-    return parser
 
 
 def configure_logging():

@@ -1,8 +1,9 @@
 """The whole pipeline on one laptop, in one object: embedded AWS, the deploy, S3 events, the app.
 
-``LocalStack`` starts the embedded moto server (with the Glue/crawler/Athena adapters), runs the
-project's own deploy for the ``local`` stage against it, routes the landing bucket's S3 events to
-the Chalice ``on_landing`` handler and collects what the SNS topic publishes. Everything after
+``LocalStack`` starts the emulated AWS endpoint (``local.embedded.EmulatedAws``: moto with the
+Glue/crawler/Athena adapters), runs the project's own deploy for the ``local`` stage against it,
+routes the landing bucket's S3 events to the Chalice ``on_landing`` handler and collects what the
+SNS topic publishes. Everything after
 ``land()`` is driven by the S3 event, as on AWS.
 """
 import importlib.util
@@ -18,11 +19,11 @@ import boto3
 from botocore.exceptions import ClientError
 
 from chalicelib import naming
-from chalicelib.asl import STEPS
 from chalicelib.queries import parse_totals, totals_sql
 from chalicelib.resources import INCOMING_PREFIX
 from chalicelib.settings import DEFAULT_REGION
-from local.events import LandingEvents
+from local import faults as fault_injection
+from local.events import HANDLER_NAME, LandingEvents
 
 log = logging.getLogger("local")
 
@@ -255,7 +256,8 @@ class LocalStack:
             self.deploy_result = self._deploy()
             self.resources = self.deploy_result.resources
             self.app = ChaliceApp(self.project_dir, self.stage)
-            self.events = LandingEvents(self.resources, self._invoke_handler,
+            deliver = fault_injection.FaultyTrigger(self._invoke_handler, self.embedded.faults, HANDLER_NAME)
+            self.events = LandingEvents(self.resources, deliver,
                                         s3_client=self.client("s3"), sqs_client=self.client("sqs"),
                                         redeliver=self.redeliver)
             self.events.configure()
@@ -329,26 +331,11 @@ class LocalStack:
         return self.embedded.region if self.embedded is not None else DEFAULT_REGION
 
     # -- faults -------------------------------------------------------------------------------
-    def fault_targets(self, step):
-        """What a fault at pipeline step ``step`` (chalicelib.asl.STEPS) makes fail, as
-        ``local.embedded.Faults`` targets. Raises ValueError for an unknown step."""
-        r = self.resources
-        targets = {
-            "json-to-parquet": ("job", r.json_to_parquet_job),
-            "crawl-raw": ("crawler", r.raw_crawler),
-            "normalize": ("job", r.normalize_job),
-            "crawl-processed": ("crawler", r.processed_crawler),
-            "query": ("query", None),
-            "notify": ("publish", r.topic_arn),
-        }
-        if step not in targets:
-            raise ValueError("unknown step %r: one of %s" % (step, ", ".join(STEPS)))
-        return targets[step]
-
     def inject_fault(self, step, once=False):
-        """Make every attempt of ``step`` fail (``once``: only the first attempt in each
-        execution; for a crawl step, the crawler's first crawl). Returns None."""
-        self.embedded.faults.fail(self.fault_targets(step), step, once=once)
+        """Make every attempt of ``step`` (local.faults.FAULT_STEPS) fail (``once``: only the first
+        attempt in each execution; for a crawl step, the crawler's first crawl; for the trigger,
+        each object's first delivery). Returns None."""
+        self.embedded.faults.fail(fault_injection.target(self.resources, step), step, once=once)
 
     def set_crawl_seconds(self, seconds):
         """Every local crawl takes at least ``seconds`` from now on (0: as fast as it can)."""
