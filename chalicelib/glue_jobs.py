@@ -37,6 +37,7 @@ NORMALIZE_SCRIPT = "glue/normalize.py"
 LIBRARY_ZIP_MEMBERS = (
     ("chalicelib/__init__.py", "chalicelib/__init__.py"),
     ("chalicelib/schema.py", "chalicelib/schema.py"),
+    ("chalicelib/identifiers.py", "chalicelib/identifiers.py"),
     ("jobio.py", "glue/jobio.py"),
     ("catalog.py", "glue/catalog.py"),
 )

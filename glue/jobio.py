@@ -79,7 +79,23 @@ def parse_args(argv, required=(), optional=None):
     for name, default in optional.items():
         if values.get(name) in (None, ""):
             values[name] = default
+    check_identifiers(values)
     return values
+
+
+# Arguments whose values become S3 keys, SQL literals or file names: checked on entry
+# (chalicelib/identifiers.py), so a forged run fails before it reads anything.
+def check_identifiers(values):
+    """Raises JobError naming the first argument whose value has not its documented shape."""
+    from chalicelib import identifiers
+
+    checks = (("source_id", identifiers.source_id), ("source_version_id", identifiers.version_id))
+    for name, check in checks:
+        if values.get(name) not in (None, ""):
+            try:
+                check(values[name])
+            except identifiers.InvalidIdentifier as exc:
+                raise JobError("--%s: %s" % (name, exc))
 
 
 def positive_int(args, name):
@@ -193,9 +209,10 @@ class Storage:
         return TransferConfig(multipart_threshold=_MULTIPART_THRESHOLD,
                               multipart_chunksize=_MULTIPART_THRESHOLD)
 
-    def fetch(self, uri, work_dir):
-        """A local path holding the object at ``uri``: the path itself for a local file, else a
-        download into ``work_dir``. Raises JobError when it does not exist or cannot be read."""
+    def fetch(self, uri, work_dir, version_id=None):
+        """A local path holding the object at ``uri`` (exactly its version ``version_id`` when
+        given): the path itself for a local file, else a download into ``work_dir``. Raises
+        JobError when it does not exist or cannot be read."""
         if not is_s3(uri):
             if not os.path.isfile(uri):
                 raise JobError("%s does not exist or is not a file" % uri)
@@ -205,13 +222,16 @@ class Storage:
         try:
             # One streaming GET: no HEAD first and no transfer threads, which is what a small
             # object's run time is made of (and one connection is plenty for a 1/16-DPU job).
-            body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
+            version = {"VersionId": version_id} if version_id else {}
+            body = self.s3.get_object(Bucket=bucket, Key=key, **version)["Body"]
             with open(local, "wb") as out:
                 for chunk in body.iter_chunks(_READ_CHUNK):
                     out.write(chunk)
         except Exception as exc:  # botocore raises ClientError or its own read errors
-            raise JobError("cannot read %s: %s (check that the object exists and that the job's "
-                           "role may s3:GetObject it)" % (uri, _aws_message(exc)))
+            raise JobError("cannot read %s%s: %s (check that the object exists and that the job's "
+                           "role may s3:GetObject%s it)" % (
+                               uri, " version %s" % version_id if version_id else "", _aws_message(exc),
+                               "Version" if version_id else ""))
         return local
 
     def put(self, local_path, uri):

@@ -41,6 +41,16 @@ _positive_float = _seconds(">")
 _non_negative_float = _seconds(">=")
 
 
+def _landing_key(text):
+    from chalicelib import identifiers
+    from chalicelib.resources import INCOMING_PREFIX
+
+    try:
+        return identifiers.object_key(text, INCOMING_PREFIX)
+    except identifiers.InvalidIdentifier as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _port(text):
     try:
         value = int(text)
@@ -61,6 +71,10 @@ def add_run_arguments(parser):
         "--file", action="append", default=None, metavar="PATH", dest="files",
         help="land this NDJSON file (optionally gzipped) unchanged; repeat for more files, each "
         "gets its own execution")
+    parser.add_argument("--key", default=None, metavar="KEY", type=_landing_key,
+                        help="land every --file at this one key (under incoming/), in the order given, "
+                        "without waiting between them: each is a new version of the key and gets its "
+                        "own execution; the newest version's rows replace the earlier ones'")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the generated batch, for a reproducible one (with --rows)")
     parser.add_argument("--json", action="store_true",

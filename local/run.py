@@ -71,7 +71,7 @@ def short_cause(cause):
 
 def _land_all(stack, args):
     if args.files:
-        return [stack.land(path) for path in args.files]
+        return [stack.land(path, key=getattr(args, "key", None)) for path in args.files]
     rows = args.rows or DEFAULT_ROWS
     now = dt.datetime.now(dt.timezone.utc)
     body = generator.generate_ndjson(rows, seed=args.seed, today=now.date()).encode("utf-8")
@@ -229,6 +229,9 @@ def main(args):
     """Entry point of ``python -m local run`` with parsed arguments. Returns the exit status."""
     if args.seed is not None and args.files:
         log.error("--seed applies to a generated batch (--rows), not to --file")
+        return EXIT_USAGE
+    if getattr(args, "key", None) and not args.files:
+        log.error("--key lands the --file arguments at one key: give at least one --file")
         return EXIT_USAGE
     for path in args.files or ():
         if not os.path.isfile(path):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import boto3
 from botocore.exceptions import ClientError
 
-from chalicelib import naming
+from chalicelib import identifiers, naming
 from chalicelib.queries import parse_totals, totals_sql
 from chalicelib.resources import INCOMING_PREFIX
 from chalicelib.settings import DEFAULT_REGION
@@ -60,6 +60,7 @@ class Landed:
     key: str
     etag: str
     size: int
+    version_id: str = None  # the landing bucket is versioned
 
     @property
     def uri(self):
@@ -68,11 +69,11 @@ class Landed:
     @property
     def execution_name(self):
         """The execution the S3 event starts (chalicelib.naming, as the trigger names it)."""
-        return naming.execution_name(self.bucket, self.key, self.etag)
+        return naming.execution_name(self.bucket, self.key, self.etag, self.version_id)
 
     @property
     def source_id(self):
-        return naming.source_id(self.bucket, self.key, self.etag)
+        return naming.source_id(self.bucket, self.key, self.etag, self.version_id)
 
 
 class ChaliceApp:
@@ -255,6 +256,7 @@ class LocalStack:
             log.info("stack up on %s", self.embedded.endpoint_url)
             self.deploy_result = self._deploy()
             self.resources = self.deploy_result.resources
+            self._allow_stage_scripts()
             self.app = ChaliceApp(self.project_dir, self.stage)
             deliver = fault_injection.FaultyTrigger(self._invoke_handler, self.embedded.faults, HANDLER_NAME)
             self.events = LandingEvents(self.resources, deliver,
@@ -269,6 +271,15 @@ class LocalStack:
             self.stop()
             raise
         return self
+
+    def _allow_stage_scripts(self):
+        from chalicelib import glue_jobs
+        from chalicelib.resources import GLUE_ASSETS_PREFIX
+
+        runner = self.embedded.job_runner
+        runner.allowed_scripts = {self.resources.lake_uri(glue_jobs.asset_key(script))
+                                  for script in (glue_jobs.JSON_TO_PARQUET_SCRIPT, glue_jobs.NORMALIZE_SCRIPT)}
+        runner.allowed_library_prefix = self.resources.lake_uri(GLUE_ASSETS_PREFIX)
 
     def _invoke_handler(self, function_name, event):
         if self.poll_seconds is None:
@@ -355,7 +366,7 @@ class LocalStack:
         """Put a file's bytes, unchanged, into the landing bucket under ``incoming/``.
 
         ``key`` defaults to ``incoming/<file name>`` (``incoming/batch.json`` for bytes), made unique
-        within this stack. Returns a ``Landed``; its S3 event starts the pipeline.
+        within this stack; a ``key`` given is used as it is (landed again: a new version of it). Returns a ``Landed``; its S3 event starts the pipeline.
         """
         if isinstance(path_or_bytes, (bytes, bytearray)):
             body, name = bytes(path_or_bytes), "batch.json"
@@ -365,12 +376,13 @@ class LocalStack:
             name = os.path.basename(os.fspath(path_or_bytes))
         if key is None:
             key = unique_key(INCOMING_PREFIX + name, self._landed_keys)
-        elif not key.startswith(INCOMING_PREFIX) or key.endswith("/"):
-            raise ValueError("landing keys start with %r and name an object, got %r" % (INCOMING_PREFIX, key))
+        else:
+            identifiers.object_key(key, INCOMING_PREFIX)  # ValueError naming what is wrong
         self._landed_keys.add(key)
         bucket = self.resources.landing_bucket
         response = self.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
-        landed = Landed(bucket=bucket, key=key, etag=response["ETag"].strip('"'), size=len(body))
+        landed = Landed(bucket=bucket, key=key, etag=response["ETag"].strip('"'), size=len(body),
+                        version_id=response.get("VersionId"))
         log.info("landed %s (%d bytes)", landed.uri, landed.size)
         return landed
 

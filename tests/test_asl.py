@@ -223,7 +223,7 @@ def test_filled_template_is_the_stage_definition():
 
 def test_every_state_belongs_to_a_step_or_to_the_failure_branch():
     states = asl.build_definition(RESOURCES)["States"]
-    assert set(asl.STATE_STEPS) | set(asl.FAILURE_STATES) == set(states)
+    assert set(asl.STATE_STEPS) | set(asl.FAILURE_STATES) | set(asl.INPUT_STATES) == set(states)
     assert not set(asl.STATE_STEPS) & set(asl.FAILURE_STATES)
     assert set(asl.STATE_STEPS.values()) == set(asl.STEPS)
     assert asl.step_of("ConvertToParquet") == "json-to-parquet"
@@ -491,6 +491,7 @@ def test_json_to_parquet_job_gets_the_design_arguments(sfn_aws):
             "--target_uri": "s3://%s/raw/%s.parquet" % (lake, SOURCE_ID),
             "--quarantine_uri": "s3://%s/quarantine/%s.jsonl" % (lake, SOURCE_ID),
             "--source_id": SOURCE_ID,
+            "--source_version_id": "",  # the input names no version: an unversioned object
             "--catalog_database": RESOURCES.glue_database,
             "--catalog_table": RESOURCES.raw_table,
             "--catalog_crawler": RESOURCES.raw_crawler,
@@ -699,3 +700,27 @@ def test_failure_branch_reports_reserved_errors_without_their_prefix(sfn_aws):
     cause = _assert_failed_at(description, queue_url, "normalize", "States.TaskFailed")
     assert description["error"] == "TaskFailed"
     assert cause["cause"] == "job run failed"
+
+
+@pytest.mark.parametrize("change", [
+    {"source_id": "x' OR '1'='1"},
+    {"source_id": 7},
+    {"key": "incoming/../etc/passwd"},
+    {"key": "elsewhere/a.json"},
+    {"source_uri": "file:///etc/passwd"},
+    {"version_id": 12},
+])
+def test_an_input_with_a_forged_identifier_fails_before_any_job(sfn_aws, change):
+    glue = boto3.client("glue", region_name=REGION)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    machine = sfn.create_state_machine(name=RESOURCES.state_machine_name, roleArn=ROLE_ARN,
+                                       definition=json.dumps(asl.build_definition(RESOURCES)))["stateMachineArn"]
+    arn = sfn.start_execution(stateMachineArn=machine, name="forged",
+                              input=json.dumps(dict(execution_input(), **change)))["executionArn"]
+
+    description = _finish(arn)
+
+    assert description["status"] == "FAILED"
+    assert description["error"] == asl.INVALID_INPUT_ERROR
+    with pytest.raises(ClientError):
+        glue.get_job_runs(JobName=RESOURCES.json_to_parquet_job)  # no job was even looked up
