@@ -18,7 +18,7 @@ GLUE_ASSETS_PREFIX = "glue-assets/"
 # Prefix in the landing bucket that triggers the pipeline.
 INCOMING_PREFIX = "incoming/"
 # app.py's handlers other than the API's (chalice names their functions after them).
-LAMBDA_HANDLERS = ("on_landing", "generate_batch")
+LAMBDA_HANDLERS = ("on_landing", "generate_batch", "reconcile")
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,16 @@ class Resources:
         """Names chalice gives the stage's functions: ``<app>-<stage>`` serves the API, the
         others are ``<app>-<stage>-<handler>``."""
         return [self.prefix] + ["%s-%s" % (self.prefix, handler) for handler in LAMBDA_HANDLERS]
+
+    @property
+    def landing_failures_queue(self):
+        """The S3 trigger's on-failure destination: events Lambda gave up on (after its two
+        retries) wait here for the reconciler."""
+        return "%s-landing-failures" % self.prefix
+
+    @property
+    def landing_failures_queue_arn(self):
+        return self._arn("sqs", self.landing_failures_queue)
 
     @property
     def lambda_log_groups(self):

@@ -28,6 +28,7 @@ from deploy import (
     logs,
     native_wheel,
     policies,
+    queues,
     stepfunctions,
     topic,
 )
@@ -189,6 +190,8 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
         athena.ensure_workgroup(ctx, glue_jobs.workgroup_definition(resources, settings))
         topic.ensure_topic(ctx)
         topic.ensure_email_subscription(ctx, settings.notification_email)
+        queues.ensure_failures_queue(ctx, resources)
+        queues.wire_on_failure(ctx, resources)
         # The Lambdas' groups too: made here, they get the retention and key before the
         # functions first log (chalice's log_retention_in_days breaks its terraform packaging).
         for group in [resources.state_machine_log_group] + resources.lambda_log_groups:
@@ -232,6 +235,7 @@ def down(stage, region=None, delete_data=False, dry_run=False, session=None, env
         glue.delete_database(ctx, resources.glue_database)
         athena.delete_workgroup(ctx, resources.athena_workgroup)
         topic.delete_topic(ctx)
+        queues.delete_failures_queue(ctx, resources)
         for group in [resources.state_machine_log_group] + resources.lambda_log_groups:
             logs.delete_log_group(ctx, group)
         # After the topic and the log group, which it encrypts.

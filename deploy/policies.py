@@ -220,15 +220,17 @@ def lambda_policies(resources):
     """Each Chalice Lambda's own policy: ``{chalice function key: document}``.
 
     ``api_handler`` (``/status`` and ``/``) reads executions, ``on_landing`` starts one per
-    landing object (and reads it back when the start was a duplicate), ``generate_batch``
-    writes landing objects. Each function gets only its own log group.
+    landing object (StartExecution alone: it is idempotent) and dead-letters what it cannot,
+    ``generate_batch`` writes landing objects, ``reconcile`` lists landing object versions and
+    executions, reads the dead letters and starts what is missing. Each function gets only its own log group.
     """
     machine = resources.state_machine_name
     # ListExecutions and DescribeExecution also name Map-run and Express-execution ARNs; this
     # machine (Standard, no Map state) has none, so those stay within its own name.
     read_executions = _statement("ReadExecutions", ["states:DescribeExecution"], [
         resources.execution_arn("*"), _arn(resources, "states", "express:%s:*" % machine)])
-    api, on_landing, generator = resources.lambda_functions
+    api, on_landing, generator, reconciler = resources.lambda_functions
+    start_pipeline = _statement("StartPipeline", ["states:StartExecution"], [resources.state_machine_arn])
     return {
         "api_handler": _document(
             _statement("ListExecutions", ["states:ListExecutions"], [
@@ -238,9 +240,19 @@ def lambda_policies(resources):
             _statement("ReadExecutionHistory", ["states:GetExecutionHistory"], [resources.execution_arn("*")]),
             _function_logs(resources, api)),
         "on_landing": _document(
-            _statement("StartPipeline", ["states:StartExecution"], [resources.state_machine_arn]),
-            read_executions,
+            start_pipeline,
+            # Lambda sends an event it gave up on to the on-failure destination with the
+            # function's own role.
+            _statement("DeadLetterFailedEvents", ["sqs:SendMessage"], [resources.landing_failures_queue_arn]),
             _function_logs(resources, on_landing)),
+        "reconcile": _document(
+            start_pipeline,
+            _statement("ListExecutions", ["states:ListExecutions"], [resources.state_machine_arn]),
+            _statement("ListLandingVersions", ["s3:ListBucketVersions"],
+                       ["arn:aws:s3:::%s" % resources.landing_bucket]),
+            _statement("ReadDeadLetters", ["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage"],
+                       [resources.landing_failures_queue_arn]),
+            _function_logs(resources, reconciler)),
         "generate_batch": _document(
             _statement("WriteLandingObjects", ["s3:PutObject"],
                        _objects(resources.landing_bucket, INCOMING_PREFIX)),

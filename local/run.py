@@ -106,8 +106,12 @@ def run(args, out=None, stack=None):
         crawls_before = stack.crawls
         outcomes_before = dict(stack.events.outcomes)
         notifications_before = len(stack.notifications(wait_seconds=0))
+        dropped_before = stack.events.dropped
         landed = _land_all(stack, args)
         names = [item.execution_name for item in landed]
+        reconciled = 0
+        if fault_injection.TRIGGER in (getattr(args, "fail", None) or ()):
+            reconciled = _recover_lost_events(stack, dropped_before + len(landed), args.timeout)
         timed_out = None
         try:
             described = stack.wait_for_executions(names, timeout=args.timeout)
@@ -148,7 +152,8 @@ def run(args, out=None, stack=None):
                       " at %s" % entry["failed_step"] if entry["failed_step"] else "",
                       short_cause(entry["cause"]) or entry["error"] or "no cause recorded")
         if args.json:
-            report = {"executions": executions, "totals": totals, "crawls": crawls, "events": events}
+            report = {"executions": executions, "totals": totals, "crawls": crawls, "events": events,
+                      "reconciled": reconciled}
             if totals_error:
                 report["totals_error"] = totals_error
             out.write(json.dumps(report, sort_keys=True) + "\n")
@@ -163,6 +168,19 @@ def run(args, out=None, stack=None):
             stack.clear_faults()
             stack.events.redeliver = 1
             stack.poll_seconds = None
+
+
+def _recover_lost_events(stack, dropped_total, timeout):
+    """``--fail trigger``: every delivery failed, so nothing started. Once Lambda's retries are
+    exhausted (the events are in the on-failure queue), clear the faults and run the reconciler
+    once, as its schedule would. Returns how many executions it started."""
+    if not stack.wait_for_dead_letters(dropped_total, timeout=timeout):
+        log.error("the S3 events were not given up on within %g s", timeout)
+    stack.clear_faults()
+    summary = stack.reconcile() or {}
+    log.info("reconciler: %d execution(s) started, %d dead-lettered event(s) resolved",
+             summary.get("reconciled", 0), summary.get("dead_letters_resolved", 0))
+    return summary.get("reconciled", 0)
 
 
 @contextlib.contextmanager

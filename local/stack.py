@@ -259,9 +259,11 @@ class LocalStack:
             self._allow_stage_scripts()
             self.app = ChaliceApp(self.project_dir, self.stage)
             deliver = fault_injection.FaultyTrigger(self._invoke_handler, self.embedded.faults, HANDLER_NAME)
+            failures_queue_url = self.client("sqs").get_queue_url(
+                QueueName=self.resources.landing_failures_queue)["QueueUrl"]
             self.events = LandingEvents(self.resources, deliver,
                                         s3_client=self.client("s3"), sqs_client=self.client("sqs"),
-                                        redeliver=self.redeliver)
+                                        redeliver=self.redeliver, failures_queue_url=failures_queue_url)
             self.events.configure()
             self.events.start()
             self.inbox = NotificationInbox(self.resources, sns_client=self.client("sns"),
@@ -385,6 +387,23 @@ class LocalStack:
                         version_id=response.get("VersionId"))
         log.info("landed %s (%d bytes)", landed.uri, landed.size)
         return landed
+
+    def reconcile(self):
+        """Run the app's reconciler once, as its schedule would. Returns its summary."""
+        from local.serve import scheduled_event
+
+        event = scheduled_event(self.resources, "%s-reconcile" % self.resources.prefix)
+        return self.app.invoke("reconcile", event)
+
+    def wait_for_dead_letters(self, target, timeout=120.0):
+        """Wait until ``target`` events in all have been given up on (Lambda's retries exhausted,
+        ``events.dropped``). Returns True when they have, False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.events.dropped < target:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+        return True
 
     def wait_for_executions(self, names, timeout=300.0, poll_seconds=0.2):
         """Wait until every named execution has ended (see ``wait_for_executions``)."""
