@@ -38,6 +38,7 @@ LIBRARY_ZIP_MEMBERS = (
     ("chalicelib/__init__.py", "chalicelib/__init__.py"),
     ("chalicelib/schema.py", "chalicelib/schema.py"),
     ("chalicelib/identifiers.py", "chalicelib/identifiers.py"),
+    ("chalicelib/redact.py", "chalicelib/redact.py"),
     ("jobio.py", "glue/jobio.py"),
     ("catalog.py", "glue/catalog.py"),
 )

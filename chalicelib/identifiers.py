@@ -7,8 +7,9 @@ Shipped to the Glue jobs in their library zip: stdlib only, Python 3.9.
 """
 import re
 
-# chalicelib.naming.source_id: 20 lower-case hex digits.
-SOURCE_ID = re.compile(r"^[0-9a-f]{20}$")
+# chalicelib.naming.source_id makes 20 lower-case hex digits; accepted is any token that is safe
+# in an S3 key, a file name and an SQL string literal (a job run by hand may name its own).
+SOURCE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Step Functions' execution names: 1-80 characters; the project's own use [A-Za-z0-9_-] only.
 EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 # S3 version ids are opaque, URL-safe tokens (AWS: up to 1024 characters; moto: UUIDs).
@@ -29,9 +30,9 @@ def _short(value):
 
 
 def source_id(value):
-    """``value`` when it is a source id (20 lower-case hex digits); raises InvalidIdentifier."""
+    """``value`` when it is a source id (1-64 of A-Z a-z 0-9 _ -); raises InvalidIdentifier."""
     if not isinstance(value, str) or not SOURCE_ID.match(value):
-        raise InvalidIdentifier("source id must be 20 lower-case hex digits, got %s" % _short(value))
+        raise InvalidIdentifier("source id must be 1-64 characters of A-Z a-z 0-9 _ -, got %s" % _short(value))
     return value
 
 

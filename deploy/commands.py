@@ -205,7 +205,8 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
 
         _summary(ctx, "Stage %s:" % stage)
         if not dry_run:
-            ctx.say("Next: chalice deploy --stage %s" % stage)
+            ctx.say("Next: chalice deploy --stage %s (the first time, then deploy up again: it sets "
+                    "the S3 trigger's on-failure destination)" % stage)
         return DeployResult(stage, resources, settings, ctx.changes, dry_run)
 
     return _run(body)

@@ -231,10 +231,11 @@ def lambda_policies(resources):
         resources.execution_arn("*"), _arn(resources, "states", "express:%s:*" % machine)])
     api, on_landing, generator, reconciler = resources.lambda_functions
     start_pipeline = _statement("StartPipeline", ["states:StartExecution"], [resources.state_machine_arn])
+    list_executions = _statement("ListExecutions", ["states:ListExecutions"], [
+        resources.state_machine_arn, _arn(resources, "states", "mapRun:%s/*" % machine)])
     return {
         "api_handler": _document(
-            _statement("ListExecutions", ["states:ListExecutions"], [
-                resources.state_machine_arn, _arn(resources, "states", "mapRun:%s/*" % machine)]),
+            list_executions,
             read_executions,
             # /status/{name}: the per-step timeline comes from the execution history.
             _statement("ReadExecutionHistory", ["states:GetExecutionHistory"], [resources.execution_arn("*")]),
@@ -247,7 +248,7 @@ def lambda_policies(resources):
             _function_logs(resources, on_landing)),
         "reconcile": _document(
             start_pipeline,
-            _statement("ListExecutions", ["states:ListExecutions"], [resources.state_machine_arn]),
+            list_executions,
             _statement("ListLandingVersions", ["s3:ListBucketVersions"],
                        ["arn:aws:s3:::%s" % resources.landing_bucket]),
             _statement("ReadDeadLetters", ["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage"],

@@ -46,7 +46,7 @@ def ensure_failures_queue(ctx, resources):
 
 def wire_on_failure(ctx, resources):
     """Point the S3 trigger function's on-failure destination at the queue, when the function
-    exists (after ``chalice deploy``). Returns the Change."""
+    exists (after ``chalice deploy``). Returns the Change, or None before the function exists."""
     function = "%s-on_landing" % resources.prefix
     lam = ctx.client("lambda")
     try:
@@ -59,8 +59,7 @@ def wire_on_failure(ctx, resources):
             lam.get_function(FunctionName=function)
         except Exception as missing:
             if has_code(missing, "ResourceNotFoundException"):
-                return ctx.record(ABSENT, DESTINATION_KIND, function,
-                                  "run deploy up again after chalice deploy")
+                return None  # not deployed yet: `deploy up` after `chalice deploy` wires it
             raise
     wanted = resources.landing_failures_queue_arn
     destination = ((current or {}).get("DestinationConfig") or {}).get("OnFailure", {}).get("Destination")

@@ -15,6 +15,7 @@ import re
 import shutil
 import sys
 import tempfile
+import traceback
 
 LOG = logging.getLogger("shipping_etl")
 
@@ -389,6 +390,8 @@ def run(job, argv=None):
     """Runs ``job(argv)`` as a script: returns the exit status (0 on success). A JobError's
     message is the last line on stderr; any other exception is logged with its traceback.
     pandas and numpy cannot be imported meanwhile (see WithoutPandasOrNumpy)."""
+    from chalicelib import redact
+
     configure_logging()
     argv = sys.argv[1:] if argv is None else argv
     blocker = WithoutPandasOrNumpy()
@@ -396,11 +399,13 @@ def run(job, argv=None):
     try:
         job(argv)
     except JobError as exc:
-        LOG.error("%s", exc)
+        LOG.error("%s", redact.scrub(str(exc)))
         return 1
     except Exception as exc:
-        LOG.exception("unexpected failure")
-        LOG.error("failed: %s: %s", type(exc).__name__, exc)
+        # The traceback's frames, not its message: an engine's message may quote a record.
+        LOG.error("unexpected failure, traceback (most recent call last):\n%s",
+                  "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+        LOG.error("failed: %s", redact.error_summary(exc))
         return 1
     finally:
         sys.meta_path.remove(blocker)

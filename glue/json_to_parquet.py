@@ -58,10 +58,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 try:
-    from chalicelib import schema
+    from chalicelib import redact, schema
 except ImportError:  # run from a checkout: chalicelib lives next to this script's folder
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from chalicelib import schema
+    from chalicelib import redact, schema
 
 import duckdb
 
@@ -853,7 +853,7 @@ def convert_proven(source_path, target_path, source, source_id, memory_limit=DEF
         scanner.start()
         rows = connection.execute(sql).fetchone()[0]
     except duckdb.Error as exc:
-        why = str(exc).strip().splitlines()[0][:200]
+        why = redact.error_summary(exc)  # DuckDB quotes the offending line: record content
     finally:
         if rows is None:
             stop.set()  # the scan's answer no longer matters

@@ -29,10 +29,10 @@ import shutil
 import sys
 
 try:
-    from chalicelib import schema
+    from chalicelib import redact, schema
 except ImportError:  # run from a checkout: chalicelib lives next to this script's folder
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from chalicelib import schema
+    from chalicelib import redact, schema
 
 import duckdb
 
@@ -66,7 +66,7 @@ def read_counts(path):
         found = connection.execute("SELECT value FROM parquet_kv_metadata(%s) WHERE key = %s" % (
             jobio.sql_literal(path), "encode(%s)" % jobio.sql_literal(COUNTS_METADATA_KEY))).fetchall()
     except duckdb.Error as exc:
-        raise OSError(str(exc).strip().splitlines()[0])
+        raise OSError(redact.error_summary(exc))
     finally:
         connection.close()
     return json.loads(found[0][0]) if found else None

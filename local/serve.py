@@ -21,6 +21,7 @@ import uuid
 
 from chalice.app import Rate
 
+from local import lockdown
 from local.cli import DEFAULT_PORT
 from local.run import _uninterruptible, short_cause
 
@@ -34,14 +35,40 @@ _RATE_SECONDS = {Rate.MINUTES: 60, Rate.HOURS: 3600, Rate.DAYS: 86400}
 _HOP_HEADERS = {"content-length", "transfer-encoding", "connection"}
 
 
+# A slow or stalled client must not hold a thread: each connection's reads and writes time out.
+SOCKET_TIMEOUT_SECONDS = 10
+# Requests served at once; more wait for a free thread (the app serializes its calls anyway).
+MAX_THREADS = 8
+MAX_BODY_BYTES = 1024 * 1024
+
+
 class _AppRequestHandler(http.server.BaseHTTPRequestHandler):
     """Hands each HTTP request to the server's ``handle`` and writes back its response."""
 
     server_version = "shipping-etl-local"
+    timeout = SOCKET_TIMEOUT_SECONDS
+
+    def _refuse(self, status, reason):
+        payload = (reason + "\n").encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+        log.warning("http %s %s -> %d: %s", self.command, self.path, status, reason)
 
     def _forward(self):
         started = time.monotonic()
-        length = int(self.headers.get("Content-Length") or 0)
+        reason = lockdown.refusal(dict(self.headers.items()))
+        if reason:
+            return self._refuse(403, reason)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return self._refuse(400, "Content-Length is not a number")
+        if length > MAX_BODY_BYTES:
+            return self._refuse(413, "request body over %d bytes" % MAX_BODY_BYTES)
         body = self.rfile.read(length) if length > 0 else b""
         try:
             response = self.server.handle(self.command, self.path, dict(self.headers.items()), body)
@@ -57,7 +84,7 @@ class _AppRequestHandler(http.server.BaseHTTPRequestHandler):
         if not any(name.lower() == "content-type" for name in headers):
             # API Gateway's (and chalice local's) default for a Lambda answer without one.
             headers["Content-Type"] = "application/json"
-        for name, value in headers.items():
+        for name, value in lockdown.without_cors(headers.items()):
             if name.lower() not in _HOP_HEADERS:
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
@@ -78,6 +105,25 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     # A restarted service gets its port back at once, not after TIME_WAIT.
     allow_reuse_address = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_THREADS)
+
+    def process_request(self, request, client_address):
+        # At most MAX_THREADS requests at once: the accept loop waits for a free slot.
+        self._slots.acquire()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class AppServer:

@@ -211,8 +211,8 @@ def test_arguments_as_glue_passes_them_unknown_ones_ignored():
     args = jobio.parse_args(argv, json_to_parquet.ARGUMENTS, json_to_parquet.OPTIONS)
 
     assert args == {"source_uri": "s3://b/k", "target_uri": "s3://b/raw/x.parquet", "quarantine_uri": "s3://b/q/x.jsonl",
-                    "source_id": None, "memory_limit": json_to_parquet.DEFAULT_MEMORY_LIMIT, "threads": None,
-                    "prover": "auto"}
+                    "source_id": None, "source_version_id": None,
+                    "memory_limit": json_to_parquet.DEFAULT_MEMORY_LIMIT, "threads": None, "prover": "auto"}
 
 
 def test_missing_arguments_are_named():
@@ -303,11 +303,12 @@ def test_script_reports_a_missing_source(tmp_path):
 
 def test_script_runs_from_another_folder_with_its_files_shipped_like_glue(tmp_path):
     # Glue runs the script alone, with chalicelib/ and jobio.py from the --extra-py-files zip.
+    from chalicelib.glue_jobs import LIBRARY_ZIP_MEMBERS
+
     shipped = tmp_path / "shipped"
-    (shipped / "chalicelib").mkdir(parents=True)
-    shutil.copy(os.path.join(PROJECT_DIR, "chalicelib", "__init__.py"), shipped / "chalicelib")
-    shutil.copy(os.path.join(PROJECT_DIR, "chalicelib", "schema.py"), shipped / "chalicelib")
-    shutil.copy(os.path.join(GLUE_DIR, "jobio.py"), shipped)
+    for name, repo_path in LIBRARY_ZIP_MEMBERS:  # what the deploy zips
+        (shipped / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(os.path.join(PROJECT_DIR, repo_path), shipped / name)
     script = tmp_path / "script" / "json_to_parquet.py"
     script.parent.mkdir()
     shutil.copy(SCRIPT, script)
@@ -559,3 +560,12 @@ def test_the_c_provers_blocks_tile_the_file_and_end_at_line_ends(tmp_path, block
     for (offset, size), (following, _size) in zip(blocks, blocks[1:]):
         assert offset + size == following and data[following - 1:following] == b"\n"
         assert size <= block_bytes or b"\n" not in data[offset:offset + size - 1]
+
+
+@pytest.mark.parametrize("argument, value", [("--source_id", "x' OR 1=1 --"), ("--source_version_id", "v 1")])
+def test_a_forged_identifier_argument_fails_clearly(argument, value):
+    argv = ["--source_uri", "s3://b/k", "--target_uri", "s3://b/raw/x.parquet",
+            "--quarantine_uri", "s3://b/q/x.jsonl", argument, value]
+
+    with pytest.raises(jobio.JobError, match=argument):
+        jobio.parse_args(argv, json_to_parquet.ARGUMENTS, json_to_parquet.OPTIONS)
