@@ -135,6 +135,9 @@ def _job(resources, settings, name, step, script, description, native_wheel):
             "--job-language": "python",
             "--additional-python-modules": ",".join(ADDITIONAL_PYTHON_MODULES),
             "--extra-py-files": _extra_py_files(resources, step, native_wheel),
+            # Into the stage's own log group (retention, the stage's key), not Glue's shared ones.
+            "--enable-continuous-cloudwatch-log": "true",
+            "--continuous-log-logGroup": resources.glue_job_log_group,
         },
     }
 

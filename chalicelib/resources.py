@@ -126,6 +126,18 @@ class Resources:
     def state_machine_log_group_arn(self):
         return self._arn("logs", "log-group:%s" % self.state_machine_log_group)
 
+    @property
+    def glue_job_log_group(self):
+        """The stage's Glue jobs' log group (continuous logging): managed by the deploy, with
+        retention and the stage's key, unlike Glue's account-wide default groups. Under
+        /aws-glue/python-jobs/, where the jobs' role may write."""
+        return "/aws-glue/python-jobs/%s" % self.prefix
+
+    @property
+    def managed_log_groups(self):
+        """Every log group the deploy makes, with retention and the stage's key."""
+        return [self.state_machine_log_group, self.glue_job_log_group] + self.lambda_log_groups
+
     # -- Lambda -------------------------------------------------------------------------------
     @property
     def lambda_functions(self):

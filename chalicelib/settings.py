@@ -33,7 +33,7 @@ DEPLOY_SETTINGS = (
     ("ATHENA_RESULTS_RETENTION_DAYS", "athena_results_retention_days",
      "days before Athena query results expire"),
     ("LOG_RETENTION_DAYS", "log_retention_days",
-     "retention of the state machine's and the Lambdas' log groups (a CloudWatch Logs period)"),
+     "retention of the state machine's, the Glue jobs' and the Lambdas' log groups (a CloudWatch Logs period)"),
     ("GLUE_JOB_DPU", "glue_job_dpu", "capacity of each Glue Python shell job: 0.0625 or 1"),
     ("NOTIFICATION_EMAIL", "notification_email",
      "e-mail address subscribed to the notification topic; empty for none"),

@@ -194,7 +194,7 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
         queues.wire_on_failure(ctx, resources)
         # The Lambdas' groups too: made here, they get the retention and key before the
         # functions first log (chalice's log_retention_in_days breaks its terraform packaging).
-        for group in [resources.state_machine_log_group] + resources.lambda_log_groups:
+        for group in resources.managed_log_groups:
             logs.ensure_log_group(ctx, group, settings.log_retention_days, key_arn)
         stepfunctions.ensure_state_machine(ctx, definition, settings)
         lambda_policies = policies.lambda_policies(resources)
@@ -237,7 +237,7 @@ def down(stage, region=None, delete_data=False, dry_run=False, session=None, env
         athena.delete_workgroup(ctx, resources.athena_workgroup)
         topic.delete_topic(ctx)
         queues.delete_failures_queue(ctx, resources)
-        for group in [resources.state_machine_log_group] + resources.lambda_log_groups:
+        for group in resources.managed_log_groups:
             logs.delete_log_group(ctx, group)
         # After the topic and the log group, which it encrypts.
         kms.delete_key(ctx)

@@ -131,7 +131,9 @@ def glue_job_policy(resources):
     lake, landing = resources.lake_bucket, resources.landing_bucket
     written = (RAW_PREFIX, PROCESSED_PREFIX, QUARANTINE_PREFIX, MANIFEST_PREFIX)
     return _document(
-        _statement("ReadLandingObjects", ["s3:GetObject"], _objects(landing, INCOMING_PREFIX)),
+        # GetObjectVersion: a job reads exactly the version its execution names.
+        _statement("ReadLandingObjects", ["s3:GetObject", "s3:GetObjectVersion"],
+                   _objects(landing, INCOMING_PREFIX)),
         _statement("ReadGlueAssets", ["s3:GetObject"], _objects(lake, GLUE_ASSETS_PREFIX)),
         _statement("WriteLakeZones", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
                                       "s3:AbortMultipartUpload"], _objects(lake, *written)),
@@ -301,7 +303,7 @@ def kms_key_policy(resources):
     the stage's log groups (state machine, Lambdas). In a key policy "Resource": "*" means this key.
     """
     log_groups = [_log_group(resources, group, None)
-                  for group in [resources.state_machine_log_group] + resources.lambda_log_groups]
+                  for group in resources.managed_log_groups]
     region = resources.region
     return _document(
         _statement("AccountAdministersKey", KEY_ADMIN_ACTIONS, "*",

@@ -88,9 +88,9 @@ def test_up_twice_then_down_leaves_nothing_behind(mocked, asl, project):
     assert first.changed and set(actions(first).values()) == {"created"}
     assert not second.changed, [c for c in second.changes if c.action != "unchanged"]
     # 2 buckets, 3 roles, key, 3 assets, database, 2 jobs, 2 crawlers, workgroup, topic,
-    # subscription, the trigger's on-failure queue, 5 log groups (state machine, 4 Lambdas),
-    # state machine, 5 chalice files (config, 4 policies).
-    assert len(second.changes) == len(first.changes) == 29
+    # subscription, the trigger's on-failure queue, 6 log groups (state machine, Glue jobs,
+    # 4 Lambdas), state machine, 5 chalice files (config, 4 policies).
+    assert len(second.changes) == len(first.changes) == 30
     present = leftovers()
     assert all(present.values()), present
 

@@ -319,6 +319,7 @@ def test_key_rotates_and_is_used_only_through_sns_and_logs(deployed):
     assert logs["Principal"] == {"Service": "logs.us-east-1.amazonaws.com"}
     assert logs["Condition"]["ArnEquals"] == {"kms:EncryptionContext:aws:logs:arn": [
         RESOURCES.state_machine_log_group_arn,
+        "arn:aws:logs:us-east-1:123456789012:log-group:/aws-glue/python-jobs/shipping-etl-dev",
         "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev",
         "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-on_landing",
         "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-generate_batch",
@@ -372,7 +373,8 @@ def test_state_machine_logs_errors_to_an_encrypted_log_group(deployed):
     key_arn = boto3.client("kms").describe_key(KeyId=RESOURCES.kms_key_alias)["KeyMetadata"]["Arn"]
     groups = _log_groups()
     assert sorted(groups) == sorted([
-        "/aws/vendedlogs/states/shipping-etl-dev-pipeline", "/aws/lambda/shipping-etl-dev",
+        "/aws/vendedlogs/states/shipping-etl-dev-pipeline", "/aws-glue/python-jobs/shipping-etl-dev",
+        "/aws/lambda/shipping-etl-dev",
         "/aws/lambda/shipping-etl-dev-on_landing", "/aws/lambda/shipping-etl-dev-generate_batch",
         "/aws/lambda/shipping-etl-dev-reconcile"])
     for group in groups.values():
