@@ -29,6 +29,7 @@ log = logging.getLogger("local.serve")
 
 LOOPBACK = "127.0.0.1"
 SCHEDULED_HANDLER = "generate_batch"
+RECONCILE_HANDLER = "reconcile"
 EXIT_FAILED = 1
 _RATE_SECONDS = {Rate.MINUTES: 60, Rate.HOURS: 3600, Rate.DAYS: 86400}
 # Headers the server sets itself from the body it sends.
@@ -355,6 +356,7 @@ class LocalService:
         self.stack = None
         self.server = None
         self.schedule = None
+        self.reconcile_schedule = None
         self.watcher = None
 
     def start(self):
@@ -375,6 +377,8 @@ class LocalService:
             self.watcher = ExecutionWatcher(self.stack.client("stepfunctions"),
                                             self.stack.resources.state_machine_arn).start()
             self.schedule = Schedule(self.generate_batch, interval, name="schedule").start()
+            self.reconcile_schedule = Schedule(
+                self.reconcile, schedule_seconds(self.stack.app.app, RECONCILE_HANDLER), name="reconcile").start()
         except BaseException:
             self.stop()
             raise
@@ -394,6 +398,14 @@ class LocalService:
         log.info("schedule: %s put %s rows into s3://%s/%s", SCHEDULED_HANDLER, batch.get("rows"),
                  batch.get("bucket"), batch.get("key"))
         return batch
+
+    def reconcile(self):
+        """Invoke the app's reconciler as its schedule would. Returns its summary."""
+        summary = self.stack.reconcile() or {}
+        if summary.get("reconciled") or summary.get("dead_letters_resolved"):
+            log.info("schedule: %s started %d execution(s), resolved %d dead-lettered event(s)",
+                     RECONCILE_HANDLER, summary.get("reconciled", 0), summary.get("dead_letters_resolved", 0))
+        return summary
 
     @property
     def url(self):
@@ -424,9 +436,11 @@ class LocalService:
 
     def stop(self):
         """Stop generating, watching and serving, then the stack. Idempotent."""
-        schedule, self.schedule = self.schedule, None
-        if schedule is not None:
-            schedule.stop()
+        for attribute in ("schedule", "reconcile_schedule"):
+            schedule = getattr(self, attribute)
+            setattr(self, attribute, None)
+            if schedule is not None:
+                schedule.stop()
         watcher, self.watcher = self.watcher, None
         if watcher is not None:
             watcher.stop()
