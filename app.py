@@ -1,5 +1,5 @@
 """The Shipping ETL Chalice app: S3 landing events start the pipeline, a schedule generates
-batches, ``/status`` and ``/status/{name}`` (JSON) and ``/`` (the HTML dashboard) show recent
+batches, another reconciles (starts what lost events did not), ``/status`` and ``/status/{name}`` (JSON) and ``/`` (the HTML dashboard) show recent
 executions and their steps.
 
 Handlers only translate events and responses; the work is in chalicelib.
@@ -14,6 +14,7 @@ from chalice import BadRequestError, Chalice, ChaliceViewError, IAMAuthorizer, N
 from chalicelib import api_auth, dashboard, generator, status
 from chalicelib.resources import INCOMING_PREFIX, Resources
 from chalicelib.settings import APP_NAME, Settings
+from chalicelib.reconciler import Reconciler
 from chalicelib.trigger import PipelineTrigger
 
 # Read at import: chalice applies the stage's environment variables while it imports this module
@@ -67,6 +68,19 @@ def generate_batch(event):
     batch = generator.put_batch(_client("s3", settings.region), bucket, rows=settings.generator_rows)
     app.log.info("Generated %d rows into s3://%s/%s", batch["rows"], batch["bucket"], batch["key"])
     return batch
+
+
+@app.schedule(Rate(_deploy_settings.reconcile_minutes, unit=Rate.MINUTES))
+def reconcile(event):
+    """Starts the executions lost S3 events never started (chalicelib.reconciler)."""
+    settings = _settings()
+    resources = Resources.from_settings(settings)
+    trigger = PipelineTrigger.from_settings(
+        settings, sfn_client=_client("stepfunctions", settings.region), log=app.log)
+    reconciler = Reconciler(trigger, _client("s3", settings.region), _client("sqs", settings.region),
+                            resources.landing_bucket, resources.landing_failures_queue,
+                            settings.reconcile_lookback_minutes, log=app.log)
+    return reconciler.run()
 
 
 class ServiceUnavailableError(ChaliceViewError):

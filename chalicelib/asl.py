@@ -75,6 +75,15 @@ EXECUTION_TIMEOUT_SECONDS = 4 * 3600
 # original name.
 RESERVED_ERROR_PREFIX = "States."
 
+# Before any job runs: the input's identifiers are checked (a forged or corrupt start fails
+# here, with no notification, since its identifiers cannot be trusted in one), and an object
+# without a version id (an unversioned bucket) gets "" (Glue arguments are strings).
+CHECK_INPUT = "CheckInput"
+INVALID_INPUT = "InvalidInput"
+NO_VERSION = "UnversionedObject"
+INPUT_STATES = (CHECK_INPUT, INVALID_INPUT, NO_VERSION)
+INVALID_INPUT_ERROR = "Pipeline.InvalidInput"
+
 FAILURE_NOTICE = "NotifyFailure"
 CHOOSE_FAIL_STATE = "ChooseFailState"
 FAILED = "Failed"
@@ -506,12 +515,52 @@ def _failure_branch(b):
     })
 
 
+def _not_matching(variable, *patterns):
+    return [{"Not": {"Variable": variable, "StringMatches": p}} for p in patterns]
+
+
+def _check_input(b, first_state):
+    """The Choice that checks the input's identifiers (chalicelib.identifiers; the jobs check
+    the exact shapes again when they parse their arguments), as far as ASL's wildcards can."""
+    valid = {"And": [
+        {"Variable": "$.source_id", "IsPresent": True},
+        {"Variable": "$.source_id", "IsString": True},
+        *_not_matching("$.source_id", "*'*", "*\\\\*", "* *", "*/*", "*\"*"),
+        {"Variable": "$.key", "IsPresent": True},
+        {"Variable": "$.key", "StringMatches": "incoming/*"},
+        *_not_matching("$.key", "*/../*", "*\\\\*"),
+        {"Variable": "$.source_uri", "IsPresent": True},
+        {"Variable": "$.source_uri", "StringMatches": "s3://*/incoming/*"},
+        *_not_matching("$.source_uri", "*/../*", "*\\\\*"),
+    ]}
+    unversioned = {"Or": [{"Variable": "$.version_id", "IsPresent": False},
+                          {"Variable": "$.version_id", "IsNull": True}]}
+    b.add(None, CHECK_INPUT, {
+        "Type": "Choice",
+        "Choices": [
+            {"Not": valid, "Next": INVALID_INPUT},
+            {"And": [{"Variable": "$.version_id", "IsPresent": True},
+                     {"Variable": "$.version_id", "IsString": True}], "Next": first_state},
+            {**unversioned, "Next": NO_VERSION},
+        ],
+        "Default": INVALID_INPUT,
+    })
+    b.add(None, NO_VERSION, {"Type": "Pass", "Result": "", "ResultPath": "$.version_id",
+                             "Next": first_state})
+    b.add(None, INVALID_INPUT, {
+        "Type": "Fail", "Error": INVALID_INPUT_ERROR,
+        "Cause": "The execution input's source_id, key, source_uri or version_id does not have "
+                 "the shape the trigger gives them (chalicelib/identifiers.py): nothing was read.",
+    })
+
+
 def _build(names):
     """(definition, {state name: step}) for the given names (real values or placeholders)."""
     missing = sorted(set(PLACEHOLDERS) - set(names))
     if missing:
         raise ValueError("names missing: %s" % ", ".join(missing))
     b = _Builder(names)
+    _check_input(b, "ConvertToParquet")
     lake = names["LakeBucket"]
     keys = output_keys("{}")
 
@@ -533,6 +582,7 @@ def _build(names):
         "--target_uri.$": lake_uri(keys["raw"]),
         "--quarantine_uri.$": lake_uri(keys["quarantine"]),
         "--source_id.$": "$.source_id",
+        "--source_version_id.$": "$.version_id",
     }
     to_parquet.update(catalog_arguments(names["RawTable"], names["RawCrawler"], keys["raw_catalog"]))
     normalize = {
@@ -543,24 +593,12 @@ def _build(names):
         "--source_id.$": "$.source_id",
         # The landing object (a new version of it replaces its rows) and which version this is.
         "--source_key.$": "$.source_uri",
-        "--source_version_id.$": "$.landing_version.id",
+        "--source_version_id.$": "$.version_id",  # "" for an unversioned object (CheckInput)
         "--region": names["Region"],
     }
     _glue_job(b, "json-to-parquet", "ConvertToParquet", names["JsonToParquetJob"], to_parquet,
               "$.json_to_parquet_run", "ReadRawCatalogDecision")
-    _crawl(b, "crawl-raw", "Raw", names["RawCrawler"], names["JsonToParquetJob"], to_parquet, "HasVersionId")
-    # Glue arguments are strings: an unversioned object (no or a null version_id) passes "".
-    b.add("normalize", "HasVersionId", {
-        "Type": "Choice",
-        "Choices": [{"And": [{"Variable": "$.version_id", "IsPresent": True},
-                             {"Variable": "$.version_id", "IsString": True}],
-                     "Next": "UseVersionId"}],
-        "Default": "NoVersionId",
-    })
-    b.add("normalize", "UseVersionId", {"Type": "Pass", "Parameters": {"id.$": "$.version_id"},
-                                        "ResultPath": "$.landing_version", "Next": "Normalize"})
-    b.add("normalize", "NoVersionId", {"Type": "Pass", "Result": {"id": ""},
-                                       "ResultPath": "$.landing_version", "Next": "Normalize"})
+    _crawl(b, "crawl-raw", "Raw", names["RawCrawler"], names["JsonToParquetJob"], to_parquet, "Normalize")
     _glue_job(b, "normalize", "Normalize", names["NormalizeJob"], normalize, "$.normalize_run", "ReadSummary")
     _query(b, "SummarizeRun")
     _notify(b)
@@ -569,7 +607,7 @@ def _build(names):
         "Comment": "Shipping ETL: NDJSON landing object -> Parquet (raw) -> crawl -> normalized, "
                    "PII-free rows committed to the processed Iceberg table -> Athena totals -> SNS summary. "
                    "Generated by chalicelib/asl.py; do not edit by hand.",
-        "StartAt": "ConvertToParquet",
+        "StartAt": CHECK_INPUT,
         "TimeoutSeconds": EXECUTION_TIMEOUT_SECONDS,
         "States": b.states,
     }
@@ -587,7 +625,7 @@ STATE_STEPS = _build(_placeholder_names())[1]
 
 def step_of(state_name):
     """The step a state belongs to, or None for the shared failure branch; KeyError if unknown."""
-    if state_name in FAILURE_STATES:
+    if state_name in FAILURE_STATES or state_name in INPUT_STATES:
         return None
     return STATE_STEPS[state_name]
 

@@ -41,6 +41,8 @@ LIBRARY_ZIP_MEMBERS = (
     ("chalicelib/__init__.py", "chalicelib/__init__.py"),
     ("chalicelib/schema.py", "chalicelib/schema.py"),
     ("chalicelib/lake_table.py", "chalicelib/lake_table.py"),
+    ("chalicelib/identifiers.py", "chalicelib/identifiers.py"),
+    ("chalicelib/redact.py", "chalicelib/redact.py"),
     ("jobio.py", "glue/jobio.py"),
     ("catalog.py", "glue/catalog.py"),
     ("jobentry.py", "glue/jobentry.py"),
@@ -146,6 +148,9 @@ def _job(resources, settings, name, step, script, description, native_wheel):
             "--job-language": "python",
             "--additional-python-modules": ",".join(ADDITIONAL_PYTHON_MODULES),
             "--extra-py-files": _extra_py_files(resources, step, native_wheel),
+            # Into the stage's own log group (retention, the stage's key), not Glue's shared ones.
+            "--enable-continuous-cloudwatch-log": "true",
+            "--continuous-log-logGroup": resources.glue_job_log_group,
         },
     }
 

@@ -1,4 +1,4 @@
-"""Identifiers derived from a landing object (bucket, key, etag).
+"""Identifiers derived from a landing object (bucket, key, etag, version id).
 
 Everything downstream is keyed by these, so a redelivered S3 event maps to the same execution
 name (Step Functions refuses a second start: a no-op) and a re-run replaces its own outputs.
@@ -12,16 +12,23 @@ _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 EXECUTION_NAME_MAX = 80  # Step Functions' limit
 
 
-def source_id(bucket, key, etag):
-    """A stable 20-hex-digit id for one version of one landing object."""
+def source_id(bucket, key, etag, version_id=None):
+    """A stable 20-hex-digit id for one version of one landing object.
+
+    With a ``version_id`` (a versioned landing bucket) every version is its own source, even
+    when a re-upload has the same bytes (and ETag): the newest version of a key wins, so a
+    re-upload must run again. Without one, (bucket, key, etag) as before.
+    """
     etag = (etag or "").strip('"')
-    digest = hashlib.sha256(("%s\n%s\n%s" % (bucket, key, etag)).encode("utf-8")).hexdigest()
-    return digest[:20]
+    text = "%s\n%s\n%s" % (bucket, key, etag)
+    if version_id:
+        text += "\n" + version_id
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
-def execution_name(bucket, key, etag):
+def execution_name(bucket, key, etag, version_id=None):
     """``<readable part of the key>-<source id>``, at most 80 characters of [A-Za-z0-9_-]."""
-    sid = source_id(bucket, key, etag)
+    sid = source_id(bucket, key, etag, version_id)
     stem = key.rsplit("/", 1)[-1]
     for suffix in (".gz", ".json", ".jsonl", ".ndjson"):
         if stem.endswith(suffix):

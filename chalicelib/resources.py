@@ -18,7 +18,7 @@ GLUE_ASSETS_PREFIX = "glue-assets/"
 # Prefix in the landing bucket that triggers the pipeline.
 INCOMING_PREFIX = "incoming/"
 # app.py's handlers other than the API's (chalice names their functions after them).
-LAMBDA_HANDLERS = ("on_landing", "generate_batch")
+LAMBDA_HANDLERS = ("on_landing", "generate_batch", "reconcile")
 
 
 @dataclass(frozen=True)
@@ -126,12 +126,34 @@ class Resources:
     def state_machine_log_group_arn(self):
         return self._arn("logs", "log-group:%s" % self.state_machine_log_group)
 
+    @property
+    def glue_job_log_group(self):
+        """The stage's Glue jobs' log group (continuous logging): managed by the deploy, with
+        retention and the stage's key, unlike Glue's account-wide default groups. Under
+        /aws-glue/python-jobs/, where the jobs' role may write."""
+        return "/aws-glue/python-jobs/%s" % self.prefix
+
+    @property
+    def managed_log_groups(self):
+        """Every log group the deploy makes, with retention and the stage's key."""
+        return [self.state_machine_log_group, self.glue_job_log_group] + self.lambda_log_groups
+
     # -- Lambda -------------------------------------------------------------------------------
     @property
     def lambda_functions(self):
         """Names chalice gives the stage's functions: ``<app>-<stage>`` serves the API, the
         others are ``<app>-<stage>-<handler>``."""
         return [self.prefix] + ["%s-%s" % (self.prefix, handler) for handler in LAMBDA_HANDLERS]
+
+    @property
+    def landing_failures_queue(self):
+        """The S3 trigger's on-failure destination: events Lambda gave up on (after its two
+        retries) wait here for the reconciler."""
+        return "%s-landing-failures" % self.prefix
+
+    @property
+    def landing_failures_queue_arn(self):
+        return self._arn("sqs", self.landing_failures_queue)
 
     @property
     def lambda_log_groups(self):

@@ -33,7 +33,7 @@ DEPLOY_SETTINGS = (
     ("ATHENA_RESULTS_RETENTION_DAYS", "athena_results_retention_days",
      "days before Athena query results expire"),
     ("LOG_RETENTION_DAYS", "log_retention_days",
-     "retention of the state machine's and the Lambdas' log groups (a CloudWatch Logs period)"),
+     "retention of the state machine's, the Glue jobs' and the Lambdas' log groups (a CloudWatch Logs period)"),
     ("GLUE_JOB_DPU", "glue_job_dpu", "capacity of each Glue Python shell job: 0.0625 or 1"),
     ("NOTIFICATION_EMAIL", "notification_email",
      "e-mail address subscribed to the notification topic; empty for none"),
@@ -102,6 +102,10 @@ class Settings:
     # Seconds between crawler polls in the state machine. AWS crawls take minutes, so polling
     # every 15 s costs nothing; the local stand-in crawls in milliseconds and polls with 0.
     poll_seconds: int = 15
+    # The reconciler runs every reconcile_minutes and looks back reconcile_lookback_minutes for
+    # landing objects without an execution (a lost or dead-lettered S3 event).
+    reconcile_minutes: int = 15
+    reconcile_lookback_minutes: int = 24 * 60
     # Deploy-only settings (see DEPLOY_SETTINGS).
     raw_retention_days: int = 30
     landing_retention_days: int = 90
@@ -131,6 +135,9 @@ class Settings:
             schedule_minutes=_int(env, "SCHEDULE_MINUTES", d.schedule_minutes, minimum=1),
             generator_rows=_int(env, "GENERATOR_ROWS", d.generator_rows, minimum=1),
             poll_seconds=_int(env, "POLL_SECONDS", d.poll_seconds, minimum=0),
+            reconcile_minutes=_int(env, "RECONCILE_MINUTES", d.reconcile_minutes, minimum=1),
+            reconcile_lookback_minutes=_int(env, "RECONCILE_LOOKBACK_MINUTES",
+                                            d.reconcile_lookback_minutes, minimum=1),
             raw_retention_days=_int(env, "RAW_RETENTION_DAYS", d.raw_retention_days, minimum=1),
             landing_retention_days=_int(env, "LANDING_RETENTION_DAYS", d.landing_retention_days,
                                         minimum=0),
@@ -158,6 +165,8 @@ class Settings:
             "SCHEDULE_MINUTES": str(self.schedule_minutes),
             "GENERATOR_ROWS": str(self.generator_rows),
             "POLL_SECONDS": str(self.poll_seconds),
+            "RECONCILE_MINUTES": str(self.reconcile_minutes),
+            "RECONCILE_LOOKBACK_MINUTES": str(self.reconcile_lookback_minutes),
         }
 
     def deploy_environment(self):

@@ -10,12 +10,14 @@ import datetime as dt
 import json
 import logging
 import re
+import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import asl
+from chalicelib import asl, redact
 from chalicelib.queries import parse_totals
 
 DEFAULT_LIMIT = 20
@@ -43,7 +45,47 @@ _END_EVENTS = {"ExecutionSucceeded": "SUCCEEDED", "ExecutionFailed": "FAILED",
 # History event types of a Task state's work (service integrations, Lambda, activities).
 _WORK_PREFIXES = ("Task", "LambdaFunction", "Activity")
 
+# Step Functions quota: a request makes at most 1 ListExecutions, MAX_DESCRIBES_PER_REQUEST
+# DescribeExecution and (the dashboard or /status/{name}) 1 DescribeExecution plus up to
+# MAX_HISTORY_PAGES GetExecutionHistory calls. An ended execution never changes, so its
+# description and its complete history are kept (ENDED_CACHE_SIZE of each, per warm Lambda):
+# in steady state a request costs 1 ListExecutions plus one DescribeExecution per execution
+# still running or not yet seen. docs/ORCHESTRATION.md has the numbers.
+MAX_DESCRIBES_PER_REQUEST = 20  # = DEFAULT_LIMIT: the default page is complete at once
+ENDED_CACHE_SIZE = 1000
+
 _LOG = logging.getLogger(__name__)
+
+
+class _EndedCache:
+    """A bounded, thread-safe map of ended executions' ARN to what Step Functions said of them."""
+
+    def __init__(self, size=ENDED_CACHE_SIZE):
+        self.size = size
+        self._items = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, arn):
+        with self._lock:
+            value = self._items.get(arn)
+            if value is not None:
+                self._items.move_to_end(arn)
+            return value
+
+    def put(self, arn, value):
+        with self._lock:
+            self._items[arn] = value
+            self._items.move_to_end(arn)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self):
+        with self._lock:
+            self._items.clear()
+
+
+ENDED_DESCRIPTIONS = _EndedCache()
+ENDED_HISTORIES = _EndedCache()
 
 
 def _iso(value):
@@ -122,7 +164,8 @@ def _failure(response):
         error = detail.get("error") or error
         if cause is not None and not isinstance(cause, str):
             cause = json.dumps(cause)
-    cause = _readable_cause(cause)
+    # A cause can quote input (an engine's error text): never shown with record content.
+    cause = redact.scrub(_readable_cause(cause))
     if cause is not None and len(cause) > MAX_CAUSE_CHARS:
         cause = cause[:MAX_CAUSE_CHARS] + "..."
     return error, cause, step
@@ -232,10 +275,34 @@ def _list(sfn_client, state_machine_arn, limit):
 
 def _describe_or_item(sfn_client, item):
     try:
-        return sfn_client.describe_execution(executionArn=item["executionArn"])
+        described = sfn_client.describe_execution(executionArn=item["executionArn"])
     except (ClientError, BotoCoreError) as error:
         _LOG.warning("Could not describe %s: %s", item.get("name"), error)
         return item
+    if described.get("status") in TERMINAL_STATUSES:
+        ENDED_DESCRIPTIONS.put(item["executionArn"], described)
+    return described
+
+
+def _describe_selected(sfn_client, arn):
+    """DescribeExecution of the selected execution (its errors are the answer), cached once ended."""
+    cached = ENDED_DESCRIPTIONS.get(arn)
+    if cached is not None:
+        return cached
+    described = sfn_client.describe_execution(executionArn=arn)
+    if described.get("status") in TERMINAL_STATUSES:
+        ENDED_DESCRIPTIONS.put(arn, described)
+    return described
+
+
+def _history_cached(sfn_client, execution_arn_value, ended, deadline):
+    cached = ENDED_HISTORIES.get(execution_arn_value)
+    if cached is not None:
+        return cached
+    events, complete = execution_history(sfn_client, execution_arn_value, deadline=deadline)
+    if ended and complete:
+        ENDED_HISTORIES.put(execution_arn_value, (events, complete))
+    return events, complete
 
 
 def recent_executions(sfn_client, state_machine_arn, limit=DEFAULT_LIMIT,
@@ -269,22 +336,41 @@ def overview(sfn_client, state_machine_arn, limit=DEFAULT_LIMIT, selected=None, 
     items = _list(sfn_client, state_machine_arn, limit)
     if selected_arn is None and with_steps and items:
         selected_arn = items[0]["executionArn"]
-    jobs = len(items) + (2 if selected_arn is not None else 0)
+    known = {item["executionArn"]: ENDED_DESCRIPTIONS.get(item["executionArn"]) for item in items}
+    unknown = [item for item in items if known[item["executionArn"]] is None]
+    # The rest are summarized from their list entry now and described by a later request.
+    to_describe = {item["executionArn"] for item in unknown[:MAX_DESCRIBES_PER_REQUEST]}
+    selected_ended = selected_arn is not None and (
+        ENDED_DESCRIPTIONS.get(selected_arn) is not None
+        or any(i["executionArn"] == selected_arn and i.get("status") in TERMINAL_STATUSES for i in items))
+    jobs = len(to_describe) + (2 if selected_arn is not None else 0)
     if not jobs:
-        return {"executions": [], "selected": None}
+        described = [known[item["executionArn"]] for item in items]
+        described.sort(key=_start_key, reverse=True)
+        return {"executions": [summarize(execution) for execution in described], "selected": None}
     deadline = time.monotonic() + budget_seconds
     pool = ThreadPoolExecutor(max_workers=min(MAX_WORKERS, jobs))
     try:
         history = extra = None
         if selected_arn is not None:
             # First in the queue: the timeline's pages are read one after another.
-            history = pool.submit(execution_history, sfn_client, selected_arn, deadline=deadline)
+            history = pool.submit(_history_cached, sfn_client, selected_arn, selected_ended, deadline)
             if selected_arn not in {item["executionArn"] for item in items}:
-                extra = pool.submit(sfn_client.describe_execution, executionArn=selected_arn)
-        described = [pool.submit(_describe_or_item, sfn_client, item) for item in items]
-        wait([f for f in [history, extra] + described if f is not None],
+                extra = pool.submit(_describe_selected, sfn_client, selected_arn)
+        futures = {arn: pool.submit(_describe_or_item, sfn_client, item)
+                   for arn, item in ((i["executionArn"], i) for i in items) if arn in to_describe}
+        wait([f for f in [history, extra] + list(futures.values()) if f is not None],
              timeout=max(0.0, deadline - time.monotonic()))
-        described = [f.result() if f.done() else item for f, item in zip(described, items)]
+        described = []
+        for item in items:
+            arn = item["executionArn"]
+            future = futures.get(arn)
+            if known[arn] is not None:
+                described.append(known[arn])
+            elif future is not None and future.done():
+                described.append(future.result())
+            else:
+                described.append(item)
         detail = None
         if selected_arn is not None:
             # The selected execution's own error (e.g. ExecutionDoesNotExist) is the answer.

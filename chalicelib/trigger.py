@@ -1,9 +1,14 @@
 """Start one pipeline execution per landing object named in an S3 event.
 
 Every record of the event is handled (S3 may batch several). The execution name derives from
-(bucket, key, etag) (chalicelib.naming), so a redelivered event finds its execution already there
-and starts nothing new.
+(bucket, key, etag, versionId) (chalicelib.naming), so a redelivered event maps to the same
+execution. The trigger relies on StartExecution's own idempotency and never describes first (one
+Step Functions call per object, which keeps the trigger off the quota /status shares): a start
+with the name and input of a running execution succeeds and returns that execution (reported
+"started" unless it began well before the call: the answer cannot tell a redelivery from the
+first start); of an ended one, it fails with ExecutionAlreadyExists: "already started".
 """
+import datetime
 import json
 import logging
 from urllib.parse import unquote_plus
@@ -11,7 +16,7 @@ from urllib.parse import unquote_plus
 import boto3
 from botocore.exceptions import ClientError
 
-from chalicelib import naming
+from chalicelib import identifiers, naming
 from chalicelib.resources import INCOMING_PREFIX, Resources
 
 STARTED = "started"
@@ -29,16 +34,23 @@ def execution_arn_for(state_machine_arn, execution_name):
     return "%s:execution:%s:%s" % (prefix, machine, execution_name)
 
 
+# A start whose answer names an execution started this long before the call is a redelivery
+# answered by StartExecution's idempotency, not a new execution (allows for clock skew).
+_IDEMPOTENT_START_SECONDS = 2.0
+
+
 def landing_object(record):
-    """Returns ``(bucket, key, etag, size)`` of one S3 event record, the key URL-decoded (S3
-    sends it encoded, with '+' for spaces) and the etag without quotes."""
+    """Returns ``(bucket, key, etag, size, version_id)`` of one S3 event record, the key
+    URL-decoded (S3 sends it encoded, with '+' for spaces), the etag without quotes, the
+    version id None for an unversioned object."""
     s3 = record.get("s3") or {}
     obj = s3.get("object") or {}
     bucket = (s3.get("bucket") or {}).get("name", "")
     key = unquote_plus(obj.get("key", ""))
     etag = (obj.get("eTag") or "").strip('"')
     size = obj.get("size")
-    return bucket, key, etag, size
+    version_id = obj.get("versionId") or None
+    return bucket, key, etag, size, version_id
 
 
 def skip_reason(record, key):
@@ -52,6 +64,13 @@ def skip_reason(record, key):
     if key.endswith("/"):
         return "key %r is a folder marker" % (key,)
     return None
+
+
+def check_landing_object(key, version_id):
+    """Raises identifiers.InvalidIdentifier when the key or version id cannot be a landing
+    object's (a forged or corrupt event): nothing is started for it."""
+    identifiers.object_key(key, INCOMING_PREFIX)
+    identifiers.version_id(version_id)
 
 
 class PipelineTrigger:
@@ -85,14 +104,15 @@ class PipelineTrigger:
             self._sfn = boto3.client("stepfunctions", region_name=self._region)
         return self._sfn
 
-    def execution_input(self, bucket, key, etag, size):
+    def execution_input(self, bucket, key, etag, size, version_id=None):
         """Returns the execution input of docs/DESIGN.md for one landing object."""
         return {
             "bucket": bucket,
             "key": key,
+            "version_id": version_id,
             "etag": etag,
             "size": size,
-            "source_id": naming.source_id(bucket, key, etag),
+            "source_id": naming.source_id(bucket, key, etag, version_id),
             "source_uri": "s3://%s/%s" % (bucket, key),
             "poll_seconds": self.poll_seconds,
         }
@@ -116,28 +136,33 @@ class PipelineTrigger:
 
     def handle_record(self, record):
         """Handles one S3 event record; returns what was done (see handle_event)."""
-        bucket, key, etag, size = landing_object(record)
+        bucket, key, etag, size, version_id = landing_object(record)
         reason = skip_reason(record, key)
+        if reason is None:
+            try:
+                check_landing_object(key, version_id)
+            except identifiers.InvalidIdentifier as error:
+                reason = str(error)
         if reason:
             self.log.info("Skipped s3://%s/%s: %s", bucket, key, reason)
             return {"bucket": bucket, "key": key, "outcome": SKIPPED, "reason": reason}
-        name = naming.execution_name(bucket, key, etag)
+        return self.start(bucket, key, etag, size, version_id)
+
+    def start(self, bucket, key, etag, size, version_id=None):
+        """Starts the execution of one landing object (a no-op when it exists). Returns
+        ``{"bucket", "key", "version_id", "execution_name", "execution_arn", "outcome"}``.
+        Raises botocore's ClientError for Step Functions errors other than an existing execution
+        (so Lambda retries the event; then its on-failure destination keeps it)."""
+        name = naming.execution_name(bucket, key, etag, version_id)
         arn = execution_arn_for(self.state_machine_arn, name)
-        result = {"bucket": bucket, "key": key, "execution_name": name, "execution_arn": arn}
-        # Step Functions answers a repeated start with the same name and input *while the first
-        # is running* with success, so only a look first tells a redelivery from a new start.
-        existing = self._describe(arn)
-        if existing is not None:
-            result.update(outcome=ALREADY_STARTED, status=existing["status"])
-            self.log.info(
-                "Already started s3://%s/%s as %s (%s)", bucket, key, name, existing["status"]
-            )
-            return result
+        result = {"bucket": bucket, "key": key, "version_id": version_id, "execution_name": name,
+                  "execution_arn": arn}
+        asked = datetime.datetime.now(datetime.timezone.utc)
         try:
             response = self.sfn.start_execution(
                 stateMachineArn=self.state_machine_arn,
                 name=name,
-                input=json.dumps(self.execution_input(bucket, key, etag, size)),
+                input=json.dumps(self.execution_input(bucket, key, etag, size, version_id), sort_keys=True),
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
@@ -145,15 +170,12 @@ class PipelineTrigger:
             result["outcome"] = ALREADY_STARTED
             self.log.info("Already started s3://%s/%s as %s", bucket, key, name)
             return result
+        started = response.get("startDate")
+        if isinstance(started, datetime.datetime) and started.tzinfo is not None and (
+                asked - started).total_seconds() > _IDEMPOTENT_START_SECONDS:
+            result.update(outcome=ALREADY_STARTED, status="RUNNING")
+            self.log.info("Already started s3://%s/%s as %s (RUNNING)", bucket, key, name)
+            return result
         result.update(outcome=STARTED, execution_arn=response["executionArn"])
         self.log.info("Started s3://%s/%s as %s", bucket, key, name)
         return result
-
-    def _describe(self, execution_arn):
-        """Returns the execution's description, or None when there is no such execution."""
-        try:
-            return self.sfn.describe_execution(executionArn=execution_arn)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
-                return None
-            raise

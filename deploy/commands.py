@@ -29,6 +29,7 @@ from deploy import (
     logs,
     native_wheel,
     policies,
+    queues,
     stepfunctions,
     topic,
 )
@@ -192,9 +193,11 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
         athena.ensure_workgroup(ctx, glue_jobs.workgroup_definition(resources, settings))
         topic.ensure_topic(ctx)
         topic.ensure_email_subscription(ctx, settings.notification_email)
+        queues.ensure_failures_queue(ctx, resources)
+        queues.wire_on_failure(ctx, resources)
         # The Lambdas' groups too: made here, they get the retention and key before the
         # functions first log (chalice's log_retention_in_days breaks its terraform packaging).
-        for group in [resources.state_machine_log_group] + resources.lambda_log_groups:
+        for group in resources.managed_log_groups:
             logs.ensure_log_group(ctx, group, settings.log_retention_days, key_arn)
         stepfunctions.ensure_state_machine(ctx, definition, settings)
         # Last: replacing a Hive-style processed table rebuilds it with the normalize job, which
@@ -208,7 +211,8 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
 
         _summary(ctx, "Stage %s:" % stage)
         if not dry_run:
-            ctx.say("Next: chalice deploy --stage %s" % stage)
+            ctx.say("Next: chalice deploy --stage %s (the first time, then deploy up again: it sets "
+                    "the S3 trigger's on-failure destination)" % stage)
         return DeployResult(stage, resources, settings, ctx.changes, dry_run)
 
     return _run(body)
@@ -238,7 +242,8 @@ def down(stage, region=None, delete_data=False, dry_run=False, session=None, env
         glue.delete_database(ctx, resources.glue_database)
         athena.delete_workgroup(ctx, resources.athena_workgroup)
         topic.delete_topic(ctx)
-        for group in [resources.state_machine_log_group] + resources.lambda_log_groups:
+        queues.delete_failures_queue(ctx, resources)
+        for group in resources.managed_log_groups:
             logs.delete_log_group(ctx, group)
         # After the topic and the log group, which it encrypts.
         kms.delete_key(ctx)

@@ -131,7 +131,9 @@ def glue_job_policy(resources):
     lake, landing = resources.lake_bucket, resources.landing_bucket
     written = (RAW_PREFIX, PROCESSED_PREFIX, QUARANTINE_PREFIX, MANIFEST_PREFIX)
     return _document(
-        _statement("ReadLandingObjects", ["s3:GetObject"], _objects(landing, INCOMING_PREFIX)),
+        # GetObjectVersion: a job reads exactly the version its execution names.
+        _statement("ReadLandingObjects", ["s3:GetObject", "s3:GetObjectVersion"],
+                   _objects(landing, INCOMING_PREFIX)),
         _statement("ReadGlueAssets", ["s3:GetObject"], _objects(lake, GLUE_ASSETS_PREFIX)),
         _statement("WriteLakeZones", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
                                       "s3:AbortMultipartUpload"], _objects(lake, *written)),
@@ -222,27 +224,40 @@ def lambda_policies(resources):
     """Each Chalice Lambda's own policy: ``{chalice function key: document}``.
 
     ``api_handler`` (``/status`` and ``/``) reads executions, ``on_landing`` starts one per
-    landing object (and reads it back when the start was a duplicate), ``generate_batch``
-    writes landing objects. Each function gets only its own log group.
+    landing object (StartExecution alone: it is idempotent) and dead-letters what it cannot,
+    ``generate_batch`` writes landing objects, ``reconcile`` lists landing object versions and
+    executions, reads the dead letters and starts what is missing. Each function gets only its own log group.
     """
     machine = resources.state_machine_name
     # ListExecutions and DescribeExecution also name Map-run and Express-execution ARNs; this
     # machine (Standard, no Map state) has none, so those stay within its own name.
     read_executions = _statement("ReadExecutions", ["states:DescribeExecution"], [
         resources.execution_arn("*"), _arn(resources, "states", "express:%s:*" % machine)])
-    api, on_landing, generator = resources.lambda_functions
+    api, on_landing, generator, reconciler = resources.lambda_functions
+    start_pipeline = _statement("StartPipeline", ["states:StartExecution"], [resources.state_machine_arn])
+    list_executions = _statement("ListExecutions", ["states:ListExecutions"], [
+        resources.state_machine_arn, _arn(resources, "states", "mapRun:%s/*" % machine)])
     return {
         "api_handler": _document(
-            _statement("ListExecutions", ["states:ListExecutions"], [
-                resources.state_machine_arn, _arn(resources, "states", "mapRun:%s/*" % machine)]),
+            list_executions,
             read_executions,
             # /status/{name}: the per-step timeline comes from the execution history.
             _statement("ReadExecutionHistory", ["states:GetExecutionHistory"], [resources.execution_arn("*")]),
             _function_logs(resources, api)),
         "on_landing": _document(
-            _statement("StartPipeline", ["states:StartExecution"], [resources.state_machine_arn]),
-            read_executions,
+            start_pipeline,
+            # Lambda sends an event it gave up on to the on-failure destination with the
+            # function's own role.
+            _statement("DeadLetterFailedEvents", ["sqs:SendMessage"], [resources.landing_failures_queue_arn]),
             _function_logs(resources, on_landing)),
+        "reconcile": _document(
+            start_pipeline,
+            list_executions,
+            _statement("ListLandingVersions", ["s3:ListBucketVersions"],
+                       ["arn:aws:s3:::%s" % resources.landing_bucket]),
+            _statement("ReadDeadLetters", ["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage"],
+                       [resources.landing_failures_queue_arn]),
+            _function_logs(resources, reconciler)),
         "generate_batch": _document(
             _statement("WriteLandingObjects", ["s3:PutObject"],
                        _objects(resources.landing_bucket, INCOMING_PREFIX)),
@@ -290,7 +305,7 @@ def kms_key_policy(resources):
     the stage's log groups (state machine, Lambdas). In a key policy "Resource": "*" means this key.
     """
     log_groups = [_log_group(resources, group, None)
-                  for group in [resources.state_machine_log_group] + resources.lambda_log_groups]
+                  for group in resources.managed_log_groups]
     region = resources.region
     return _document(
         _statement("AccountAdministersKey", KEY_ADMIN_ACTIONS, "*",

@@ -15,6 +15,7 @@ import re
 import shutil
 import sys
 import tempfile
+import traceback
 
 LOG = logging.getLogger("shipping_etl")
 
@@ -67,7 +68,23 @@ def parse_args(argv, required=(), optional=None):
     for name, default in optional.items():
         if values.get(name) in (None, ""):
             values[name] = default
+    check_identifiers(values)
     return values
+
+
+# Arguments whose values become S3 keys, SQL literals or file names: checked on entry
+# (chalicelib/identifiers.py), so a forged run fails before it reads anything.
+def check_identifiers(values):
+    """Raises JobError naming the first argument whose value has not its documented shape."""
+    from chalicelib import identifiers
+
+    checks = (("source_id", identifiers.source_id), ("source_version_id", identifiers.version_id))
+    for name, check in checks:
+        if values.get(name) not in (None, ""):
+            try:
+                check(values[name])
+            except identifiers.InvalidIdentifier as exc:
+                raise JobError("--%s: %s" % (name, exc))
 
 
 def positive_int(args, name):
@@ -181,9 +198,10 @@ class Storage:
         return TransferConfig(multipart_threshold=_MULTIPART_THRESHOLD,
                               multipart_chunksize=_MULTIPART_THRESHOLD)
 
-    def fetch(self, uri, work_dir):
-        """A local path holding the object at ``uri``: the path itself for a local file, else a
-        download into ``work_dir``. Raises JobError when it does not exist or cannot be read."""
+    def fetch(self, uri, work_dir, version_id=None):
+        """A local path holding the object at ``uri`` (exactly its version ``version_id`` when
+        given): the path itself for a local file, else a download into ``work_dir``. Raises
+        JobError when it does not exist or cannot be read."""
         if not is_s3(uri):
             if not os.path.isfile(uri):
                 raise JobError("%s does not exist or is not a file" % uri)
@@ -193,13 +211,16 @@ class Storage:
         try:
             # One streaming GET: no HEAD first and no transfer threads, which is what a small
             # object's run time is made of (and one connection is plenty for a 1/16-DPU job).
-            body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
+            version = {"VersionId": version_id} if version_id else {}
+            body = self.s3.get_object(Bucket=bucket, Key=key, **version)["Body"]
             with open(local, "wb") as out:
                 for chunk in body.iter_chunks(_READ_CHUNK):
                     out.write(chunk)
         except Exception as exc:  # botocore raises ClientError or its own read errors
-            raise JobError("cannot read %s: %s (check that the object exists and that the job's "
-                           "role may s3:GetObject it)" % (uri, _aws_message(exc)))
+            raise JobError("cannot read %s%s: %s (check that the object exists and that the job's "
+                           "role may s3:GetObject%s it)" % (
+                               uri, " version %s" % version_id if version_id else "", _aws_message(exc),
+                               "Version" if version_id else ""))
         return local
 
     def put(self, local_path, uri):
@@ -357,6 +378,8 @@ def run(job, argv=None):
     """Runs ``job(argv)`` as a script: returns the exit status (0 on success). A JobError's
     message is the last line on stderr; any other exception is logged with its traceback.
     pandas and numpy cannot be imported meanwhile (see WithoutPandasOrNumpy)."""
+    from chalicelib import redact
+
     configure_logging()
     argv = sys.argv[1:] if argv is None else argv
     blocker = WithoutPandasOrNumpy()
@@ -364,11 +387,13 @@ def run(job, argv=None):
     try:
         job(argv)
     except JobError as exc:
-        LOG.error("%s", exc)
+        LOG.error("%s", redact.scrub(str(exc)))
         return 1
     except Exception as exc:
-        LOG.exception("unexpected failure")
-        LOG.error("failed: %s: %s", type(exc).__name__, exc)
+        # The traceback's frames, not its message: an engine's message may quote a record.
+        LOG.error("unexpected failure, traceback (most recent call last):\n%s",
+                  "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+        LOG.error("failed: %s", redact.error_summary(exc))
         return 1
     finally:
         sys.meta_path.remove(blocker)

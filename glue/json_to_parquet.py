@@ -31,7 +31,7 @@ from datapath.pipeline import DEFAULT_MEMORY_LIMIT, convert  # noqa: F401  (the 
 LOG = logging.getLogger("shipping_etl.json_to_parquet")
 
 ARGUMENTS = ("source_uri", "target_uri", "quarantine_uri")
-OPTIONS = {"source_id": None, "memory_limit": DEFAULT_MEMORY_LIMIT, "threads": None, "prover": "auto"}
+OPTIONS = {"source_id": None, "source_version_id": None, "memory_limit": DEFAULT_MEMORY_LIMIT, "threads": None, "prover": "auto"}
 
 
 def main(argv, storage=None):
@@ -44,7 +44,7 @@ def main(argv, storage=None):
     source_id = args["source_id"] or jobio.stem(target)
     with jobio.WorkDir() as work:
         LOG.info("reading %s", source)
-        local_source = storage.fetch(source, work)
+        local_source = storage.fetch(source, work, version_id=args["source_version_id"])
         local_target = os.path.join(work, "raw.parquet")
         local_quarantine = os.path.join(work, "quarantine.jsonl")
         counts = pipeline.convert(local_source, local_target, local_quarantine, source, source_id,

@@ -34,7 +34,7 @@ import os
 import jobentry
 import jobio
 import lake_commit
-from chalicelib import lake_table, schema
+from chalicelib import lake_table, redact, schema
 
 import duckdb
 
@@ -62,7 +62,7 @@ def read_counts(path):
         found = connection.execute("SELECT value FROM parquet_kv_metadata(%s) WHERE key = %s" % (
             jobio.sql_literal(path), "encode(%s)" % jobio.sql_literal(COUNTS_METADATA_KEY))).fetchall()
     except duckdb.Error as exc:
-        raise OSError(str(exc).strip().splitlines()[0])
+        raise OSError(redact.error_summary(exc))
     finally:
         connection.close()
     return json.loads(found[0][0]) if found else None

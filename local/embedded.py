@@ -7,6 +7,10 @@ make Glue jobs, crawlers and Athena queries actually run.
 ``start()`` points this process's environment at the server (``AWS_ENDPOINT_URL``, fake
 credentials, region), so boto3 clients made afterwards, and subprocesses such as Glue jobs, use
 it; ``stop()`` restores the environment.
+
+Roles: ``EmulatedAws`` (here) is the AWS endpoint alone: moto plus the engines that run what moto
+only records. ``local.stack.LocalStack`` deploys the ``local`` stage onto it and wires the app
+(S3 events, notifications); ``local.serve.LocalService`` serves that stack for ``local up``.
 """
 import logging
 import os
@@ -16,8 +20,8 @@ import urllib.request
 
 import boto3
 
-from chalicelib.asl import OUTCOME_ATTRIBUTE, OUTCOME_FAILED
 from chalicelib.settings import DEFAULT_REGION
+from local import faults as fault_injection
 from local import moto_hooks
 from local.athena_engine import AthenaEngine
 from local.crawler import S3Crawler
@@ -36,146 +40,10 @@ _FAKE_CREDENTIALS = {
 _QUIET_LOGGERS = ("werkzeug", "moto.stepfunctions.parser")
 
 _running_lock = threading.Lock()
-_running = None  # the EmbeddedStack of this process, while started
+_running = None  # the EmulatedAws of this process, while started
 
 
-class InjectedFault(Exception):
-    """A failure the local stack made on purpose (``Faults``); never the engines' own fault."""
-
-    injected = True
-    user_error = False
-
-
-class Faults(dict):
-    """Fault injection, read by the adapters on every job run, crawl, query and publish (change it
-    at any time; ``clear()`` removes every fault).
-
-    Keys:
-      ``crawl_seconds`` (float): every crawl takes at least this long (the crawler stays RUNNING),
-      as AWS crawls take minutes; lets a pipeline's polling loop be exercised.
-
-    ``fail(target, step, once)`` makes the adapter behind ``target`` fail:
-      ``("job", job name)`` its runs end FAILED (a ``--catalog_only`` run is the crawl step's
-      catalog check, not a run of the job's step: it is left alone);
-      ``("crawler", crawler name)`` its crawls end FAILED;
-      ``("query", None)`` every Athena query ends FAILED;
-      ``("publish", topic ARN)`` its publishes are throttled, except failure notifications
-      (message attribute ``outcome`` = ``failed``), so the failure path can still report.
-    With ``once`` only the first attempt per key fails: per source id for job runs and
-    publishes, per query text (which names the source) for queries, per crawler for crawls
-    (a crawler is shared by every execution).
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._lock = threading.Lock()
-        self._rules = {}  # target -> (step, once)
-        self._failed_keys = set()  # (target, key) already failed once
-
-    def fail(self, target, step, once=False):
-        """Arms a fault for ``target`` (see the class docstring), reported as ``step``. Returns None."""
-        with self._lock:
-            self._rules[target] = (step, bool(once))
-
-    def clear(self):
-        with self._lock:
-            super().clear()
-            self._rules.clear()
-            self._failed_keys.clear()
-
-    @property
-    def armed(self):
-        """``{target: (step, once)}`` of the faults armed now."""
-        with self._lock:
-            return dict(self._rules)
-
-    def check(self, target, key):
-        """The failure message when this attempt at ``target`` must fail, else None."""
-        with self._lock:
-            rule = self._rules.get(target)
-            if rule is None:
-                return None
-            step, once = rule
-            if once:
-                if (target, key) in self._failed_keys:
-                    return None
-                self._failed_keys.add((target, key))
-                return ("Injected fault (--fail-once %s): the first attempt of step %s fails"
-                        % (step, step))
-            return "Injected fault (--fail %s): every attempt of step %s fails" % (step, step)
-
-
-def _is_true(value):
-    return str(value or "").strip().lower() in ("1", "true", "yes")
-
-
-class _FaultyJobRunner:
-    """Delegates to the real job runner unless a job fault says this run fails."""
-
-    def __init__(self, runner, faults):
-        self._runner = runner
-        self._faults = faults
-
-    def run(self, job, arguments):
-        if not _is_true(arguments.get("--catalog_only")):
-            key = arguments.get("--source_id") or arguments.get("--source_uri")
-            message = self._faults.check(("job", job.get("Name")), key)
-            if message:
-                return False, message
-        return self._runner.run(job, arguments)
-
-
-class _FaultyCrawler:
-    """Delegates to the real crawler, applying the crawl faults first; counts the crawls."""
-
-    def __init__(self, crawler, faults):
-        self._crawler = crawler
-        self._faults = faults
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self.counts = {}  # crawler name -> crawls started
-
-    def stop_waiting(self):
-        """Ends every crawl's ``crawl_seconds`` wait at once: stopping the stack must not wait
-        for a slow crawl (Ctrl-C during ``local run --crawl-seconds``)."""
-        self._stopping.set()
-
-    def crawl(self, definition):
-        name = definition.get("Name")
-        with self._lock:
-            self.counts[name] = self.counts.get(name, 0) + 1
-        delay = float(self._faults.get("crawl_seconds") or 0)
-        if delay > 0 and self._stopping.wait(delay):
-            return False, "the local stack stopped during the crawl"
-        message = self._faults.check(("crawler", name), name)
-        if message:
-            return False, message
-        return self._crawler.crawl(definition)
-
-
-class _FaultyQueryEngine:
-    """Delegates to the real query engine unless a query fault says this query fails."""
-
-    def __init__(self, engine, faults):
-        self._engine = engine
-        self._faults = faults
-
-    def execute(self, sql, database, output_location):
-        message = self._faults.check(("query", None), sql)
-        if message:
-            raise InjectedFault(message)
-        return self._engine.execute(sql, database, output_location)
-
-
-def _publish_fault(faults):
-    def refusal(topic_arn, subject, attributes):
-        if attributes.get(OUTCOME_ATTRIBUTE) == OUTCOME_FAILED:
-            return None  # the failure path must still be able to report
-        return faults.check(("publish", topic_arn), attributes.get("source_id") or subject)
-    return refusal
-
-
-class EmbeddedStack:
+class EmulatedAws:
     """A running embedded stack. Use ``stop()`` or a ``with`` block to shut it down."""
 
     def __init__(self, server, endpoint_url, port, region, work_dir, job_runner, crawler, query_engine,
@@ -188,7 +56,7 @@ class EmbeddedStack:
         self.job_runner = job_runner
         self.crawler = crawler
         self.query_engine = query_engine
-        self.faults = Faults()
+        self.faults = fault_injection.Faults()
         self._counted_crawler = None
         self._saved_environment = saved_environment
         self._saved_sfn_setting = saved_sfn_setting
@@ -242,7 +110,7 @@ class EmbeddedStack:
         return False
 
     def __repr__(self):
-        return "EmbeddedStack(endpoint_url=%r, work_dir=%r%s)" % (
+        return "EmulatedAws(endpoint_url=%r, work_dir=%r%s)" % (
             self.endpoint_url, self.work_dir, ", stopped" if self._stopped else "")
 
 
@@ -272,17 +140,30 @@ def _ensure_port_free(port):
                           "pass port=0 for any free port" % (port, exc.strerror)) from None
 
 
-def start(port=0, work_dir=".local-stack"):
+def speed_patches_wanted(environ=None):
+    """Whether moto's speed-only patches are installed: on unless ``LOCAL_MOTO_SPEED_PATCHES`` is
+    ``0``/``false``/``off`` (to tell a behaviour difference from a speed patch's doing)."""
+    value = (os.environ if environ is None else environ).get("LOCAL_MOTO_SPEED_PATCHES", "")
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def start(port=0, work_dir=".local-stack", speed_patches=None):
     """Start moto's server on 127.0.0.1 (a free port when 0) with the adapters installed.
+
+    ``speed_patches``: install moto_hooks' speed-only patches (default: ``speed_patches_wanted()``);
+    the behaviour patches are always installed.
 
     Sets ``AWS_ENDPOINT_URL``, ``MOTO_PORT`` (Step Functions' Task states call the server there),
     fake credentials and ``AWS_DEFAULT_REGION``/``AWS_REGION`` in os.environ; turns on Step
-    Functions' execution of state machines. Returns the EmbeddedStack. Raises RuntimeError when a
+    Functions' execution of state machines. Returns the EmulatedAws. Raises RuntimeError when a
     stack is already running in this process (moto's backends and the hooks are per process),
     HookPointMissing when the installed moto does not fit the hooks, OSError when the port is taken.
     """
     global _running
-    from moto.server import ThreadedMotoServer
+    from local.lockdown import LoopbackOnly
+
+    if speed_patches is None:
+        speed_patches = speed_patches_wanted()
 
     with _running_lock:
         if _running is not None:
@@ -297,7 +178,7 @@ def start(port=0, work_dir=".local-stack"):
         for name in _QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL if name != "werkzeug" else logging.ERROR)
 
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server = moto_hooks.locked_down_server("127.0.0.1", port, LoopbackOnly)
         server.start()
         host, bound_port = server.get_host_and_port()
         endpoint_url = "http://%s:%d" % (host, bound_port)
@@ -318,12 +199,13 @@ def start(port=0, work_dir=".local-stack"):
             job_runner = GlueJobRunner(s3, os.path.join(work_dir, "glue"))
             crawler = S3Crawler(glue, s3, os.path.join(work_dir, "crawler"))
             query_engine = AthenaEngine(glue, s3, os.path.join(work_dir, "athena"))
-            stack = EmbeddedStack(server, endpoint_url, bound_port, DEFAULT_REGION, work_dir, job_runner, crawler,
+            stack = EmulatedAws(server, endpoint_url, bound_port, DEFAULT_REGION, work_dir, job_runner, crawler,
                                   query_engine, saved_environment, saved_sfn_setting, saved_log_levels)
-            stack._counted_crawler = _FaultyCrawler(crawler, stack.faults)
-            moto_hooks.install(_FaultyJobRunner(job_runner, stack.faults), stack._counted_crawler,
-                               _FaultyQueryEngine(query_engine, stack.faults),
-                               publish_fault=_publish_fault(stack.faults))
+            stack._counted_crawler = fault_injection.FaultyCrawler(crawler, stack.faults)
+            moto_hooks.install(fault_injection.FaultyJobRunner(job_runner, stack.faults), stack._counted_crawler,
+                               fault_injection.FaultyQueryEngine(query_engine, stack.faults),
+                               publish_fault=fault_injection.publish_fault(stack.faults),
+                               speed=speed_patches)
         except BaseException:
             moto_hooks.set_state_machine_execution(saved_sfn_setting)
             _restore_environment(saved_environment)
@@ -337,6 +219,6 @@ def start(port=0, work_dir=".local-stack"):
 
 
 def running():
-    """The EmbeddedStack started in this process, or None."""
+    """The EmulatedAws started in this process, or None."""
     return _running
 

@@ -7,16 +7,20 @@ and a poller thread hands each S3 event to the handler as Lambda would get it: k
 the way S3 encodes them (``incoming/a+b%2Bc.json``; moto also encodes the slashes, which S3 does
 not, so keys are re-encoded with ``/`` kept). A message is deleted only after the handler
 returned; a handler that raises gets the event again, like Lambda's asynchronous invocation
-retries, and after ``max_receives`` attempts the event is dropped with a log line.
+retries (``max_receives`` 3: the first attempt and Lambda's two retries), and after the last one
+the event goes to the function's on-failure destination (the stage's landing-failures queue, as
+Lambda's invocation record) and is dropped with a log line.
 
 S3 delivers events at least once: with ``redeliver`` N every event is handed to the handler N
 times at once (on N threads), as duplicate deliveries may arrive; the trigger must start one
 execution and answer "already started" to the others. ``outcomes`` counts what the handler
 answered per record.
 """
+import datetime
 import json
 import logging
 import threading
+import uuid
 from collections import Counter
 from urllib.parse import quote_plus, unquote_plus
 
@@ -74,8 +78,9 @@ class LandingEvents:
 
     def __init__(self, resources, invoke, s3_client=None, sqs_client=None,
                  handler_name=HANDLER_NAME, max_receives=3, wait_seconds=1, visibility_timeout=2,
-                 redeliver=1):
+                 redeliver=1, failures_queue_url=None):
         self.resources = resources
+        self.failures_queue_url = failures_queue_url
         self._invoke = invoke
         self._s3 = s3_client
         self._sqs = sqs_client
@@ -87,6 +92,7 @@ class LandingEvents:
         self.delivered = 0
         self.failed = 0
         self.dropped = 0
+        self.dead_lettered = 0
         self.redeliver = redeliver
         self.outcomes = Counter()  # what the handler answered per record ("started", ...)
         self._stop = threading.Event()
@@ -167,9 +173,10 @@ class LandingEvents:
             attempts = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
             if attempts >= self.max_receives:
                 self.dropped += 1
+                where = self._dead_letter(event, error, attempts)
                 self._delete(message)
-                log.error("event %s -> %s failed (%s: %s); dropped after %d attempts",
-                          what, self.handler_name, type(error).__name__, error, attempts)
+                log.error("event %s -> %s failed (%s: %s); given up after %d attempts%s",
+                          what, self.handler_name, type(error).__name__, error, attempts, where)
             else:
                 log.warning("event %s -> %s failed (%s: %s); retrying (attempt %d of %d)",
                             what, self.handler_name, type(error).__name__, error, attempts,
@@ -179,6 +186,24 @@ class LandingEvents:
         self.delivered += 1
         log.info("event %s -> %s: %s", what, self.handler_name, describe_result(result))
         return True
+
+    def _dead_letter(self, event, error, attempts):
+        """Sends the event to the on-failure destination as Lambda does. Returns a log fragment."""
+        if not self.failures_queue_url:
+            return ""
+        record = {
+            "version": "1.0",
+            "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "requestContext": {"requestId": str(uuid.uuid4()), "condition": "RetriesExhausted",
+                               "approximateInvokeCount": attempts,
+                               "functionArn": "%s-%s" % (self.resources.prefix, self.handler_name)},
+            "requestPayload": event,
+            "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
+            "responsePayload": {"errorType": type(error).__name__},
+        }
+        self.sqs.send_message(QueueUrl=self.failures_queue_url, MessageBody=json.dumps(record))
+        self.dead_lettered += 1
+        return "; sent to the on-failure destination"
 
     def _invoke_copies(self, event, what):
         """Hands ``event`` to the handler ``redeliver`` times at once. Returns the first copy's

@@ -74,6 +74,25 @@ class GlueJobRunner:
         # Forking only makes sense for the interpreter this process runs.
         self.preload = tuple(preload or ()) if python == sys.executable else ()
         self._fork_context = None
+        # The stage's own job scripts and the prefix of their --extra-py-files (set once the
+        # stage is deployed: local.stack); None runs any. A job defined by anyone else with the
+        # endpoint's (fake) credentials must not run code on this machine.
+        self.allowed_scripts = None
+        self.allowed_library_prefix = None
+
+    def _refusal(self, job, arguments):
+        """Why this job run may not run here, or None."""
+        if self.allowed_scripts is None:
+            return None
+        script = job.get("Command", {}).get("ScriptLocation")
+        if script not in self.allowed_scripts:
+            return "script %s is not one of the stage's job scripts (%s)" % (
+                script, ", ".join(sorted(self.allowed_scripts)))
+        for uri in filter(None, (arguments.get("--extra-py-files") or "").split(",")):
+            if not uri.strip().startswith(self.allowed_library_prefix or "\0"):
+                return "--extra-py-files %s is not under the stage's assets (%s)" % (
+                    uri.strip(), self.allowed_library_prefix)
+        return None
 
     def log_path(self, job_name, run_id):
         """The log file of one run (stdout and stderr of the script)."""
@@ -95,6 +114,12 @@ class GlueJobRunner:
         run_id = arguments.get("--JOB_RUN_ID") or "run-%d-%s" % (time.time(), uuid.uuid4().hex[:8])
         log_path = self.log_path(name, run_id)
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        refusal = self._refusal(job, arguments)
+        if refusal:
+            message = "Job %s refused: %s" % (name, refusal)
+            with open(log_path, "w") as log:
+                log.write(message + "\n")
+            return False, message
         try:
             script = self._fetch(job["Command"]["ScriptLocation"])
             python_path = self._fetch_extra_py_files(arguments.get("--extra-py-files", ""))

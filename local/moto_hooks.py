@@ -17,9 +17,14 @@ those places so that the engines given to it do the work:
   (ConcurrentModificationException); moto 5.2.5 ignores ``VersionId``, so two Iceberg commits
   from the same base both "won" and the first was lost. The check and the update run under one
   lock, as one step.
+- ``moto.s3.notifications._get_s3_event``: an S3 event of a versioned bucket names the object's
+  ``versionId`` (and a ``sequencer``), as S3's do; moto leaves both out.
+- ``LockedDownServer``: moto's threaded server with its WSGI app wrapped by
+  ``local.lockdown.LoopbackOnly`` (no CORS, loopback Host and Origin only).
 - ``SNSBackend.publish`` (only when a ``publish_fault`` is given): a publish the fault names is
   refused with SNS's throttling error (``Throttled``), before anything is delivered.
-- Speed, not behaviour: Step Functions parses a definition's ASL once (moto's pure-Python ANTLR
+- Speed, not behaviour (``install(..., speed=False)`` or ``LOCAL_MOTO_SPEED_PATCHES=0`` leaves
+  them out): Step Functions parses a definition's ASL once (moto's pure-Python ANTLR
   parser runs again for every execution; the evaluation components are still built afresh for
   each) and each JSONPath once (jsonpath-ng builds its parser tables on every ``parse``); Task
   states reuse one boto3 client per service (moto makes a new one, with a new connection, for
@@ -78,6 +83,12 @@ _HOOK_POINTS = (
     ("moto.athena.models", "Execution.status"),
     ("moto.athena.responses", "AthenaResponse.get_query_execution"),
     ("moto.sns.models", "SNSBackend.publish"),
+    ("moto.s3.notifications", "_get_s3_event"),
+    ("moto.moto_server.threaded_moto_server", "ThreadedMotoServer._server_entry"),
+    ("moto.moto_server.threaded_moto_server", "DomainDispatcherApplication"),
+    ("moto.moto_server.threaded_moto_server", "MotoRequestHandler"),
+    ("moto.moto_server.threaded_moto_server", "create_backend_app"),
+    ("moto.moto_server.threaded_moto_server", "make_server"),
     ("moto.sns.exceptions", "SNSException"),
     ("moto.core.utils", "utcnow"),
     ("moto.core.config", "default_user_config"),
@@ -849,6 +860,43 @@ def _sfn_client(region, service):
     return boto_client.boto_client_for(region=region, service=service)
 
 
+# -- S3 events and the server ----------------------------------------------------------------
+
+
+def _s3_event_hooks():
+    from moto.s3 import notifications
+
+    original = notifications._get_s3_event
+
+    def get_s3_event(event_name, bucket, key, notification_id):
+        event = original(event_name, bucket, key, notification_id)
+        version_id = getattr(key, "version_id", None)
+        if version_id and version_id != "null":
+            for record in event.get("Records", []):
+                obj = record["s3"]["object"]
+                obj["versionId"] = version_id
+                # S3's sequencer orders events of one key; a nanosecond clock is as good here.
+                obj.setdefault("sequencer", "%016X" % time.time_ns())
+        return event
+
+    return [(notifications, "_get_s3_event", get_s3_event)]
+
+
+def locked_down_server(ip_address, port, wrap):
+    """moto's ThreadedMotoServer whose WSGI app is ``wrap(moto's app)`` (local.lockdown)."""
+    from moto.moto_server import threaded_moto_server as tms
+
+    class LockedDownServer(tms.ThreadedMotoServer):
+        def _server_entry(self):
+            app = wrap(tms.DomainDispatcherApplication(tms.create_backend_app))
+            self._server = tms.make_server(self._ip_address, self._port, app, True,
+                                           request_handler=tms.MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return LockedDownServer(ip_address=ip_address, port=port, verbose=False)
+
+
 # -- install / uninstall ----------------------------------------------------------------------
 
 _lock = threading.Lock()
@@ -860,7 +908,7 @@ def is_installed():
     return _installed is not None
 
 
-def install(job_runner, crawler, query_engine, publish_fault=None):
+def install(job_runner, crawler, query_engine, publish_fault=None, speed=True):
     """Make moto run Glue jobs, crawls and Athena queries with the given engines.
 
     ``job_runner.run(job: dict, arguments: dict) -> (succeeded, error_message)``;
@@ -870,6 +918,8 @@ def install(job_runner, crawler, query_engine, publish_fault=None):
     (an exception with ``user_error = True`` is reported as Athena reports user errors);
     ``publish_fault(topic_arn, subject, {attribute: value}) -> refusal message or None``, when
     given, may refuse an SNS publish with a throttling error.
+    ``speed``: also install the speed-only patches (``_speed_hooks``); they change no behaviour,
+    so switching them off (to rule them out) gives the same results, slower.
     Returns None. Raises HookPointMissing when moto moved something, RuntimeError when already
     installed (call uninstall() first).
     """
@@ -887,7 +937,8 @@ def install(job_runner, crawler, query_engine, publish_fault=None):
             + _athena_hooks(query_engine)
             + (_sns_hooks(publish_fault) if publish_fault is not None else [])
             + _step_functions_hooks()
-            + _speed_hooks()
+            + _s3_event_hooks()
+            + (_speed_hooks() if speed else [])
         )
         applied = []
         for owner, attribute, replacement in patches:

@@ -11,12 +11,10 @@ only the first; ``--crawl-seconds S`` makes each local crawl take S seconds. The
 report counts the crawls the stack ran during the run (``"crawls"``) and what the trigger
 answered to the deliveries (``"events"``).
 """
-import argparse
 import contextlib
 import datetime as dt
 import json
 import logging
-import operator
 import os
 import signal
 import sys
@@ -27,95 +25,14 @@ from botocore.exceptions import ClientError
 
 from chalicelib import generator
 from chalicelib import status as status_summaries
-from chalicelib.asl import STEPS
+from local import faults as fault_injection
+from local.cli import DEFAULT_ROWS
 
 log = logging.getLogger("local")
 
-DEFAULT_ROWS = 100
-DEFAULT_TIMEOUT = 300.0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number, got %r" % text) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("expected a number >= 1, got %d" % value)
-    return value
-
-
-def _seconds(relation):
-    """An argparse type: a number of seconds that is ``relation`` (``">"`` or ``">="``) 0."""
-    holds = {">": operator.gt, ">=": operator.ge}[relation]
-
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError("expected a number of seconds, got %r" % text) from None
-        if not holds(value, 0):  # NaN holds neither
-            raise argparse.ArgumentTypeError("expected a number of seconds %s 0, got %r" % (relation, text))
-        return value
-
-    return parse
-
-
-_positive_float = _seconds(">")
-_non_negative_float = _seconds(">=")
-
-
-def _port(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a port number, got %r" % text) from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("expected a port number 0-65535 (0: any free port), got %d" % value)
-    return value
-
-
-def add_arguments(parser):
-    """The ``run`` command's options."""
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--rows", type=_positive_int, default=None, metavar="N",
-        help="land one generated batch of N valid records (default: %d)" % DEFAULT_ROWS)
-    source.add_argument(
-        "--file", action="append", default=None, metavar="PATH", dest="files",
-        help="land this NDJSON file (optionally gzipped) unchanged; repeat for more files, each "
-        "gets its own execution")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="seed of the generated batch, for a reproducible one (with --rows)")
-    parser.add_argument("--json", action="store_true",
-                        help="end stdout with one line holding the results as a JSON object")
-    parser.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                        help="give up waiting for the executions after this long (default: %g)"
-                        % DEFAULT_TIMEOUT)
-    parser.add_argument("--port", type=_port, default=0,
-                        help="port of the embedded AWS endpoint (default: 0, any free port)")
-    parser.add_argument("--work-dir", default=None, metavar="DIR",
-                        help="where the stack keeps job logs and caches (default: .local-stack in the "
-                        "project directory)")
-    faults = parser.add_argument_group(
-        "fault injection", "make the local stack misbehave as AWS sometimes does (steps: %s)" % ", ".join(STEPS))
-    faults.add_argument("--redeliver", type=_positive_int, default=1, metavar="N",
-                        help="deliver every S3 event N times at once, as S3's at-least-once delivery may "
-                        "(default: 1)")
-    faults.add_argument("--fail", action="append", default=[], choices=STEPS, metavar="STEP",
-                        help="make every attempt of STEP fail (repeatable): the execution ends FAILED "
-                        "with a failure notification naming STEP")
-    faults.add_argument("--fail-once", action="append", default=[], choices=STEPS, metavar="STEP",
-                        dest="fail_once",
-                        help="make only the first attempt of STEP in each execution fail (for a crawl "
-                        "step: the crawler's first crawl); the state machine's retry recovers")
-    faults.add_argument("--crawl-seconds", type=_non_negative_float, default=0.0, metavar="S",
-                        dest="crawl_seconds",
-                        help="make each local crawl take S seconds, as AWS crawls take minutes (default: 0)")
-    return parser
 
 
 def execution_result(name, described, summary):
@@ -156,7 +73,7 @@ def short_cause(cause):
 
 def _land_all(stack, args):
     if args.files:
-        return [stack.land(path) for path in args.files]
+        return [stack.land(path, key=getattr(args, "key", None)) for path in args.files]
     rows = args.rows or DEFAULT_ROWS
     now = dt.datetime.now(dt.timezone.utc)
     body = generator.generate_ndjson(rows, seed=args.seed, today=now.date()).encode("utf-8")
@@ -165,23 +82,9 @@ def _land_all(stack, args):
 
 
 def _arm_faults(stack, args):
-    stack.clear_faults()
-    for step in getattr(args, "fail", None) or ():
-        stack.inject_fault(step)
-    for step in getattr(args, "fail_once", None) or ():
-        stack.inject_fault(step, once=True)
-    crawl_seconds = getattr(args, "crawl_seconds", 0) or 0
-    stack.set_crawl_seconds(crawl_seconds)
-    # The local stage polls crawlers without pause (its crawls take milliseconds); crawls made to
-    # take seconds are polled every second, as AWS's are every POLL_SECONDS.
-    stack.poll_seconds = 1 if crawl_seconds >= 1 else None
-    stack.events.redeliver = getattr(args, "redeliver", 1) or 1
-    armed = ["--fail %s" % s for s in getattr(args, "fail", None) or ()]
-    armed += ["--fail-once %s" % s for s in getattr(args, "fail_once", None) or ()]
-    if getattr(args, "crawl_seconds", 0):
-        armed.append("--crawl-seconds %g" % args.crawl_seconds)
-    if stack.events.redeliver > 1:
-        armed.append("--redeliver %d" % stack.events.redeliver)
+    armed = fault_injection.arm(
+        stack, fail=getattr(args, "fail", None), fail_once=getattr(args, "fail_once", None),
+        crawl_seconds=getattr(args, "crawl_seconds", 0), redeliver=getattr(args, "redeliver", 1))
     if armed:
         log.info("faults: %s", ", ".join(armed))
 
@@ -205,8 +108,12 @@ def run(args, out=None, stack=None):
         crawls_before = stack.crawls
         outcomes_before = dict(stack.events.outcomes)
         notifications_before = len(stack.notifications(wait_seconds=0))
+        dropped_before = stack.events.dropped
         landed = _land_all(stack, args)
         names = [item.execution_name for item in landed]
+        reconciled = 0
+        if fault_injection.TRIGGER in (getattr(args, "fail", None) or ()):
+            reconciled = _recover_lost_events(stack, dropped_before + len(landed), args.timeout)
         timed_out = None
         try:
             described = stack.wait_for_executions(names, timeout=args.timeout)
@@ -247,7 +154,8 @@ def run(args, out=None, stack=None):
                       " at %s" % entry["failed_step"] if entry["failed_step"] else "",
                       short_cause(entry["cause"]) or entry["error"] or "no cause recorded")
         if args.json:
-            report = {"executions": executions, "totals": totals, "crawls": crawls, "events": events}
+            report = {"executions": executions, "totals": totals, "crawls": crawls, "events": events,
+                      "reconciled": reconciled}
             if totals_error:
                 report["totals_error"] = totals_error
             out.write(json.dumps(report, sort_keys=True) + "\n")
@@ -262,6 +170,19 @@ def run(args, out=None, stack=None):
             stack.clear_faults()
             stack.events.redeliver = 1
             stack.poll_seconds = None
+
+
+def _recover_lost_events(stack, dropped_total, timeout):
+    """``--fail trigger``: every delivery failed, so nothing started. Once Lambda's retries are
+    exhausted (the events are in the on-failure queue), clear the faults and run the reconciler
+    once, as its schedule would. Returns how many executions it started."""
+    if not stack.wait_for_dead_letters(dropped_total, timeout=timeout):
+        log.error("the S3 events were not given up on within %g s", timeout)
+    stack.clear_faults()
+    summary = stack.reconcile() or {}
+    log.info("reconciler: %d execution(s) started, %d dead-lettered event(s) resolved",
+             summary.get("reconciled", 0), summary.get("dead_letters_resolved", 0))
+    return summary.get("reconciled", 0)
 
 
 @contextlib.contextmanager
@@ -328,6 +249,9 @@ def main(args):
     """Entry point of ``python -m local run`` with parsed arguments. Returns the exit status."""
     if args.seed is not None and args.files:
         log.error("--seed applies to a generated batch (--rows), not to --file")
+        return EXIT_USAGE
+    if getattr(args, "key", None) and not args.files:
+        log.error("--key lands the --file arguments at one key: give at least one --file")
         return EXIT_USAGE
     for path in args.files or ():
         if not os.path.isfile(path):

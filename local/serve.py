@@ -9,7 +9,6 @@ puts under ``incoming/`` in the landing bucket (``aws s3 cp``, boto3, ...) reach
 thread and the stack and exits 0. The log has one line per event: batches generated, S3 events
 delivered, executions ended, HTTP requests served.
 """
-import argparse
 import contextlib
 import datetime as dt
 import http.server
@@ -22,27 +21,55 @@ import uuid
 
 from chalice.app import Rate
 
-from local.run import _port, _positive_int, _uninterruptible, short_cause
+from local import lockdown
+from local.cli import DEFAULT_PORT
+from local.run import _uninterruptible, short_cause
 
 log = logging.getLogger("local.serve")
 
 LOOPBACK = "127.0.0.1"
-DEFAULT_PORT = 8000
 SCHEDULED_HANDLER = "generate_batch"
+RECONCILE_HANDLER = "reconcile"
 EXIT_FAILED = 1
 _RATE_SECONDS = {Rate.MINUTES: 60, Rate.HOURS: 3600, Rate.DAYS: 86400}
 # Headers the server sets itself from the body it sends.
 _HOP_HEADERS = {"content-length", "transfer-encoding", "connection"}
 
 
+# A slow or stalled client must not hold a thread: each connection's reads and writes time out.
+SOCKET_TIMEOUT_SECONDS = 10
+# Requests served at once; more wait for a free thread (the app serializes its calls anyway).
+MAX_THREADS = 8
+MAX_BODY_BYTES = 1024 * 1024
+
+
 class _AppRequestHandler(http.server.BaseHTTPRequestHandler):
     """Hands each HTTP request to the server's ``handle`` and writes back its response."""
 
     server_version = "shipping-etl-local"
+    timeout = SOCKET_TIMEOUT_SECONDS
+
+    def _refuse(self, status, reason):
+        payload = (reason + "\n").encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+        log.warning("http %s %s -> %d: %s", self.command, self.path, status, reason)
 
     def _forward(self):
         started = time.monotonic()
-        length = int(self.headers.get("Content-Length") or 0)
+        reason = lockdown.refusal(dict(self.headers.items()))
+        if reason:
+            return self._refuse(403, reason)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return self._refuse(400, "Content-Length is not a number")
+        if length > MAX_BODY_BYTES:
+            return self._refuse(413, "request body over %d bytes" % MAX_BODY_BYTES)
         body = self.rfile.read(length) if length > 0 else b""
         try:
             response = self.server.handle(self.command, self.path, dict(self.headers.items()), body)
@@ -58,7 +85,7 @@ class _AppRequestHandler(http.server.BaseHTTPRequestHandler):
         if not any(name.lower() == "content-type" for name in headers):
             # API Gateway's (and chalice local's) default for a Lambda answer without one.
             headers["Content-Type"] = "application/json"
-        for name, value in headers.items():
+        for name, value in lockdown.without_cors(headers.items()):
             if name.lower() not in _HOP_HEADERS:
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
@@ -79,6 +106,25 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     # A restarted service gets its port back at once, not after TIME_WAIT.
     allow_reuse_address = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_THREADS)
+
+    def process_request(self, request, client_address):
+        # At most MAX_THREADS requests at once: the accept loop waits for a free slot.
+        self._slots.acquire()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class AppServer:
@@ -310,6 +356,7 @@ class LocalService:
         self.stack = None
         self.server = None
         self.schedule = None
+        self.reconcile_schedule = None
         self.watcher = None
 
     def start(self):
@@ -330,6 +377,8 @@ class LocalService:
             self.watcher = ExecutionWatcher(self.stack.client("stepfunctions"),
                                             self.stack.resources.state_machine_arn).start()
             self.schedule = Schedule(self.generate_batch, interval, name="schedule").start()
+            self.reconcile_schedule = Schedule(
+                self.reconcile, schedule_seconds(self.stack.app.app, RECONCILE_HANDLER), name="reconcile").start()
         except BaseException:
             self.stop()
             raise
@@ -349,6 +398,14 @@ class LocalService:
         log.info("schedule: %s put %s rows into s3://%s/%s", SCHEDULED_HANDLER, batch.get("rows"),
                  batch.get("bucket"), batch.get("key"))
         return batch
+
+    def reconcile(self):
+        """Invoke the app's reconciler as its schedule would. Returns its summary."""
+        summary = self.stack.reconcile() or {}
+        if summary.get("reconciled") or summary.get("dead_letters_resolved"):
+            log.info("schedule: %s started %d execution(s), resolved %d dead-lettered event(s)",
+                     RECONCILE_HANDLER, summary.get("reconciled", 0), summary.get("dead_letters_resolved", 0))
+        return summary
 
     @property
     def url(self):
@@ -379,9 +436,11 @@ class LocalService:
 
     def stop(self):
         """Stop generating, watching and serving, then the stack. Idempotent."""
-        schedule, self.schedule = self.schedule, None
-        if schedule is not None:
-            schedule.stop()
+        for attribute in ("schedule", "reconcile_schedule"):
+            schedule = getattr(self, attribute)
+            setattr(self, attribute, None)
+            if schedule is not None:
+                schedule.stop()
         watcher, self.watcher = self.watcher, None
         if watcher is not None:
             watcher.stop()
@@ -391,35 +450,6 @@ class LocalService:
         stack, self.stack = self.stack, None
         if stack is not None:
             stack.stop()
-
-
-def _positive_minutes(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a number of minutes, got %r" % text) from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError("expected a number of minutes > 0, got %r" % text)
-    return value
-
-
-def add_arguments(parser):
-    """The ``up`` command's options."""
-    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
-                        help="port of the app's API and dashboard on 127.0.0.1 (default: %d; 0: any "
-                        "free port)" % DEFAULT_PORT)
-    parser.add_argument("--aws-port", type=_port, default=None, metavar="PORT",
-                        help="port of the embedded AWS endpoint (default: --port + 1; any free port "
-                        "with --port 0)")
-    parser.add_argument("--every-minutes", type=_positive_minutes, default=None, metavar="N",
-                        help="run the scheduled generator every N minutes (default: the app's "
-                        "schedule, SCHEDULE_MINUTES of the stage); it also runs once at start")
-    parser.add_argument("--rows", type=_positive_int, default=None, metavar="N",
-                        help="records per generated batch (default: the stage's GENERATOR_ROWS)")
-    parser.add_argument("--work-dir", default=None, metavar="DIR",
-                        help="where the stack keeps job logs and caches (default: .local-stack in the "
-                        "project directory)")
-    return parser
 
 
 def configure_logging():

@@ -1,8 +1,9 @@
 """The whole pipeline on one laptop, in one object: embedded AWS, the deploy, S3 events, the app.
 
-``LocalStack`` starts the embedded moto server (with the Glue/crawler/Athena adapters), runs the
-project's own deploy for the ``local`` stage against it, routes the landing bucket's S3 events to
-the Chalice ``on_landing`` handler and collects what the SNS topic publishes. Everything after
+``LocalStack`` starts the emulated AWS endpoint (``local.embedded.EmulatedAws``: moto with the
+Glue/crawler/Athena adapters), runs the project's own deploy for the ``local`` stage against it,
+routes the landing bucket's S3 events to the Chalice ``on_landing`` handler and collects what the
+SNS topic publishes. Everything after
 ``land()`` is driven by the S3 event, as on AWS.
 """
 import importlib.util
@@ -17,12 +18,12 @@ from dataclasses import dataclass
 import boto3
 from botocore.exceptions import ClientError
 
-from chalicelib import naming
-from chalicelib.asl import STEPS
+from chalicelib import identifiers, naming
 from chalicelib.queries import parse_totals, totals_sql
 from chalicelib.resources import INCOMING_PREFIX
 from chalicelib.settings import DEFAULT_REGION
-from local.events import LandingEvents
+from local import faults as fault_injection
+from local.events import HANDLER_NAME, LandingEvents
 
 log = logging.getLogger("local")
 
@@ -59,6 +60,7 @@ class Landed:
     key: str
     etag: str
     size: int
+    version_id: str = None  # the landing bucket is versioned
 
     @property
     def uri(self):
@@ -67,11 +69,11 @@ class Landed:
     @property
     def execution_name(self):
         """The execution the S3 event starts (chalicelib.naming, as the trigger names it)."""
-        return naming.execution_name(self.bucket, self.key, self.etag)
+        return naming.execution_name(self.bucket, self.key, self.etag, self.version_id)
 
     @property
     def source_id(self):
-        return naming.source_id(self.bucket, self.key, self.etag)
+        return naming.source_id(self.bucket, self.key, self.etag, self.version_id)
 
 
 class ChaliceApp:
@@ -254,10 +256,14 @@ class LocalStack:
             log.info("stack up on %s", self.embedded.endpoint_url)
             self.deploy_result = self._deploy()
             self.resources = self.deploy_result.resources
+            self._allow_stage_scripts()
             self.app = ChaliceApp(self.project_dir, self.stage)
-            self.events = LandingEvents(self.resources, self._invoke_handler,
+            deliver = fault_injection.FaultyTrigger(self._invoke_handler, self.embedded.faults, HANDLER_NAME)
+            failures_queue_url = self.client("sqs").get_queue_url(
+                QueueName=self.resources.landing_failures_queue)["QueueUrl"]
+            self.events = LandingEvents(self.resources, deliver,
                                         s3_client=self.client("s3"), sqs_client=self.client("sqs"),
-                                        redeliver=self.redeliver)
+                                        redeliver=self.redeliver, failures_queue_url=failures_queue_url)
             self.events.configure()
             self.events.start()
             self.inbox = NotificationInbox(self.resources, sns_client=self.client("sns"),
@@ -267,6 +273,15 @@ class LocalStack:
             self.stop()
             raise
         return self
+
+    def _allow_stage_scripts(self):
+        from chalicelib import glue_jobs
+        from chalicelib.resources import GLUE_ASSETS_PREFIX
+
+        runner = self.embedded.job_runner
+        runner.allowed_scripts = {self.resources.lake_uri(glue_jobs.asset_key(script))
+                                  for script in (glue_jobs.JSON_TO_PARQUET_SCRIPT, glue_jobs.NORMALIZE_SCRIPT)}
+        runner.allowed_library_prefix = self.resources.lake_uri(GLUE_ASSETS_PREFIX)
 
     def _invoke_handler(self, function_name, event):
         if self.poll_seconds is None:
@@ -329,25 +344,11 @@ class LocalStack:
         return self.embedded.region if self.embedded is not None else DEFAULT_REGION
 
     # -- faults -------------------------------------------------------------------------------
-    def fault_targets(self, step):
-        """What a fault at pipeline step ``step`` (chalicelib.asl.STEPS) makes fail, as
-        ``local.embedded.Faults`` targets. Raises ValueError for an unknown step."""
-        r = self.resources
-        targets = {
-            "json-to-parquet": ("job", r.json_to_parquet_job),
-            "crawl-raw": ("crawler", r.raw_crawler),
-            "normalize": ("job", r.normalize_job),
-            "query": ("query", None),
-            "notify": ("publish", r.topic_arn),
-        }
-        if step not in targets:
-            raise ValueError("unknown step %r: one of %s" % (step, ", ".join(STEPS)))
-        return targets[step]
-
     def inject_fault(self, step, once=False):
-        """Make every attempt of ``step`` fail (``once``: only the first attempt in each
-        execution; for a crawl step, the crawler's first crawl). Returns None."""
-        self.embedded.faults.fail(self.fault_targets(step), step, once=once)
+        """Make every attempt of ``step`` (local.faults.FAULT_STEPS) fail (``once``: only the first
+        attempt in each execution; for a crawl step, the crawler's first crawl; for the trigger,
+        each object's first delivery). Returns None."""
+        self.embedded.faults.fail(fault_injection.target(self.resources, step), step, once=once)
 
     def set_crawl_seconds(self, seconds):
         """Every local crawl takes at least ``seconds`` from now on (0: as fast as it can)."""
@@ -367,7 +368,7 @@ class LocalStack:
         """Put a file's bytes, unchanged, into the landing bucket under ``incoming/``.
 
         ``key`` defaults to ``incoming/<file name>`` (``incoming/batch.json`` for bytes), made unique
-        within this stack. Returns a ``Landed``; its S3 event starts the pipeline.
+        within this stack; a ``key`` given is used as it is (landed again: a new version of it). Returns a ``Landed``; its S3 event starts the pipeline.
         """
         if isinstance(path_or_bytes, (bytes, bytearray)):
             body, name = bytes(path_or_bytes), "batch.json"
@@ -377,14 +378,32 @@ class LocalStack:
             name = os.path.basename(os.fspath(path_or_bytes))
         if key is None:
             key = unique_key(INCOMING_PREFIX + name, self._landed_keys)
-        elif not key.startswith(INCOMING_PREFIX) or key.endswith("/"):
-            raise ValueError("landing keys start with %r and name an object, got %r" % (INCOMING_PREFIX, key))
+        else:
+            identifiers.object_key(key, INCOMING_PREFIX)  # ValueError naming what is wrong
         self._landed_keys.add(key)
         bucket = self.resources.landing_bucket
         response = self.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
-        landed = Landed(bucket=bucket, key=key, etag=response["ETag"].strip('"'), size=len(body))
+        landed = Landed(bucket=bucket, key=key, etag=response["ETag"].strip('"'), size=len(body),
+                        version_id=response.get("VersionId"))
         log.info("landed %s (%d bytes)", landed.uri, landed.size)
         return landed
+
+    def reconcile(self):
+        """Run the app's reconciler once, as its schedule would. Returns its summary."""
+        from local.serve import scheduled_event
+
+        event = scheduled_event(self.resources, "%s-reconcile" % self.resources.prefix)
+        return self.app.invoke("reconcile", event)
+
+    def wait_for_dead_letters(self, target, timeout=120.0):
+        """Wait until ``target`` events in all have been given up on (Lambda's retries exhausted,
+        ``events.dropped``). Returns True when they have, False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.events.dropped < target:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+        return True
 
     def wait_for_executions(self, names, timeout=300.0, poll_seconds=0.2):
         """Wait until every named execution has ended (see ``wait_for_executions``)."""

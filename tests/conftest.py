@@ -15,6 +15,16 @@ REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's default account
 
 
+@pytest.fixture(autouse=True)
+def _forget_ended_executions():
+    """/status keeps what ended executions' descriptions said; moto reuses ARNs across tests."""
+    from chalicelib import status
+
+    status.ENDED_DESCRIPTIONS.clear()
+    status.ENDED_HISTORIES.clear()
+    yield
+
+
 @pytest.fixture
 def aws_credentials(monkeypatch):
     """Fake credentials and region, so nothing can reach a real AWS account, and no endpoint

@@ -223,7 +223,7 @@ def test_filled_template_is_the_stage_definition():
 
 def test_every_state_belongs_to_a_step_or_to_the_failure_branch():
     states = asl.build_definition(RESOURCES)["States"]
-    assert set(asl.STATE_STEPS) | set(asl.FAILURE_STATES) == set(states)
+    assert set(asl.STATE_STEPS) | set(asl.FAILURE_STATES) | set(asl.INPUT_STATES) == set(states)
     assert not set(asl.STATE_STEPS) & set(asl.FAILURE_STATES)
     assert set(asl.STATE_STEPS.values()) == set(asl.STEPS)
     assert asl.step_of("ConvertToParquet") == "json-to-parquet"
@@ -329,7 +329,7 @@ def test_crawls_run_only_when_the_job_decided_a_crawl_is_needed():
     states = asl.build_definition(RESOURCES)["States"]
     lake = RESOURCES.lake_bucket
     for label, job, table, crawler, after in (
-            ("Raw", "ConvertToParquet", RESOURCES.raw_table, RESOURCES.raw_crawler, "HasVersionId"),):
+            ("Raw", "ConvertToParquet", RESOURCES.raw_table, RESOURCES.raw_crawler, "Normalize"),):
         arguments = states[job]["Parameters"]["Arguments"]
         decision = "s3://%s/manifests/{}.%s-catalog.json" % (lake, label.lower())
         assert arguments["--catalog_database"] == RESOURCES.glue_database
@@ -364,7 +364,7 @@ def test_crawls_run_only_when_the_job_decided_a_crawl_is_needed():
 
 def test_crawls_poll_until_ready_and_continue_only_on_succeeded():
     states = asl.build_definition(RESOURCES)["States"]
-    for label, crawler, after in (("Raw", RESOURCES.raw_crawler, "HasVersionId"),):
+    for label, crawler, after in (("Raw", RESOURCES.raw_crawler, "Normalize"),):
         assert states["Start%sCrawl" % label]["Parameters"] == {"Name": crawler}
         assert states["WaitFor%sCrawl" % label]["SecondsPath"] == "$.poll_seconds"
         ready = states["Is%sCrawlerReady" % label]
@@ -489,6 +489,7 @@ def test_json_to_parquet_job_gets_the_design_arguments(sfn_aws):
             "--target_uri": "s3://%s/raw/%s.parquet" % (lake, SOURCE_ID),
             "--quarantine_uri": "s3://%s/quarantine/%s.jsonl" % (lake, SOURCE_ID),
             "--source_id": SOURCE_ID,
+            "--source_version_id": "",  # the input names no version: an unversioned object
             "--catalog_database": RESOURCES.glue_database,
             "--catalog_table": RESOURCES.raw_table,
             "--catalog_crawler": RESOURCES.raw_crawler,
@@ -540,7 +541,7 @@ def test_no_crawl_when_the_job_registered_its_partitions(sfn_aws, s3_bodies_as_t
     description = _finish(arn)
 
     assert description["status"] == "SUCCEEDED", description.get("cause")
-    assert _entered(arn, "HasVersionId") == 1  # the stand-in for the next step
+    assert _entered(arn, "Normalize") == 1  # the stand-in for the next step
     assert _entered(arn, "StartRawCrawl") == 0
     glue = boto3.client("glue", region_name=REGION)
     assert glue.list_crawls(CrawlerName=RESOURCES.raw_crawler)["Crawls"] == []
@@ -588,7 +589,7 @@ def test_crawl_that_fails_once_is_started_again_and_succeeds(sfn_aws, crawls_hel
     description = _finish(arn)
 
     assert description["status"] == "SUCCEEDED", description.get("cause")
-    assert _entered(arn, "HasVersionId") == 1  # the stand-in for the next step
+    assert _entered(arn, "Normalize") == 1  # the stand-in for the next step
     assert len(glue.list_crawls(CrawlerName=RESOURCES.raw_crawler)["Crawls"]) == 2
 
 
@@ -623,7 +624,7 @@ def test_running_crawl_is_waited_for_then_the_catalog_checked_again(sfn_aws, cra
     assert len(glue.list_crawls(CrawlerName=RESOURCES.raw_crawler)["Crawls"]) == 1  # no crawl of ours
     assert _entered(arn, "RecheckRawCatalog") == 1
     assert _entered(arn, "ReadRawCatalogDecision") == 2
-    assert _entered(arn, "HasVersionId") == 1  # the stand-in for the next step
+    assert _entered(arn, "Normalize") == 1  # the stand-in for the next step
 
 
 def test_query_and_notify_publish_the_summary_and_return_the_design_output(sfn_aws, s3_bodies_as_text):
@@ -698,3 +699,27 @@ def test_failure_branch_reports_reserved_errors_without_their_prefix(sfn_aws):
     cause = _assert_failed_at(description, queue_url, "normalize", "States.TaskFailed")
     assert description["error"] == "TaskFailed"
     assert cause["cause"] == "job run failed"
+
+
+@pytest.mark.parametrize("change", [
+    {"source_id": "x' OR '1'='1"},
+    {"source_id": 7},
+    {"key": "incoming/../etc/passwd"},
+    {"key": "elsewhere/a.json"},
+    {"source_uri": "file:///etc/passwd"},
+    {"version_id": 12},
+])
+def test_an_input_with_a_forged_identifier_fails_before_any_job(sfn_aws, change):
+    glue = boto3.client("glue", region_name=REGION)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    machine = sfn.create_state_machine(name=RESOURCES.state_machine_name, roleArn=ROLE_ARN,
+                                       definition=json.dumps(asl.build_definition(RESOURCES)))["stateMachineArn"]
+    arn = sfn.start_execution(stateMachineArn=machine, name="forged",
+                              input=json.dumps(dict(execution_input(), **change)))["executionArn"]
+
+    description = _finish(arn)
+
+    assert description["status"] == "FAILED"
+    assert description["error"] == asl.INVALID_INPUT_ERROR
+    with pytest.raises(ClientError):
+        glue.get_job_runs(JobName=RESOURCES.json_to_parquet_job)  # no job was even looked up

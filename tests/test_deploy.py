@@ -77,6 +77,7 @@ def leftovers():
         "usable_keys": usable_keys,
         "log_groups": [g["logGroupName"] for g in logs.describe_log_groups()["logGroups"]],
         "subscriptions": sns.list_subscriptions()["Subscriptions"],
+        "queues": boto3.client("sqs").list_queues().get("QueueUrls", []),
     }
 
 
@@ -87,9 +88,9 @@ def test_up_twice_then_down_leaves_nothing_behind(mocked, asl, project):
     assert first.changed and set(actions(first).values()) == {"created"}
     assert not second.changed, [c for c in second.changes if c.action != "unchanged"]
     # 2 buckets, 3 roles, key, 3 assets, database, 2 jobs, 2 crawlers, workgroup, topic,
-    # subscription, 4 log groups (state machine, 3 Lambdas), state machine, 4 chalice files
-    # (config, 3 policies).
-    assert len(second.changes) == len(first.changes) == 26
+    # subscription, the trigger's on-failure queue, 6 log groups (state machine, Glue jobs,
+    # 4 Lambdas), state machine, 5 chalice files (config, 4 policies).
+    assert len(second.changes) == len(first.changes) == 30
     present = leftovers()
     assert all(present.values()), present
 
@@ -288,19 +289,22 @@ def test_chalice_config_gets_stage_environment_and_keeps_other_keys(mocked, asl,
 def test_lambda_policy_files(mocked, asl, project):
     deploy_up(project)
     granted = {}
-    for name in ("policy-dev.json", "policy-dev-on_landing.json", "policy-dev-generate_batch.json"):
+    for name in ("policy-dev.json", "policy-dev-on_landing.json", "policy-dev-generate_batch.json",
+                 "policy-dev-reconcile.json"):
         policy = json.loads((project / ".chalice" / name).read_text())
         for statement in _statements(policy):
             assert statement["Effect"] == "Allow"
             for action in statement["Action"]:
                 assert "*" not in action
                 granted.setdefault(action, []).extend(statement["Resource"])
-    assert granted["states:StartExecution"] == [RESOURCES.state_machine_arn]
+    assert granted["states:StartExecution"] == 2 * [RESOURCES.state_machine_arn]  # trigger, reconciler
     machine = RESOURCES.state_machine_name
     assert granted["states:ListExecutions"] == [
-        RESOURCES.state_machine_arn, "arn:aws:states:%s:%s:mapRun:%s/*" % (REGION, ACCOUNT, machine)]
-    assert granted["states:DescribeExecution"] == 2 * [  # the API handler and on_landing
+        RESOURCES.state_machine_arn, "arn:aws:states:%s:%s:mapRun:%s/*" % (REGION, ACCOUNT, machine)] * 2
+    assert granted["states:DescribeExecution"] == [  # the API handler only: the trigger never describes
         RESOURCES.execution_arn("*"), "arn:aws:states:%s:%s:express:%s:*" % (REGION, ACCOUNT, machine)]
+    assert granted["sqs:SendMessage"] == [RESOURCES.landing_failures_queue_arn]  # on_landing's dead letters
+    assert granted["s3:ListBucketVersions"] == ["arn:aws:s3:::%s" % RESOURCES.landing_bucket]
     assert granted["s3:PutObject"] == ["arn:aws:s3:::%s/incoming/*" % RESOURCES.landing_bucket]
     assert sorted(granted["logs:PutLogEvents"]) == sorted(
         "arn:aws:logs:%s:%s:log-group:%s:log-stream:*" % (REGION, ACCOUNT, group)
@@ -550,3 +554,27 @@ def chalicelib_lake_table():
     from chalicelib import lake_table
 
     return lake_table
+
+
+def test_the_trigger_gets_an_encrypted_on_failure_queue_wired_once_its_function_exists(mocked, asl, project):
+    deploy_up(project)
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName=RESOURCES.landing_failures_queue)["QueueUrl"]
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["SqsManagedSseEnabled"])[
+        "Attributes"]["SqsManagedSseEnabled"] == "true"
+    # What `chalice deploy` makes; `deploy up` then sets its on-failure destination.
+    lam = boto3.client("lambda")
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                      "Principal": {"Service": "lambda.amazonaws.com"}}]}
+    role = boto3.client("iam").create_role(RoleName="chalice-made", AssumeRolePolicyDocument=json.dumps(trust))
+    lam.create_function(FunctionName="%s-on_landing" % RESOURCES.prefix, Runtime="python3.11",
+                        Role=role["Role"]["Arn"], Handler="app.on_landing",
+                        Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18})
+
+    result = deploy_up(project)
+
+    assert actions(result)[("lambda on-failure destination", "%s-on_landing" % RESOURCES.prefix)] == "created"
+    config = lam.get_function_event_invoke_config(FunctionName="%s-on_landing" % RESOURCES.prefix)
+    assert config["DestinationConfig"]["OnFailure"]["Destination"] == RESOURCES.landing_failures_queue_arn
+    assert config["MaximumRetryAttempts"] == 2
+    assert not deploy_up(project).changed

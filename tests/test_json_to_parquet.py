@@ -213,8 +213,8 @@ def test_arguments_as_glue_passes_them_unknown_ones_ignored():
     args = jobio.parse_args(argv, json_to_parquet.ARGUMENTS, json_to_parquet.OPTIONS)
 
     assert args == {"source_uri": "s3://b/k", "target_uri": "s3://b/raw/x.parquet", "quarantine_uri": "s3://b/q/x.jsonl",
-                    "source_id": None, "memory_limit": json_to_parquet.DEFAULT_MEMORY_LIMIT, "threads": None,
-                    "prover": "auto"}
+                    "source_id": None, "source_version_id": None,
+                    "memory_limit": json_to_parquet.DEFAULT_MEMORY_LIMIT, "threads": None, "prover": "auto"}
 
 
 def test_missing_arguments_are_named():
@@ -645,3 +645,12 @@ def test_a_changing_source_fails_the_script_with_a_message_not_a_signal(tmp_path
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
     assert "changed while it was read" in done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("argument, value", [("--source_id", "x' OR 1=1 --"), ("--source_version_id", "v 1")])
+def test_a_forged_identifier_argument_fails_clearly(argument, value):
+    argv = ["--source_uri", "s3://b/k", "--target_uri", "s3://b/raw/x.parquet",
+            "--quarantine_uri", "s3://b/q/x.jsonl", argument, value]
+
+    with pytest.raises(jobio.JobError, match=argument):
+        jobio.parse_args(argv, json_to_parquet.ARGUMENTS, json_to_parquet.OPTIONS)

@@ -395,7 +395,8 @@ def test_up_serves_the_dashboard_runs_the_schedule_and_takes_uploads(tmp_path):
                                    "shipping_cost": 10.0, "shipping_distance": 2.0, "quantity": 3.0,
                                    "product_id": 7}) + "\n" for i in range(1, 6))
         put = s3.put_object(Bucket=RESOURCES.landing_bucket, Key="incoming/uploaded.json", Body=body.encode())
-        name = naming.execution_name(RESOURCES.landing_bucket, "incoming/uploaded.json", put["ETag"].strip('"'))
+        name = naming.execution_name(RESOURCES.landing_bucket, "incoming/uploaded.json", put["ETag"].strip('"'),
+                                     put["VersionId"])  # the landing bucket is versioned
 
         def uploaded_done():
             status, _h, text = get(base + "/status/" + name)

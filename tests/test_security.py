@@ -36,7 +36,8 @@ def role_policy(role):
     return boto3.client("iam").get_role_policy(RoleName=role, PolicyName="access")["PolicyDocument"]
 
 
-LAMBDA_POLICY_FILES = ("policy-dev.json", "policy-dev-on_landing.json", "policy-dev-generate_batch.json")
+LAMBDA_POLICY_FILES = ("policy-dev.json", "policy-dev-on_landing.json", "policy-dev-generate_batch.json",
+                       "policy-dev-reconcile.json")
 
 
 def lambda_policy_files(project_dir):
@@ -105,14 +106,18 @@ def test_each_lambda_may_do_only_its_own_job(deployed):
     assert actions == {
         "policy-dev.json": sorted(["states:ListExecutions", "states:DescribeExecution",
                                    "states:GetExecutionHistory"] + logs),
-        "policy-dev-on_landing.json": sorted(["states:StartExecution", "states:DescribeExecution"] + logs),
+        "policy-dev-on_landing.json": sorted(["states:StartExecution", "sqs:SendMessage"] + logs),
         "policy-dev-generate_batch.json": sorted(["s3:PutObject"] + logs),
+        "policy-dev-reconcile.json": sorted(["states:StartExecution", "states:ListExecutions",
+                                             "s3:ListBucketVersions", "sqs:GetQueueUrl",
+                                             "sqs:ReceiveMessage", "sqs:DeleteMessage"] + logs),
     }
     stage = json.loads((deployed / ".chalice" / "config.json").read_text())["stages"][STAGE]
     assert stage["iam_policy_file"] == "policy-dev.json" and stage["autogen_policy"] is False
     assert stage["lambda_functions"] == {
         "on_landing": {"iam_policy_file": "policy-dev-on_landing.json"},
-        "generate_batch": {"iam_policy_file": "policy-dev-generate_batch.json"}}
+        "generate_batch": {"iam_policy_file": "policy-dev-generate_batch.json"},
+        "reconcile": {"iam_policy_file": "policy-dev-reconcile.json"}}
 
 
 def test_every_setting_combination_stays_clean():
@@ -316,9 +321,11 @@ def test_key_rotates_and_is_used_only_through_sns_and_logs(deployed):
     assert logs["Principal"] == {"Service": "logs.us-east-1.amazonaws.com"}
     assert logs["Condition"]["ArnEquals"] == {"kms:EncryptionContext:aws:logs:arn": [
         RESOURCES.state_machine_log_group_arn,
+        "arn:aws:logs:us-east-1:123456789012:log-group:/aws-glue/python-jobs/shipping-etl-dev",
         "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev",
         "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-on_landing",
-        "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-generate_batch"]}
+        "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-generate_batch",
+        "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-reconcile"]}
 
 
 def _email_subscribers():
@@ -368,8 +375,10 @@ def test_state_machine_logs_errors_to_an_encrypted_log_group(deployed):
     key_arn = boto3.client("kms").describe_key(KeyId=RESOURCES.kms_key_alias)["KeyMetadata"]["Arn"]
     groups = _log_groups()
     assert sorted(groups) == sorted([
-        "/aws/vendedlogs/states/shipping-etl-dev-pipeline", "/aws/lambda/shipping-etl-dev",
-        "/aws/lambda/shipping-etl-dev-on_landing", "/aws/lambda/shipping-etl-dev-generate_batch"])
+        "/aws/vendedlogs/states/shipping-etl-dev-pipeline", "/aws-glue/python-jobs/shipping-etl-dev",
+        "/aws/lambda/shipping-etl-dev",
+        "/aws/lambda/shipping-etl-dev-on_landing", "/aws/lambda/shipping-etl-dev-generate_batch",
+        "/aws/lambda/shipping-etl-dev-reconcile"])
     for group in groups.values():
         assert group["retentionInDays"] == 30
         assert group["kmsKeyId"] == key_arn

@@ -114,7 +114,8 @@ def test_failed_execution_with_a_plain_text_cause_keeps_the_text():
 def test_a_json_cause_that_is_not_an_object_is_kept_as_text():
     summary = summarize(described(status="FAILED", error="E", cause='["a", "b"]'))
 
-    assert summary["cause"] == '["a", "b"]'
+    # kept as text, its quoted passages blanked: a cause may quote record content
+    assert summary["cause"] == '["<redacted>", "<redacted>"]'
     assert summary["failed_step"] is None
 
 
@@ -475,6 +476,46 @@ def test_recent_executions_are_newest_first_and_limited(sfn):
     assert [s["name"] for s in everything] == names[::-1]
     assert [s["name"] for s in newest_five] == names[::-1][:5]
     assert all(s["source"] == SOURCE for s in everything)
+
+
+class CountingClient:
+    """A Step Functions client that counts the calls made through it, by name."""
+
+    def __init__(self, client):
+        self._client = client
+        self.calls = []
+
+    def __getattr__(self, name):
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            return attribute(*args, **kwargs)
+        return call
+
+
+def test_a_status_request_makes_a_bounded_number_of_calls_and_ended_runs_are_described_once(sfn):
+    from chalicelib.status import MAX_DESCRIBES_PER_REQUEST
+
+    arn = create_machine(sfn, "pipeline", {"Done": {"Type": "Pass", "End": True}}, "Done")
+    for i in range(50):
+        sfn.start_execution(stateMachineArn=arn, name="run-%02d" % i, input=json.dumps(EXECUTION_INPUT))
+    deadline = time.monotonic() + 60
+    while any(e["status"] == "RUNNING" for e in sfn.list_executions(stateMachineArn=arn)["executions"]):
+        assert time.monotonic() < deadline, "executions did not end"
+        time.sleep(0.1)
+    counting = CountingClient(sfn)
+
+    per_request = []
+    for _ in range(4):
+        counting.calls.clear()
+        summaries = recent_executions(counting, arn, limit=100)
+        per_request.append(len(counting.calls))
+
+    assert per_request == [1 + MAX_DESCRIBES_PER_REQUEST, 1 + MAX_DESCRIBES_PER_REQUEST, 1 + 10, 1]
+    assert all(s["source"] == SOURCE for s in summaries)  # every one described by now
 
 
 def test_recent_executions_of_a_machine_without_runs_is_empty(sfn):

@@ -34,8 +34,9 @@ def trigger(sfn):
     return PipelineTrigger.from_settings(SETTINGS, sfn_client=sfn)
 
 
-def s3_record(key, etag="0123456789abcdef", size=42, event_name="ObjectCreated:Put", bucket=BUCKET):
-    return {
+def s3_record(key, etag="0123456789abcdef", size=42, event_name="ObjectCreated:Put", bucket=BUCKET,
+              version_id=None):
+    record = {
         "eventVersion": "2.1",
         "eventSource": "aws:s3",
         "awsRegion": REGION,
@@ -46,6 +47,9 @@ def s3_record(key, etag="0123456789abcdef", size=42, event_name="ObjectCreated:P
             "object": {"key": key, "size": size, "eTag": etag},
         },
     }
+    if version_id:
+        record["s3"]["object"]["versionId"] = version_id
+    return record
 
 
 def s3_event(*records):
@@ -82,6 +86,7 @@ def test_execution_input_follows_the_design(sfn, trigger):
     assert json.loads(described["input"]) == {
         "bucket": BUCKET,
         "key": key,
+        "version_id": None,
         "etag": "abc",
         "size": 1234,
         "source_id": naming.source_id(BUCKET, key, "abc"),
@@ -107,8 +112,9 @@ def test_redelivered_event_starts_nothing_new(sfn, trigger):
 
     again = trigger.handle_event(event)
 
-    assert [r["outcome"] for r in again] == [ALREADY_STARTED, ALREADY_STARTED]
-    assert [r["execution_name"] for r in again] == [r["execution_name"] for r in first]
+    # StartExecution's idempotency answers a start of a running execution with that execution:
+    # the trigger cannot tell it from its own start, and need not.
+    assert [r["execution_arn"] for r in again] == [r["execution_arn"] for r in first]
     assert len(executions(sfn)) == 2
 
 
@@ -119,20 +125,61 @@ def test_redelivery_after_the_execution_ended_is_already_started(sfn, trigger):
     [again] = trigger.handle_event(s3_event(s3_record("incoming/2026/01/30/a.json")))
 
     assert again["outcome"] == ALREADY_STARTED
-    assert again["status"] == "ABORTED"
     assert len(executions(sfn)) == 1
 
 
-def test_execution_already_exists_from_start_is_reported_as_already_started(sfn, trigger, monkeypatch):
-    # Two deliveries racing: the look finds nothing, the start finds the other one's execution.
-    monkeypatch.setattr(trigger, "_describe", lambda arn: None)
-    trigger.handle_event(s3_event(s3_record("incoming/2026/01/30/a.json")))
-    sfn.stop_execution(executionArn=executions(sfn)[0]["executionArn"])
+class CountingClient:
+    """A Step Functions client that records the name of every call made through it."""
 
-    [again] = trigger.handle_event(s3_event(s3_record("incoming/2026/01/30/a.json")))
+    def __init__(self, client):
+        self._client = client
+        self.calls = []
 
-    assert again["outcome"] == ALREADY_STARTED
-    assert len(executions(sfn)) == 1
+    def __getattr__(self, name):
+        attribute = getattr(self._client, name)
+        if callable(attribute):
+            def call(*args, **kwargs):
+                self.calls.append(name)
+                return attribute(*args, **kwargs)
+            return call
+        return attribute
+
+
+def test_each_record_costs_one_start_execution_and_no_describe(sfn):
+    counting = CountingClient(sfn)
+    trigger = PipelineTrigger.from_settings(SETTINGS, sfn_client=counting)
+    event = s3_event(s3_record("incoming/2026/01/30/a.json"), s3_record("incoming/2026/01/30/b.json"))
+
+    trigger.handle_event(event)
+    trigger.handle_event(event)
+
+    assert counting.calls == ["start_execution"] * 4
+
+
+def test_the_version_id_is_passed_on_and_each_version_is_its_own_execution(sfn, trigger):
+    key = "incoming/2026/01/30/same.json"
+    # The same bytes uploaded twice: same ETag, two versions; the newer must run again.
+    [one] = trigger.handle_event(s3_event(s3_record(key, etag="abc", version_id="v1.AAA")))
+    [two] = trigger.handle_event(s3_event(s3_record(key, etag="abc", version_id="v2.BBB")))
+
+    assert [one["outcome"], two["outcome"]] == [STARTED, STARTED]
+    assert one["execution_name"] != two["execution_name"]
+    inputs = [json.loads(sfn.describe_execution(executionArn=r["execution_arn"])["input"]) for r in (one, two)]
+    assert [i["version_id"] for i in inputs] == ["v1.AAA", "v2.BBB"]
+    assert inputs[1]["source_id"] == naming.source_id(BUCKET, key, "abc", "v2.BBB")
+
+
+@pytest.mark.parametrize("record, reason", [
+    (s3_record("incoming/../secrets.json"), "'..' segment"),
+    (s3_record("incoming/a%0Ab.json"), "control character"),
+    (s3_record("incoming/a.json", version_id="bad version'"), "version id"),
+])
+def test_forged_identifiers_are_skipped_with_a_reason(sfn, trigger, record, reason):
+    [result] = trigger.handle_event(s3_event(record))
+
+    assert result["outcome"] == SKIPPED
+    assert reason in result["reason"]
+    assert executions(sfn) == []
 
 
 def test_a_new_version_of_the_same_key_starts_a_new_execution(sfn, trigger):
@@ -149,7 +196,7 @@ def test_names_are_stable_and_quoted_etags_name_the_same_object(trigger):
     two = trigger.handle_record(s3_record("incoming/x.json", etag='"abc"'))
 
     assert one["execution_name"] == two["execution_name"]
-    assert two["outcome"] == ALREADY_STARTED
+    assert one["execution_arn"] == two["execution_arn"]
 
 
 @pytest.mark.parametrize("record, reason", [
