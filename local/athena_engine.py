@@ -437,6 +437,10 @@ class AthenaEngine:
             raise QueryError("SYNTAX_ERROR: line 1:1: mismatched input '%s'. Expecting: 'ALTER', 'ANALYZE', "
                              "'CREATE', 'DESCRIBE', 'DROP', 'EXPLAIN', 'INSERT', 'SELECT', 'SHOW', 'UNLOAD', "
                              "'WITH', <query>" % word)
+        if word in ("SHOW", "UNLOAD"):
+            # sqlglot reads neither (it would log a warning and keep the text): so do we.
+            rest = re.sub(r"^\s*\w+", "", sql.strip().rstrip(";"), count=1).strip()
+            return exp.Command(this=word, expression=exp.Literal.string(rest))
         try:
             statements = [s for s in sqlglot.parse(sql, read="athena") if s is not None]
         except sqlglot.errors.ParseError as exc:
