@@ -74,6 +74,17 @@ def test_ctas_writes_parquet_a_glue_table_and_a_manifest_then_drop_removes_the_t
     run(engine, "DROP TABLE IF EXISTS tmp")
 
 
+def test_ctas_of_no_rows_writes_no_file_but_the_table_and_an_empty_manifest(engine):
+    result = run(engine, "CREATE TABLE empty_one AS SELECT id, amount FROM orders WHERE amount < 0", query_id="e1")
+
+    assert result.rows == [["0"]]
+    manifest = engine.s3_client.get_object(Bucket=LAKE, Key="athena-results/e1-manifest.csv")["Body"].read()
+    assert manifest == b""
+    columns = engine.glue_client.get_table(DatabaseName=DATABASE, Name="empty_one")["Table"]["StorageDescriptor"]["Columns"]
+    assert [(c["Name"], c["Type"]) for c in columns] == [("id", "bigint"), ("amount", "double")]
+    assert run(engine, "SELECT COUNT(*) AS n FROM empty_one").rows == [["0"]]
+
+
 def test_ctas_refuses_what_athena_refuses(engine):
     run(engine, "CREATE TABLE t1 WITH (external_location = 's3://%s/t1/') AS SELECT 1 AS a" % LAKE)
     with pytest.raises(QueryError, match="^ALREADY_EXISTS"):
