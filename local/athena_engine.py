@@ -87,6 +87,8 @@ _ATHENA_STATEMENTS = {
     "INSERT", "MERGE", "MSCK", "OPTIMIZE", "PREPARE", "SELECT", "SHOW", "TABLE", "UNLOAD", "UPDATE",
     "VACUUM", "VALUES", "WITH", "DESC", "REFRESH",
 }
+# First words of the statements the local engine runs (the rest of Athena's fail NOT_SUPPORTED).
+_RUN_HERE = {"SELECT", "WITH", "VALUES", "TABLE", "CREATE", "DROP", "DESCRIBE", "DESC", "SHOW", "UNLOAD"}
 _PATH_COLUMN = "$path"
 _INFORMATION_SCHEMA = "information_schema"
 _LOCAL_INFORMATION_SCHEMA = "__athena_information_schema"
@@ -316,7 +318,8 @@ def _statement_word(sql):
         tokens = sqlglot.tokenize(sql, read="athena")
     except sqlglot.errors.TokenError:
         return ""
-    return tokens[0].text.upper() if tokens else ""
+    # (Athena's tokenizer starts with an empty marker token.)
+    return next((t.text.upper() for t in tokens if t.text), "")
 
 
 def bind_parameters(sql, parameters):
@@ -370,6 +373,22 @@ def _property_map(properties):
             value = value.name
         found[name.lower()] = value
     return found
+
+
+_ZONED_TIMESTAMP = "TIMESTAMP WITH TIME ZONE"
+
+
+def _zoned_timestamps_as_text(duck_sql, columns, duck_types):
+    """The query again, with its zoned timestamps as the text Athena shows (in UTC): DuckDB's
+    Python values for them need pytz, which nothing else here needs."""
+    selects, positional = [], []
+    for position, (name, duck_type) in enumerate(zip(columns, duck_types), start=1):
+        column = "q.c%d" % position
+        positional.append("c%d" % position)
+        if duck_type == _ZONED_TIMESTAMP:
+            column = "strftime(%s AT TIME ZONE 'UTC', '%%Y-%%m-%%d %%H:%%M:%%S.%%g') || ' UTC'" % column
+        selects.append("%s AS %s" % (column, _quote_identifier(name)))
+    return "SELECT %s FROM (%s) AS q(%s)" % (", ".join(selects), duck_sql, ", ".join(positional))
 
 
 class AthenaEngine:
@@ -437,6 +456,9 @@ class AthenaEngine:
             raise QueryError("SYNTAX_ERROR: line 1:1: mismatched input '%s'. Expecting: 'ALTER', 'ANALYZE', "
                              "'CREATE', 'DESCRIBE', 'DROP', 'EXPLAIN', 'INSERT', 'SELECT', 'SHOW', 'UNLOAD', "
                              "'WITH', <query>" % word)
+        if word in _ATHENA_STATEMENTS - _RUN_HERE:
+            raise QueryError("NOT_SUPPORTED: the local query engine runs queries, CREATE TABLE AS SELECT, UNLOAD, "
+                             "DROP TABLE, DESCRIBE and SHOW; not this %s statement" % word)
         if word in ("SHOW", "UNLOAD"):
             # sqlglot reads neither (it would log a warning and keep the text): so do we.
             rest = re.sub(r"^\s*\w+", "", sql.strip().rstrip(";"), count=1).strip()
@@ -451,7 +473,8 @@ class AthenaEngine:
             raise QueryError("SYNTAX_ERROR: Only one sql statement is allowed. Got: %d" % len(statements))
         statement = statements[0]
         supported = (
-            isinstance(statement, (exp.Query, exp.Values, exp.Describe))
+            isinstance(statement, (exp.Query, exp.Values))
+            or (isinstance(statement, exp.Describe) and isinstance(statement.this, exp.Table))
             or (isinstance(statement, exp.Create) and str(statement.args.get("kind")).upper() == "TABLE"
                 and isinstance(statement.expression, exp.Query))
             or (isinstance(statement, exp.Drop) and str(statement.args.get("kind")).upper() == "TABLE")
@@ -633,6 +656,9 @@ class AthenaEngine:
             cursor, scanned = self._query(connection, statement, database)
             duck_types = [str(d[1]) for d in cursor.description]
             columns = [d[0] for d in cursor.description]
+            if _ZONED_TIMESTAMP in duck_types:
+                cursor = self._run(connection, _zoned_timestamps_as_text(statement.sql(dialect="duckdb"),
+                                                                         columns, duck_types))
             rows = [[render_value(v, t) for v, t in zip(row, duck_types)] for row in cursor.fetchall()]
         finally:
             connection.close()

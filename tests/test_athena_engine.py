@@ -157,6 +157,9 @@ def test_result_types_follow_athena(engine):
 
     assert result.column_types == ["timestamp", "date", "bigint"]
     assert result.rows == [["2024-05-01 00:00:00.000", "2024-05-01", "1"]]
+    zoned = run(engine, "SELECT from_iso8601_timestamp('2024-01-01T10:00:00.250+02:00') AS ts, 1.5 AS x")
+    assert zoned.column_types == ["timestamp with time zone", "decimal(2,1)"]
+    assert zoned.rows == [["2024-01-01 08:00:00.250 UTC", "1.5"]]
 
 
 def test_data_scanned_is_the_bytes_of_the_files_read(engine):
@@ -175,6 +178,9 @@ def test_data_scanned_is_the_bytes_of_the_files_read(engine):
     ("SET enable_external_access = true", "SYNTAX_ERROR"),
     ("INSERT INTO orders SELECT 1, 2.0, 'x'", "NOT_SUPPORTED"),
     ("CREATE TABLE x (a int)", "NOT_SUPPORTED"),
+    ("DESCRIBE SELECT 1", "NOT_SUPPORTED"),
+    ("EXPLAIN SELECT 1", "NOT_SUPPORTED"),
+    ("SELECT * FROM TABLE(read_text('/etc/passwd'))", "FUNCTION_NOT_FOUND"),
 ])
 def test_statements_and_functions_athena_would_not_run_are_refused(engine, sql, error):
     with pytest.raises(QueryError) as refused:
