@@ -314,12 +314,16 @@ def _keep_date_trunc_type(statement):
 
 
 def _statement_word(sql):
+    """``(first word upper-cased, the text after it)`` of a statement, comments skipped."""
     try:
         tokens = sqlglot.tokenize(sql, read="athena")
     except sqlglot.errors.TokenError:
-        return ""
+        return "", sql
     # (Athena's tokenizer starts with an empty marker token.)
-    return next((t.text.upper() for t in tokens if t.text), "")
+    first = next((t for t in tokens if t.text), None)
+    if first is None:
+        return "", ""
+    return first.text.upper(), sql[first.end + 1:].strip().rstrip(";").strip()
 
 
 def bind_parameters(sql, parameters):
@@ -451,7 +455,7 @@ class AthenaEngine:
     # -- parsing ----------------------------------------------------------------------------------
 
     def _parse(self, sql):
-        word = _statement_word(sql)
+        word, rest = _statement_word(sql)
         if word and word not in _ATHENA_STATEMENTS and not word.startswith("("):
             raise QueryError("SYNTAX_ERROR: line 1:1: mismatched input '%s'. Expecting: 'ALTER', 'ANALYZE', "
                              "'CREATE', 'DESCRIBE', 'DROP', 'EXPLAIN', 'INSERT', 'SELECT', 'SHOW', 'UNLOAD', "
@@ -461,7 +465,6 @@ class AthenaEngine:
                              "DROP TABLE, DESCRIBE and SHOW; not this %s statement" % word)
         if word in ("SHOW", "UNLOAD"):
             # sqlglot reads neither (it would log a warning and keep the text): so do we.
-            rest = re.sub(r"^\s*\w+", "", sql.strip().rstrip(";"), count=1).strip()
             return exp.Command(this=word, expression=exp.Literal.string(rest))
         try:
             statements = [s for s in sqlglot.parse(sql, read="athena") if s is not None]
