@@ -155,6 +155,14 @@ def test_describe_table_and_show_create_table(stack, wr):
     assert ddl.startswith("CREATE ") and "`%s`.`processed`" % database in ddl
     assert "`shipping_cost` double" in ddl and "customer_name" not in ddl
 
+    # As Athena answers Hive DDL: a UTILITY statement, a .txt result, rows without a header.
+    execution = run_query(stack, "DESCRIBE processed")
+    assert execution["StatementType"] == "UTILITY"
+    assert execution["ResultConfiguration"]["OutputLocation"].endswith("/%s.txt" % execution["QueryExecutionId"])
+    rows = stack.client("athena").get_query_results(QueryExecutionId=execution["QueryExecutionId"])["ResultSet"]["Rows"]
+    first = rows[0]["Data"][0]["VarCharValue"].split("\t")
+    assert [f.strip() for f in first] == ["shipping_id", "bigint", ""]
+
 
 def test_parameterized_queries_bind_execution_parameters(stack, wr):
     database, workgroup = names(stack)
