@@ -8,7 +8,13 @@ import logging
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+)
 from chalice import BadRequestError, Chalice, ChaliceViewError, IAMAuthorizer, NotFoundError, Rate, Response
 
 from chalicelib import api_auth, dashboard, generator, status
@@ -142,7 +148,20 @@ def _call_step_functions(call, execution=None, **kwargs):
         raise BadGatewayError("Step Functions answered %s: see the function's log" % (code or "an error"))
     except BotoCoreError as error:
         app.log.error("Step Functions unreachable: %s", error)
-        raise ServiceUnavailableError("Step Functions did not answer in time: retry in a few seconds")
+        raise ServiceUnavailableError(_unreachable_message(error))
+
+
+def _unreachable_message(error):
+    """On AWS a connection failure passes; under ``chalice local`` it almost always means the
+    local stack is not running or not pointed at (AWS_ENDPOINT_URL): say both."""
+    if isinstance(error, NoCredentialsError):
+        return ("no AWS credentials to call Step Functions with. With chalice local: start the local stack "
+                "(python -m local up) and set AWS_ENDPOINT_URL to the endpoint it prints (any credentials do)")
+    if isinstance(error, (EndpointConnectionError, ConnectTimeoutError)):
+        endpoint = getattr(error, "kwargs", {}).get("endpoint_url") or "its endpoint"
+        return ("cannot connect to Step Functions at %s: retry in a few seconds. With chalice local: start the "
+                "local stack first (python -m local up) and set AWS_ENDPOINT_URL to the endpoint it prints" % endpoint)
+    return "Step Functions did not answer in time: retry in a few seconds"
 
 
 def _one_execution(sfn_client, state_machine_arn, name):

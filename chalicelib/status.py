@@ -128,6 +128,20 @@ def _row_counts(output):
     return {key: rows.get(key) for key in ROW_COUNT_KEYS}
 
 
+# The json-to-parquet job fails a file without a valid record with a message that carries its
+# counts (glue/json_to_parquet.py); the run has no output then, but the counts are worth showing.
+_NO_VALID_RECORD = re.compile(r"no valid record in .*?: (\d+) lines? read, (\d+) quarantined")
+
+
+def _counts_in_cause(cause):
+    match = _NO_VALID_RECORD.search(cause or "")
+    if match is None:
+        return None
+    read, quarantined = int(match.group(1)), int(match.group(2))
+    # No valid record means no duplicate either (a duplicate repeats a valid record).
+    return {"read": read, "valid": 0, "quarantined": quarantined, "duplicates": read - quarantined}
+
+
 def _totals(output):
     query = output.get("query")
     if not isinstance(query, dict) or not isinstance(query.get("values"), list):
@@ -209,7 +223,7 @@ def summarize(execution):
         "started": _iso(execution.get("startDate")),
         "stopped": _iso(execution.get("stopDate")),
         "duration_seconds": duration,
-        "rows": _row_counts(output),
+        "rows": _row_counts(output) or _counts_in_cause(cause),
         "totals": _totals(output),
         "scanned_bytes": _scanned_bytes(output),
         "superseded": output.get("superseded") if isinstance(output.get("superseded"), bool) else None,

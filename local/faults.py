@@ -186,11 +186,11 @@ class FaultyQueryEngine:
         self._engine = engine
         self._faults = faults
 
-    def execute(self, sql, database, output_location):
+    def execute(self, sql, database, output_location, **options):
         message = self._faults.check(("query", None), sql)
         if message:
             raise InjectedFault(message)
-        return self._engine.execute(sql, database, output_location)
+        return self._engine.execute(sql, database, output_location, **options)
 
 
 def publish_fault(faults):

@@ -21,10 +21,10 @@ from pyiceberg.catalog.glue import GlueCatalog
 from pyiceberg.expressions import AlwaysTrue, And, EqualTo
 from sqlglot import exp
 
+from local.athena_tables import DataFile, ResolvedTable
+
 LOG = logging.getLogger(__name__)
 
-_DUCKDB_TYPES = {"long": "BIGINT", "int": "INTEGER", "date": "DATE", "string": "VARCHAR", "double": "DOUBLE",
-                 "float": "FLOAT", "boolean": "BOOLEAN", "timestamp": "TIMESTAMP", "binary": "BLOB"}
 _MAINTENANCE = re.compile(
     r"^\s*(?P<verb>OPTIMIZE|VACUUM)\s+(?P<table>[\"\w.]+)(?P<rest>.*?)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 _BIN_PACK = re.compile(r"^\s*REWRITE\s+DATA\s+USING\s+BIN_PACK\s*$", re.IGNORECASE)
@@ -81,38 +81,40 @@ def _literal_filters(statement, table_node):
     return predicate
 
 
-def register_view(engine, connection, view, definition, statement, node):
-    """Creates DuckDB view ``view`` over the data files of the Iceberg table ``definition`` that
-    the query (``statement``, reading table ``node``) may need. Returns the bytes of those files."""
-    database, name = definition["DatabaseName"], definition["Name"]
-    table = catalog(engine.glue, engine.s3).load_table((database, name))
-    schema = table.schema()
-    columns = [(field.name, _DUCKDB_TYPES.get(str(field.field_type), "VARCHAR")) for field in schema.fields]
-    row_filter = _literal_filters(statement, node)
-    tasks = list(table.scan(row_filter=row_filter).plan_files()) if table.current_snapshot() else []
-    if any(task.delete_files for task in tasks):
-        raise IcebergError("NOT_SUPPORTED: the local query engine reads no Iceberg delete files "
-                           "(merge-on-read); the pipeline's writers copy on write")
-    paths, scanned = [], 0
-    for task in tasks:
-        bucket, key = _split(task.file.file_path)
-        # Data files are immutable: their path names their content.
-        paths.append(engine.cache.local_path(bucket, key, "iceberg:" + task.file.file_path))
-        scanned += task.file.file_size_in_bytes
-    quoted = ['"%s"' % column.replace('"', '""') for column, _type in columns]
-    if not paths:
-        select = ", ".join("CAST(NULL AS %s) AS %s" % (kind, q) for (_c, kind), q in zip(columns, quoted))
-        connection.execute("CREATE VIEW %s AS SELECT %s WHERE false" % (view, select))
-        return 0
-    listed = "[%s]" % ", ".join("'%s'" % path.replace("'", "''") for path in paths)
-    present = {row[0].lower() for row in connection.execute(
-        "DESCRIBE SELECT * FROM read_parquet(%s, union_by_name = true)" % listed).fetchall()}
-    select = ", ".join("CAST(%s AS %s) AS %s" % (q if column.lower() in present else "NULL", kind, q)
-                       for (column, kind), q in zip(columns, quoted))
-    connection.execute("CREATE VIEW %s AS SELECT %s FROM read_parquet(%s, union_by_name = true, "
-                       "hive_partitioning = false)" % (view, select, listed))
-    LOG.debug("%s.%s: %d data file(s), %d bytes, filter %s", database, name, len(paths), scanned, row_filter)
-    return scanned
+# Iceberg's primitive types as Glue names them (what the engine's views cast to).
+_GLUE_TYPES = {"long": "bigint", "int": "int", "date": "date", "string": "string", "double": "double",
+               "float": "float", "boolean": "boolean", "timestamp": "timestamp", "binary": "binary"}
+
+
+class IcebergTables:
+    """The engine's table resolver for Iceberg tables (``local.athena_tables`` interface): the
+    data files of the table's current snapshot that the query may need (see module docstring)."""
+
+    def __init__(self, glue_client, s3_client):
+        self.glue = glue_client
+        self.s3 = s3_client
+
+    def resolve(self, definition, statement=None, node=None):
+        """A ResolvedTable for an Iceberg ``definition`` (None for any other table), its files
+        pruned by the simple filters of ``statement`` over ``node``."""
+        if not is_iceberg(definition):
+            return None
+        database, name = definition["DatabaseName"], definition["Name"]
+        table = catalog(self.glue, self.s3).load_table((database, name))
+        columns = [(field.name.lower(), _GLUE_TYPES.get(str(field.field_type), "string"))
+                   for field in table.schema().fields]
+        row_filter = _literal_filters(statement, node) if statement is not None else AlwaysTrue()
+        tasks = list(table.scan(row_filter=row_filter).plan_files()) if table.current_snapshot() else []
+        if any(task.delete_files for task in tasks):
+            raise IcebergError("NOT_SUPPORTED: the local query engine reads no Iceberg delete files "
+                               "(merge-on-read); the pipeline's writers copy on write")
+        # Data files are immutable: their path names their content (the cache's version key).
+        files = [DataFile(task.file.file_path, task.file.file_size_in_bytes, "iceberg:" + task.file.file_path)
+                 for task in tasks]
+        for data_file in files:
+            _split(data_file.uri)  # a data file outside S3 is refused
+        LOG.debug("%s.%s: %d data file(s), filter %s", database, name, len(files), row_filter)
+        return ResolvedTable(columns, [], files)
 
 
 def _split(uri):

@@ -10,8 +10,13 @@ those places so that the engines given to it do the work:
 - ``GlueBackend.start_crawler``: the crawler is RUNNING while ``crawler.crawl(definition)`` runs on a
   background thread, then READY with ``LastCrawl`` {Status SUCCEEDED|FAILED, ErrorMessage, ...}.
 - ``AthenaBackend.start_query_execution``: ``query_engine.execute(sql, database, output_location)``
-  runs the query on a background thread (QUEUED -> RUNNING -> SUCCEEDED|FAILED with
-  StateChangeReason); the result set is stored where GetQueryResults reads it.
+  (``parameters=`` the ExecutionParameters when given) runs the statement on a background thread
+  (QUEUED -> RUNNING -> SUCCEEDED|FAILED with StateChangeReason and AthenaError); the result set
+  is stored where GetQueryResults reads it, and GetQueryExecution reports the engine's
+  StatementType, result file, DataScannedInBytes and DataManifestLocation.
+- ``AthenaResponse.get_query_results``: pages as Athena does (at most 1,000 rows a page, the
+  header row counting on the first, a signed NextToken valid only for its own query; an
+  unfinished or failed query answers InvalidRequestException).
 - ``GlueResponse.update_table``: Glue's optimistic locking of table versions. AWS refuses an
   UpdateTable whose ``VersionId`` is not the table's current version
   (ConcurrentModificationException); moto 5.2.5 ignores ``VersionId``, so two Iceberg commits
@@ -82,6 +87,8 @@ _HOOK_POINTS = (
     ("moto.athena.models", "QueryResults"),
     ("moto.athena.models", "Execution.status"),
     ("moto.athena.responses", "AthenaResponse.get_query_execution"),
+    ("moto.athena.responses", "AthenaResponse.get_query_results"),
+    ("moto.athena.responses", "AthenaResponse.error"),
     ("moto.sns.models", "SNSBackend.publish"),
     ("moto.s3.notifications", "_get_s3_event"),
     ("moto.moto_server.threaded_moto_server", "ThreadedMotoServer._server_entry"),
@@ -140,6 +147,7 @@ class _Outcome:
         self.finished = None
         self.error_message = None
         self.user_error = True  # Athena's ErrorCategory: user (2) unless the engine itself broke
+        self.details = {}  # what a query reported: statement type, result file, bytes scanned, ...
 
     def finish(self, error_message=None):
         self.error_message = error_message
@@ -430,7 +438,10 @@ def _effective_output_location(execution):
     return location
 
 
-def _result_rows(columns, rows):
+def _result_rows(columns, rows, text_result=False):
+    if text_result:
+        # Hive DDL answers (DESCRIBE, SHOW): no header row, each row one tab-separated value.
+        return [{"Data": [{"VarCharValue": "\t".join(v or "" for v in row)}]} for row in rows]
     header = {"Data": [{"VarCharValue": name} for name in columns]}
     data = [{"Data": [{} if value is None else {"VarCharValue": value} for value in row]} for row in rows]
     return [header] + data
@@ -454,9 +465,51 @@ def _column_info(columns, column_types):
             "Precision": precision,
             "Scale": scale,
             "Nullable": "UNKNOWN",
-            "CaseSensitive": kind in ("varchar", "char"),
+            "CaseSensitive": kind in ("varchar", "char", "string"),
         })
     return info
+
+
+# GetQueryResults pages as Athena does: at most this many rows a page (the header row of the
+# first page included), a NextToken only while rows remain, and a token only for its own query.
+MAX_RESULTS_PER_PAGE = 1000
+
+
+class _PageTokens:
+    """Opaque, tamper-evident NextTokens: ``<query id>:<offset>`` signed with a key of this process."""
+
+    def __init__(self):
+        import secrets
+
+        self._key = secrets.token_bytes(32)
+
+    def _signature(self, payload):
+        import hashlib
+        import hmac
+
+        return hmac.new(self._key, payload.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def make(self, query_id, offset):
+        import base64
+
+        payload = "%s:%d" % (query_id, offset)
+        return base64.urlsafe_b64encode(("%s:%s" % (payload, self._signature(payload))).encode()).decode()
+
+    def offset(self, token, query_id):
+        """The row offset ``token`` stands for, or None when it is not a token of this query."""
+        import base64
+        import binascii
+        import hmac
+
+        try:
+            text = base64.urlsafe_b64decode(token.encode()).decode()
+            token_query, offset, signature = text.rsplit(":", 2)
+        except (ValueError, binascii.Error, UnicodeError):
+            return None
+        payload = "%s:%s" % (token_query, offset)
+        if token_query != query_id or not hmac.compare_digest(signature, self._signature(payload)):
+            return None
+        return int(offset)
 
 
 def _athena_hooks(query_engine):
@@ -465,18 +518,30 @@ def _athena_hooks(query_engine):
 
     original_start = AthenaBackend.start_query_execution
     original_get = AthenaResponse.get_query_execution
+    original_results = AthenaResponse.get_query_results
+    tokens = _PageTokens()
 
     def query_in_background(backend, execution, database, output_location, outcome):
         execution.status = "RUNNING"
+        options = {}
+        if execution.execution_parameters:
+            options["parameters"] = list(execution.execution_parameters)
         try:
-            result = query_engine.execute(execution.query, database, output_location)
+            result = query_engine.execute(execution.query, database, output_location, **options)
             columns, rows = result
+            text_result = bool(getattr(result, "text_result", False))
             backend.query_results[execution.id] = QueryResults(
-                rows=_result_rows(columns, rows),
+                rows=_result_rows(columns, rows, text_result),
                 column_info=_column_info(columns, getattr(result, "column_types", None)),
             )
-            # Bytes of the files the engine read: Athena's DataScannedInBytes.
-            outcome.scanned_bytes = int(getattr(result, "scanned_bytes", 0) or 0)
+            outcome.details = {
+                "statement_type": getattr(result, "statement_type", None),
+                "output_location": getattr(result, "output_location", None),
+                "data_scanned_bytes": int(getattr(result, "data_scanned_bytes", 0) or 0),
+                "manifest_location": getattr(result, "manifest_location", None),
+            }
+            if outcome.details["output_location"] and isinstance(execution.config, dict):
+                execution.config["OutputLocation"] = outcome.details["output_location"]
             outcome.finish()
             state = "SUCCEEDED"
         except Exception as exc:
@@ -510,10 +575,6 @@ def _athena_hooks(query_engine):
             )
             execution.status = "FAILED"
             return query_id
-        if execution_parameters:
-            outcome.finish("NOT_SUPPORTED: the local query engine does not take ExecutionParameters")
-            execution.status = "FAILED"
-            return query_id
         database = (context or {}).get("Database") or "default"
         _start_thread("athena-%s" % query_id, query_in_background, backend, execution, database,
                       output_location, outcome)
@@ -528,8 +589,13 @@ def _athena_hooks(query_engine):
             return json.dumps(body)
         status = query["Status"]
         millis = int(outcome.elapsed_seconds() * 1000)
-        query["Statistics"].update({"EngineExecutionTimeInMillis": millis, "TotalExecutionTimeInMillis": millis,
-                                    "DataScannedInBytes": getattr(outcome, "scanned_bytes", 0)})
+        query["Statistics"].update({"EngineExecutionTimeInMillis": millis, "TotalExecutionTimeInMillis": millis})
+        details = getattr(outcome, "details", None) or {}
+        query["Statistics"]["DataScannedInBytes"] = details.get("data_scanned_bytes", 0)
+        if details.get("manifest_location"):
+            query["Statistics"]["DataManifestLocation"] = details["manifest_location"]
+        if details.get("statement_type"):
+            query["StatementType"] = details["statement_type"]
         if outcome.finished is None:
             status.pop("CompletionDateTime", None)
         if outcome.error_message:
@@ -542,9 +608,44 @@ def _athena_hooks(query_engine):
             }
         return json.dumps(body)
 
+    def get_query_results(response):
+        query_id = response._get_param("QueryExecutionId")
+        backend = response.athena_backend
+        execution = backend.executions.get(query_id)
+        outcome = getattr(execution, _OUTCOME_ATTR, None)
+        if outcome is None:
+            return original_results(response)
+        state = execution.status
+        if state in ("QUEUED", "RUNNING"):
+            return response.error("Query has not yet finished. Current state: %s" % state, 400)
+        if state != "SUCCEEDED":
+            reason = outcome.error_message or "Query %s ended %s" % (query_id, state)
+            return response.error("Query did not finish successfully. Final query state: %s\n%s" % (state, reason), 400)
+        max_results = response._get_param("MaxResults")
+        if max_results is None:
+            max_results = MAX_RESULTS_PER_PAGE
+        max_results = int(max_results)
+        if not 1 <= max_results <= MAX_RESULTS_PER_PAGE:
+            return response.error(
+                "1 validation error detected: Value '%d' at 'maxResults' failed to satisfy constraint: "
+                "Member must have value less than or equal to %d" % (max_results, MAX_RESULTS_PER_PAGE), 400)
+        offset = 0
+        next_token = response._get_param("NextToken")
+        if next_token is not None:
+            offset = tokens.offset(next_token, query_id)
+            if offset is None:
+                return response.error("The NextToken is not valid for this query: %s" % next_token[:64], 400)
+        results = backend.query_results.get(query_id) or QueryResults(rows=[], column_info=[])
+        page = results.rows[offset:offset + max_results]
+        body = {"UpdateCount": 0, "ResultSet": {"Rows": page, "ResultSetMetadata": {"ColumnInfo": results.column_info}}}
+        if offset + max_results < len(results.rows):
+            body["NextToken"] = tokens.make(query_id, offset + max_results)
+        return json.dumps(body)
+
     return [
         (AthenaBackend, "start_query_execution", start_query_execution),
         (AthenaResponse, "get_query_execution", get_query_execution),
+        (AthenaResponse, "get_query_results", get_query_results),
     ]
 
 
@@ -913,8 +1014,10 @@ def install(job_runner, crawler, query_engine, publish_fault=None, speed=True):
 
     ``job_runner.run(job: dict, arguments: dict) -> (succeeded, error_message)``;
     ``crawler.crawl(crawler: dict) -> (succeeded, error_message)``;
-    ``query_engine.execute(sql, database, output_location) -> (columns, rows)`` (rows of strings
-    or None; an optional ``column_types`` attribute gives Athena type names), raising on failure
+    ``query_engine.execute(sql, database, output_location[, parameters=[...]]) -> (columns, rows)``
+    (rows of strings or None; optional attributes ``column_types`` (Athena type names),
+    ``statement_type``, ``output_location``, ``text_result``, ``data_scanned_bytes`` and
+    ``manifest_location`` say what GetQueryExecution/GetQueryResults report), raising on failure
     (an exception with ``user_error = True`` is reported as Athena reports user errors);
     ``publish_fault(topic_arn, subject, {attribute: value}) -> refusal message or None``, when
     given, may refuse an SNS publish with a throttling error.

@@ -5,7 +5,7 @@ from urllib.parse import quote
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from chalice.test import Client
 from hypothesis import given, settings, strategies as st
 from moto import mock_aws
@@ -178,6 +178,24 @@ def test_status_without_a_deployed_state_machine_says_to_deploy(aws_credentials,
     assert "deploy" in response.json_body["Message"]
 
 
+def test_status_without_a_reachable_stack_says_to_start_it(aws_credentials, monkeypatch, client):
+    # chalice local pointed at a local stack that is not running: nothing listens on the port.
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    monkeypatch.setattr(app_module, "_clients", {})
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:%d" % closed_port)
+
+    response = client.http.get("/status")
+
+    assert response.status_code == 503
+    message = response.json_body["Message"]
+    assert "cannot connect to Step Functions at http://127.0.0.1:%d" % closed_port in message
+    assert "python -m local up" in message and "AWS_ENDPOINT_URL" in message
+
+
 def test_index_page_lists_executions(aws_stack, client):
     land(client, "incoming/2026/01/30/page-test.json")
 
@@ -338,7 +356,10 @@ def test_dashboard_without_a_deployed_state_machine_says_to_deploy(aws_credentia
      503, "retry in a few seconds"),
     (ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "ListExecutions"),
      502, "Step Functions answered AccessDeniedException"),
-    (EndpointConnectionError(endpoint_url="https://states.us-east-1.amazonaws.com"), 503, "did not answer"),
+    (EndpointConnectionError(endpoint_url="https://states.us-east-1.amazonaws.com"), 503,
+     "cannot connect to Step Functions at https://states.us-east-1.amazonaws.com: retry in a few seconds. "
+     "With chalice local: start the local stack first (python -m local up)"),
+    (ReadTimeoutError(endpoint_url="https://states.us-east-1.amazonaws.com"), 503, "did not answer in time"),
 ])
 def test_step_functions_failures_are_answered_not_500(aws_stack, client, monkeypatch, error, code, message):
     def failing(*args, **kwargs):

@@ -179,6 +179,18 @@ def test_a_glue_job_runs_cause_is_shortened_to_its_error_message():
     assert summary["error"] == "States.TaskFailed"
 
 
+def test_a_run_whose_job_found_no_valid_record_shows_the_jobs_counts():
+    job_run = {"Id": "jr_1", "JobName": "json-to-parquet", "JobRunState": "FAILED",
+               "ErrorMessage": "JobError: no valid record in s3://landing/incoming/photo.png: 3 lines read, "
+                               "3 quarantined (see s3://lake/quarantine/photo/)"}
+    cause = {"step": "json-to-parquet", "error": "States.TaskFailed", "cause": json.dumps(job_run)}
+
+    summary = summarize(described(status="FAILED", error="TaskFailed", cause=json.dumps(cause)))
+
+    assert summary["rows"] == {"read": 3, "valid": 0, "quarantined": 3, "duplicates": 0}
+    assert summary["totals"] is None
+
+
 @pytest.mark.parametrize("name", ["a", "run-1", "shipping-20261127T064510Z-79584183222a-d29d2876b29af7369acf",
                                   "x" * 80, "A_b-9"])
 def test_check_execution_name_accepts_the_pipelines_names(name):
