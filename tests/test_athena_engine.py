@@ -206,7 +206,7 @@ def test_a_table_resolver_decides_which_files_a_table_reads(engine):
     class FirstPartitionOnly:
         """A stand-in for a table format with its own metadata (an Iceberg table, say)."""
 
-        def resolve(self, definition):
+        def resolve(self, definition, statement=None, node=None):
             if definition["Name"] != "orders":
                 return None
             key = "orders/day=2024-01-01/part.parquet"
