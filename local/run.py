@@ -92,6 +92,13 @@ def add_arguments(parser):
                         help="seed of the generated batch, for a reproducible one (with --rows)")
     parser.add_argument("--json", action="store_true",
                         help="end stdout with one line holding the results as a JSON object")
+    parser.add_argument("--sequential", action="store_true",
+                        help="land the files one after another, each once the previous file's execution "
+                        "has ended (default: all at once), to see how per-file cost grows with the table")
+    parser.add_argument("--maintenance", action="store_true",
+                        help="after the executions, run the lake maintenance (OPTIMIZE ... REWRITE DATA USING "
+                        "BIN_PACK, then VACUUM, through Athena) and report the processed table's data files "
+                        "per partition and snapshots before and after (\"maintenance\" in --json)")
     parser.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                         help="give up waiting for the executions after this long (default: %g)"
                         % DEFAULT_TIMEOUT)
@@ -164,6 +171,27 @@ def _land_all(stack, args):
     return [stack.land(body, key=generator.landing_key(now, uuid.uuid4().hex[:12]))]
 
 
+def _land_one_by_one(stack, args, timeout_error):
+    """``--sequential``: lands each file once the previous file's execution has ended.
+    Returns ``(names, {name: described}, ExecutionTimeout or None)``; ``--timeout`` applies to
+    each execution."""
+    names, described = [], {}
+    for path in args.files or ():
+        name = stack.land(path).execution_name
+        names.append(name)
+        try:
+            described.update(stack.wait_for_executions([name], timeout=args.timeout))
+        except timeout_error as error:
+            log.error("%s", error)
+            described.update(_describe_now(stack, names))
+            return names, described, error
+    if not args.files:
+        landed = _land_all(stack, args)
+        names = [item.execution_name for item in landed]
+        described.update(stack.wait_for_executions(names, timeout=args.timeout))
+    return names, described, None
+
+
 def _arm_faults(stack, args):
     stack.clear_faults()
     for step in getattr(args, "fail", None) or ():
@@ -205,15 +233,18 @@ def run(args, out=None, stack=None):
         crawls_before = stack.crawls
         outcomes_before = dict(stack.events.outcomes)
         notifications_before = len(stack.notifications(wait_seconds=0))
-        landed = _land_all(stack, args)
-        names = [item.execution_name for item in landed]
         timed_out = None
-        try:
-            described = stack.wait_for_executions(names, timeout=args.timeout)
-        except ExecutionTimeout as error:
-            timed_out = error
-            log.error("%s", error)
-            described = _describe_now(stack, names)
+        if getattr(args, "sequential", False):
+            names, described, timed_out = _land_one_by_one(stack, args, ExecutionTimeout)
+        else:
+            landed = _land_all(stack, args)
+            names = [item.execution_name for item in landed]
+            try:
+                described = stack.wait_for_executions(names, timeout=args.timeout)
+            except ExecutionTimeout as error:
+                timed_out = error
+                log.error("%s", error)
+                described = _describe_now(stack, names)
         # The faults were for the pipeline: this run's own totals query must not hit them.
         stack.clear_faults()
         crawls = stack.crawls - crawls_before
@@ -240,6 +271,16 @@ def run(args, out=None, stack=None):
                 log.error("%s", error)
         else:
             totals_error = "no execution succeeded: the processed table holds nothing from this run"
+        maintenance = None
+        if getattr(args, "maintenance", False):
+            from local.lake_report import run_maintenance
+
+            maintenance = run_maintenance(stack)
+            try:
+                maintenance["totals_after"] = stack.query_totals()
+            except QueryFailed as error:
+                maintenance["totals_after"] = None
+                log.error("%s", error)
         _print_results(out, notifications, status, totals, totals_error)
         failed = [e for e in executions if e["status"] != "SUCCEEDED"]
         for entry in failed:
@@ -248,6 +289,8 @@ def run(args, out=None, stack=None):
                       short_cause(entry["cause"]) or entry["error"] or "no cause recorded")
         if args.json:
             report = {"executions": executions, "totals": totals, "crawls": crawls, "events": events}
+            if maintenance is not None:
+                report["maintenance"] = maintenance
             if totals_error:
                 report["totals_error"] = totals_error
             out.write(json.dumps(report, sort_keys=True) + "\n")
