@@ -17,12 +17,14 @@ import sys
 import tempfile
 
 from bench import data, peers
+from bench import lake as bench_lake
 from bench.measure import run_process
 
 OURS_CONVERT = "ours: glue/json_to_parquet.py"
 # The job as it runs where the C prover (glue/native) is not installed.
 OURS_CONVERT_DUCKDB = "ours, --prover duckdb"
 OURS_NORMALIZE = "ours: glue/normalize.py"
+HISTORY_DAYS = 730
 
 
 def log(message):
@@ -114,20 +116,22 @@ def bench_convert(source, rounds, work, include_slow, title, ours_on=None):
     return table
 
 
-def bench_normalize(raw_parquet, rounds, work):
+def bench_normalize(raw_parquet, rounds, work, lake, what="input"):
+    """Ours commits to a fresh Iceberg table each round (``lake``); returns (Table, last table name)."""
     size = os.path.getsize(raw_parquet)
-    table = Table("normalize: drop PII + de-duplicate + partition (input: %s MB Parquet)" % round(size / 1e6),
-                  peers.DUCKDB_COPY_EXCLUDE)
-    out_dir = os.path.join(work, "processed")
+    table = Table("normalize: drop PII + de-duplicate + commit to the Iceberg table (%s: %s MB Parquet)"
+                  % (what, round(size / 1e6)), peers.DUCKDB_COPY_EXCLUDE)
+    iceberg_table = None
     for round_number in range(1, rounds + 1):
         for name, argv in peers.normalize_peers().items():
             log("round %d: %s" % (round_number, name))
             table.add(name, run_process(argv(raw_parquet, os.path.join(work, "peer-norm.parquet"))), size)
-        shutil.rmtree(out_dir, ignore_errors=True)
+        iceberg_table = lake.new_table()
         log("round %d: %s" % (round_number, OURS_NORMALIZE))
         table.add(OURS_NORMALIZE, run_process(
-            peers.ours_normalize(raw_parquet, out_dir + "/", os.path.join(work, "summary.json")), cwd=peers.ROOT), size)
-    return table
+            peers.ours_normalize(raw_parquet, bench_lake.DATABASE, iceberg_table, os.path.join(work, "summary.json")),
+            cwd=peers.ROOT, env=lake.env), size)
+    return table, iceberg_table
 
 
 def parquet_stats(path_glob):
@@ -151,7 +155,7 @@ def check(label, got, expected, checks):
     return ok
 
 
-def memory_at_4x(args, work, results, checks, report):
+def memory_at_4x(args, work, results, checks, report, lake):
     """Peak RSS of both jobs (and DuckDB's COPY) on 4x the main input, against 1x."""
     big = data.generated(args.rows * 4, 2, log)
     big_size = os.path.getsize(big)
@@ -164,7 +168,7 @@ def memory_at_4x(args, work, results, checks, report):
         (OURS_CONVERT_DUCKDB, peers.ours_convert(big, os.path.join(work, "big-duckdb.parquet"),
                                                  os.path.join(work, "big-q-duckdb.jsonl"), prover="duckdb"),
          results["convert"][OURS_CONVERT_DUCKDB]["peak_rss_mb"], _convert_default_limit()),
-        (OURS_NORMALIZE, peers.ours_normalize(big_raw, os.path.join(work, "big-processed") + "/",
+        (OURS_NORMALIZE, peers.ours_normalize(big_raw, bench_lake.DATABASE, lake.new_table(),
                                               os.path.join(work, "big-summary.json")),
          results["normalize"][OURS_NORMALIZE]["peak_rss_mb"], _normalize_default_limit()),
     ]
@@ -179,7 +183,7 @@ def memory_at_4x(args, work, results, checks, report):
     for round_number in range(args.rounds):
         for name, argv, _at_1x, _limit in runs:
             log("4x input, round %d/%d: %s" % (round_number + 1, args.rounds, name))
-            sample = run_process(argv, cwd=peers.ROOT)
+            sample = run_process(argv, cwd=peers.ROOT, env=lake.env)
             if sample.returncode:
                 raise SystemExit("bench: %s failed on 4x input:\n%s" % (name, sample.stderr_tail))
             samples[name].append(sample)
@@ -197,8 +201,7 @@ def memory_at_4x(args, work, results, checks, report):
     check("json_to_parquet output = input (4x)", parquet_stats(big_raw), expected, checks)
     check("json_to_parquet --prover duckdb output = input (4x)",
           parquet_stats(os.path.join(work, "big-duckdb.parquet")), expected, checks)
-    check("normalize output = distinct input rows (4x)",
-          parquet_stats(os.path.join(work, "big-processed", "*", "*.parquet")),
+    check("normalize output = distinct input rows (4x)", lake.stats(runs[-1][1][runs[-1][1].index("--table") + 1]),
           dict(expected, rows=expected["distinct_rows"]), checks)
 
 
@@ -284,14 +287,37 @@ def main(argv=None):
             checks.append({"check": label, "ok": ok, "got": quarantined, "expected": bad_count})
             log("%s %s: %d of %d" % ("OK  " if ok else "FAIL", label, quarantined, bad_count))
 
-        normalize = bench_normalize(keep_raw, args.rounds, work)
-        results["normalize"] = normalize.summary()
-        report.append(normalize.render())
-        check("normalize output = distinct input rows", parquet_stats(os.path.join(work, "processed", "*", "*.parquet")),
-              dict(expected, rows=expected["distinct_rows"]), checks)
+        lake = bench_lake.BenchLake(work)
+        try:
+            normalize, last_table = bench_normalize(keep_raw, args.rounds, work, lake)
+            results["normalize"] = normalize.summary()
+            report.append(normalize.render())
+            check("normalize output = distinct input rows", lake.stats(last_table),
+                  dict(expected, rows=expected["distinct_rows"]), checks)
 
-        if not args.skip_4x:
-            memory_at_4x(args, work, results, checks, report)
+            # A backfill: one file spanning two years of shipping dates (730 days, 25 months).
+            history = data.history(args.rows, 3, HISTORY_DAYS, log)
+            history_raw = os.path.join(work, "history.parquet")
+            log("converting %s" % history)
+            converted = run_process(peers.ours_convert(history, history_raw, os.path.join(work, "hq.jsonl")),
+                                    cwd=peers.ROOT)
+            if converted.returncode:
+                raise SystemExit("bench: json_to_parquet failed on %s:\n%s" % (history, converted.stderr_tail))
+            spread, last_table = bench_normalize(history_raw, args.rounds, work, lake,
+                                                 what="%s rows over %d dates" % (format(args.rows, ","), HISTORY_DAYS))
+            results["normalize_history"] = spread.summary()
+            report.append(spread.render())
+            history_expected = data.expected_stats(history, log)
+            stats = lake.stats(last_table)
+            report.append("\nData files written for the %d-date file: %d (one per month)." % (
+                HISTORY_DAYS, stats["data_files"]))
+            check("normalize output = distinct input rows (730 dates)", stats,
+                  dict(history_expected, rows=history_expected["distinct_rows"]), checks)
+
+            if not args.skip_4x:
+                memory_at_4x(args, work, results, checks, report, lake)
+        finally:
+            lake.close()
 
         if not args.skip_e2e:
             from bench import e2e

@@ -43,6 +43,22 @@ def generated(rows, seed, log):
     return path
 
 
+def history(rows, seed, days, log):
+    """Path of an NDJSON file of ``rows`` generated rows whose shipping dates spread over
+    ``days`` days (cached): a backfill of a shipment history."""
+    path = _path("history-%d-seed%d-%ddays-%s.json" % (rows, seed, days, REFERENCE_DAY))
+    if not os.path.exists(path):
+        os.makedirs(CACHE, exist_ok=True)
+        log("generating %s rows over %d days -> %s" % (format(rows, ","), days, path))
+        code = ("import datetime, sys; from chalicelib.generator import ShippingGenerator; "
+                "sys.stdout.write(ShippingGenerator(seed=%d, today=datetime.date.fromisoformat(%r), days=%d)"
+                ".ndjson(%d))" % (seed, REFERENCE_DAY, days, rows))
+        with open(path + ".tmp", "wb") as out:
+            subprocess.run([sys.executable, "-c", code], stdout=out, check=True, cwd=ROOT)
+        os.replace(path + ".tmp", path)
+    return path
+
+
 def with_bad_lines(clean_path, every, log):
     """The clean file with one bad line inserted after every ``every`` good lines (cached).
 

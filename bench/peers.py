@@ -91,9 +91,9 @@ def c_prover_installed():
     return importlib.util.find_spec("shipping_ndjson") is not None
 
 
-def ours_normalize(source, target_dir, summary, memory_limit=None):
-    argv = [sys.executable, os.path.join(ROOT, "glue", "normalize.py"),
-            "--source_uri", source, "--target_uri", target_dir, "--summary_uri", summary]
+def ours_normalize(source, database, table, summary, memory_limit=None):
+    argv = [sys.executable, os.path.join(ROOT, "glue", "normalize.py"), "--source_uri", source,
+            "--database", database, "--table", table, "--summary_uri", summary, "--region", "us-east-1"]
     return argv + (["--memory_limit", memory_limit] if memory_limit else [])
 
 

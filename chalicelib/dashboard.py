@@ -299,6 +299,12 @@ def totals_chart(summaries, width=560, height=290):
     return _svg(width, height, "Totals per run", parts)
 
 
+# Why a run has no crawl after normalize, for readers who knew the earlier pipeline.
+STEPS_NOTE = ('<p class="note">No crawl follows normalize: the processed zone is an Apache Iceberg table '
+              '(hidden partitioning by month of shipping date), and normalize&#39;s commit is its catalog '
+              'update. Only the raw zone is crawled, and only when its schema changes.</p>')
+
+
 def timeline_chart(detail, width=1100):
     """Returns an SVG of one run's steps as bars along the run's time axis, coloured by
     outcome and labelled with duration and attempts (None when the run has no steps)."""
@@ -452,8 +458,8 @@ def render(summaries, selected=None, stage="local", limit=20, now=None):
                 _escape(selected.get("name")))
             failure = _failure_text(selected)
             note = '<p class="note">%s</p>' % _escape(failure) if failure else ""
-            body.append('<section><h2>%s</h2>%s%s</section>' % (
-                heading, note, chart or '<p class="note">No step has started yet.</p>'))
+            body.append('<section><h2>%s</h2>%s%s%s</section>' % (
+                heading, note, chart or '<p class="note">No step has started yet.</p>', STEPS_NOTE))
         body.append('<section><h2>Runs, newest first</h2>%s</section>' % runs_table(
             summaries, (selected or {}).get("name")))
         body = "\n".join(body)

@@ -79,6 +79,13 @@ def add_run_arguments(parser):
                         help="seed of the generated batch, for a reproducible one (with --rows)")
     parser.add_argument("--json", action="store_true",
                         help="end stdout with one line holding the results as a JSON object")
+    parser.add_argument("--sequential", action="store_true",
+                        help="land the files one after another, each once the previous file's execution "
+                        "has ended (default: all at once), to see how per-file cost grows with the table")
+    parser.add_argument("--maintenance", action="store_true",
+                        help="after the executions, run the lake maintenance (OPTIMIZE ... REWRITE DATA USING "
+                        "BIN_PACK, then VACUUM, through Athena) and report the processed table's data files "
+                        "per partition and snapshots before and after (\"maintenance\" in --json)")
     parser.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                         help="give up waiting for the executions after this long (default: %g)"
                         % DEFAULT_TIMEOUT)

@@ -81,6 +81,27 @@ def _land_all(stack, args):
     return [stack.land(body, key=generator.landing_key(now, uuid.uuid4().hex[:12]))]
 
 
+def _land_one_by_one(stack, args, timeout_error):
+    """``--sequential``: lands each file once the previous file's execution has ended.
+    Returns ``(names, {name: described}, ExecutionTimeout or None)``; ``--timeout`` applies to
+    each execution."""
+    names, described = [], {}
+    for path in args.files or ():
+        name = stack.land(path, key=getattr(args, "key", None)).execution_name
+        names.append(name)
+        try:
+            described.update(stack.wait_for_executions([name], timeout=args.timeout))
+        except timeout_error as error:
+            log.error("%s", error)
+            described.update(_describe_now(stack, names))
+            return names, described, error
+    if not args.files:
+        landed = _land_all(stack, args)
+        names = [item.execution_name for item in landed]
+        described.update(stack.wait_for_executions(names, timeout=args.timeout))
+    return names, described, None
+
+
 def _arm_faults(stack, args):
     armed = fault_injection.arm(
         stack, fail=getattr(args, "fail", None), fail_once=getattr(args, "fail_once", None),
@@ -109,18 +130,21 @@ def run(args, out=None, stack=None):
         outcomes_before = dict(stack.events.outcomes)
         notifications_before = len(stack.notifications(wait_seconds=0))
         dropped_before = stack.events.dropped
-        landed = _land_all(stack, args)
-        names = [item.execution_name for item in landed]
         reconciled = 0
-        if fault_injection.TRIGGER in (getattr(args, "fail", None) or ()):
-            reconciled = _recover_lost_events(stack, dropped_before + len(landed), args.timeout)
         timed_out = None
-        try:
-            described = stack.wait_for_executions(names, timeout=args.timeout)
-        except ExecutionTimeout as error:
-            timed_out = error
-            log.error("%s", error)
-            described = _describe_now(stack, names)
+        if getattr(args, "sequential", False):
+            names, described, timed_out = _land_one_by_one(stack, args, ExecutionTimeout)
+        else:
+            landed = _land_all(stack, args)
+            names = [item.execution_name for item in landed]
+            if fault_injection.TRIGGER in (getattr(args, "fail", None) or ()):
+                reconciled = _recover_lost_events(stack, dropped_before + len(landed), args.timeout)
+            try:
+                described = stack.wait_for_executions(names, timeout=args.timeout)
+            except ExecutionTimeout as error:
+                timed_out = error
+                log.error("%s", error)
+                described = _describe_now(stack, names)
         # The faults were for the pipeline: this run's own totals query must not hit them.
         stack.clear_faults()
         crawls = stack.crawls - crawls_before
@@ -147,6 +171,16 @@ def run(args, out=None, stack=None):
                 log.error("%s", error)
         else:
             totals_error = "no execution succeeded: the processed table holds nothing from this run"
+        maintenance = None
+        if getattr(args, "maintenance", False):
+            from local.lake_report import run_maintenance
+
+            maintenance = run_maintenance(stack)
+            try:
+                maintenance["totals_after"] = stack.query_totals()
+            except QueryFailed as error:
+                maintenance["totals_after"] = None
+                log.error("%s", error)
         _print_results(out, notifications, status, totals, totals_error)
         failed = [e for e in executions if e["status"] != "SUCCEEDED"]
         for entry in failed:
@@ -156,6 +190,8 @@ def run(args, out=None, stack=None):
         if args.json:
             report = {"executions": executions, "totals": totals, "crawls": crawls, "events": events,
                       "reconciled": reconciled}
+            if maintenance is not None:
+                report["maintenance"] = maintenance
             if totals_error:
                 report["totals_error"] = totals_error
             out.write(json.dumps(report, sort_keys=True) + "\n")

@@ -32,6 +32,7 @@ STAGE = "local"
 # The local crawler stand-in finishes in milliseconds: the state machine need not wait between polls.
 POLL_SECONDS = 0
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+LOCAL_SNAPSHOT_RETENTION_SECONDS = 60
 
 
 class ExecutionTimeout(TimeoutError):
@@ -297,6 +298,8 @@ class LocalStack:
         # whatever this shell sets, except that the local stage never waits between crawler polls.
         environ = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
         environ["POLL_SECONDS"] = str(POLL_SECONDS)
+        # A local run lasts minutes: maintenance keeps a minute of the processed table's snapshots.
+        environ["SNAPSHOT_RETENTION_SECONDS"] = str(LOCAL_SNAPSHOT_RETENTION_SECONDS)
         output = io.StringIO()
         try:
             result = deploy.up(self.stage, project_dir=self.project_dir, environ=environ, out=output)

@@ -130,10 +130,11 @@ def test_top_level_totals_cover_every_landed_file(files, files_run):
     assert totals["shipments"] == sum(r["valid"] for r in refs)
 
 
-def test_two_files_crawl_each_zone_once_or_wait_for_it(files_run):
-    # Landing together on a new stage, both find the tables missing; one crawls each zone, the
-    # other waits for that crawl (a second crawl only when the two decisions race its end).
-    assert 2 <= files_run.report["crawls"] <= 4, files_run.report["crawls"]
+def test_two_files_crawl_the_raw_zone_once_or_wait_for_it(files_run):
+    # Landing together on a new stage, both find the raw table missing; one crawls, the other
+    # waits for that crawl (a second crawl only when the two decisions race its end). The
+    # processed zone is an Iceberg table: never crawled.
+    assert 1 <= files_run.report["crawls"] <= 2, files_run.report["crawls"]
     assert files_run.report["events"] == {"started": 2}
 
 
@@ -279,7 +280,8 @@ def test_pii_appears_nowhere_downstream_of_the_raw_zone(tmp_path):
         result_keys = objects(ATHENA_RESULTS_PREFIX)
         manifest_keys = objects(MANIFEST_PREFIX)
         assert parquet_keys and manifest_keys
-        assert any(k.endswith(".processed-catalog.json") for k in manifest_keys)
+        assert any(k.endswith(".raw-catalog.json") for k in manifest_keys)
+        assert not any(k.endswith(".processed-catalog.json") for k in manifest_keys)  # Iceberg: no crawl
         assert any(k.endswith(".csv") for k in result_keys)
         raw_text = "".join(parquet_text(body(k)) for k in objects(RAW_PREFIX) if k.endswith(".parquet"))
 

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_TIMEOUT = 240
 IN_PROCESS_STEPS = ("json-to-parquet", "normalize", "query", "notify")
-CRAWL_STEPS = ("crawl-raw", "crawl-processed")
+CRAWL_STEPS = ("crawl-raw",)  # the processed zone is an Iceberg table: never crawled
 # Steps after which a file's rows are in the processed table even when the execution fails.
 STEPS_AFTER_LOADING = ("query", "notify")
 
@@ -155,14 +155,14 @@ def landing_body(stack, execution):
 
 # The first two runs make the tables, then show a file with the same schema crawls nothing.
 
-def test_first_file_crawls_both_zones(stack, new_file, loaded):
+def test_first_file_crawls_the_raw_zone_only(stack, new_file, loaded):
     path = new_file()
 
     run = run_here(stack, "--file", path)
 
     assert run.returncode == 0, run
     assert_matches_reference(run.execution, path)
-    assert run.report["crawls"] == 2  # the tables did not exist: one crawl of each zone
+    assert run.report["crawls"] == 1  # the raw table did not exist; the Iceberg table needs no crawl
     loaded.append(path)
     assert_totals_cover(run.report["totals"], loaded)
 
@@ -176,7 +176,7 @@ def test_second_file_with_the_same_schema_runs_no_crawler_and_is_queryable(stack
     assert_matches_reference(run.execution, path)
     assert run.report["crawls"] == 0
     loaded.append(path)
-    # Its rows reached Athena through the partitions the jobs registered themselves.
+    # Its rows reached Athena through the Iceberg commit alone.
     assert_totals_cover(run.report["totals"], loaded)
     assert not [e for e in task_failures(stack, run.execution["name"])]
 
@@ -253,7 +253,7 @@ def test_fail_crawl_step_ends_failed_with_a_notification(tmp_path, new_file, ste
     assert run.report["totals"] is None
     assert "finished with status FAILED" in run.execution["cause"]
     # The first crawl, and the one more the state machine allows a failed crawl.
-    assert run.report["crawls"] == (2 if step == "crawl-raw" else 3)
+    assert run.report["crawls"] == 2
 
 
 @pytest.mark.parametrize("step", CRAWL_STEPS)
@@ -265,7 +265,7 @@ def test_fail_once_crawl_step_succeeds_by_crawling_again(tmp_path, new_file, ste
     assert run.returncode == 0, run
     assert_matches_reference(run.execution, path)
     assert_totals_cover(run.report["totals"], [path])
-    assert run.report["crawls"] == 3  # one crawl of each zone, one of them twice
+    assert run.report["crawls"] == 2  # the raw zone's crawl, twice
 
 
 def test_redelivered_events_start_one_execution_per_object(tmp_path, new_file):

@@ -239,7 +239,7 @@ def test_execution_result_prefers_the_status_summary():
     assert execution_result("n", {"status": "FAILED"}, summary) == {
         "name": "n", "status": "FAILED", "source": "s3://b/k", "rows": None, "totals": None,
         "error": "States.TaskFailed", "cause": "no valid record", "failed_step": "json-to-parquet",
-        "duration_seconds": 1.5, "notification_id": None,
+        "duration_seconds": 1.5, "notification_id": None, "scanned_bytes": None, "superseded": None,
     }
     assert execution_result("m", None, None)["status"] == "NOT_STARTED"
     assert execution_result("m", {"status": "RUNNING"}, None)["status"] == "RUNNING"

@@ -412,7 +412,7 @@ def test_up_serves_the_dashboard_runs_the_schedule_and_takes_uploads(tmp_path):
         assert detail["status"] == "SUCCEEDED", detail
         assert detail["rows"] == {"read": 5, "valid": 5, "quarantined": 0, "duplicates": 0}
         assert [s["step"] for s in detail["steps"]] == [
-            "json-to-parquet", "crawl-raw", "normalize", "crawl-processed", "query", "notify"]
+            "json-to-parquet", "crawl-raw", "normalize", "query", "notify"]
         assert all(s["outcome"] == "SUCCEEDED" for s in detail["steps"]), detail["steps"]
         assert all(s["attempts"] >= 1 for s in detail["steps"]), detail["steps"]
 
