@@ -535,7 +535,8 @@ def _check_input(b, first_state):
     ]}
     unversioned = {"Or": [{"Variable": "$.version_id", "IsPresent": False},
                           {"Variable": "$.version_id", "IsNull": True}]}
-    b.add(None, CHECK_INPUT, {
+    step = STEPS[0]  # the input check belongs to the first step, whose job reads the input
+    b.add(step, CHECK_INPUT, {
         "Type": "Choice",
         "Choices": [
             {"Not": valid, "Next": INVALID_INPUT},
@@ -545,9 +546,9 @@ def _check_input(b, first_state):
         ],
         "Default": INVALID_INPUT,
     })
-    b.add(None, NO_VERSION, {"Type": "Pass", "Result": "", "ResultPath": "$.version_id",
+    b.add(step, NO_VERSION, {"Type": "Pass", "Result": "", "ResultPath": "$.version_id",
                              "Next": first_state})
-    b.add(None, INVALID_INPUT, {
+    b.add(step, INVALID_INPUT, {
         "Type": "Fail", "Error": INVALID_INPUT_ERROR,
         "Cause": "The execution input's source_id, key, source_uri or version_id does not have "
                  "the shape the trigger gives them (chalicelib/identifiers.py): nothing was read.",
@@ -625,7 +626,7 @@ STATE_STEPS = _build(_placeholder_names())[1]
 
 def step_of(state_name):
     """The step a state belongs to, or None for the shared failure branch; KeyError if unknown."""
-    if state_name in FAILURE_STATES or state_name in INPUT_STATES:
+    if state_name in FAILURE_STATES:
         return None
     return STATE_STEPS[state_name]
 

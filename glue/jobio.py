@@ -374,12 +374,23 @@ class WithoutPandasOrNumpy(importlib.abc.MetaPathFinder):
         return None
 
 
+def _redacted(exc, how):
+    """``exc`` as chalicelib.redact's ``how`` (``scrub`` or ``error_summary``) gives it: never
+    record content. The jobs put chalicelib on the path; a bare caller may lack it, and then
+    gets the error's class alone. An ImportError names code, never data: kept whole."""
+    if isinstance(exc, ImportError):
+        return "%s: %s" % (type(exc).__name__, exc)
+    try:
+        from chalicelib import redact
+    except ImportError:
+        return type(exc).__name__
+    return redact.scrub(str(exc)) if how == "scrub" else redact.error_summary(exc)
+
+
 def run(job, argv=None):
     """Runs ``job(argv)`` as a script: returns the exit status (0 on success). A JobError's
     message is the last line on stderr; any other exception is logged with its traceback.
     pandas and numpy cannot be imported meanwhile (see WithoutPandasOrNumpy)."""
-    from chalicelib import redact
-
     configure_logging()
     argv = sys.argv[1:] if argv is None else argv
     blocker = WithoutPandasOrNumpy()
@@ -387,13 +398,13 @@ def run(job, argv=None):
     try:
         job(argv)
     except JobError as exc:
-        LOG.error("%s", redact.scrub(str(exc)))
+        LOG.error("%s", _redacted(exc, "scrub"))
         return 1
     except Exception as exc:
         # The traceback's frames, not its message: an engine's message may quote a record.
         LOG.error("unexpected failure, traceback (most recent call last):\n%s",
                   "".join(traceback.format_tb(exc.__traceback__)).rstrip())
-        LOG.error("failed: %s", redact.error_summary(exc))
+        LOG.error("failed: %s", _redacted(exc, "error_summary"))
         return 1
     finally:
         sys.meta_path.remove(blocker)
