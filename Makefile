@@ -49,7 +49,7 @@ browser:  ## install the browser the dashboard test drives
 up: $(VENV)/.native-installed    ## the local stack as a service: API, dashboard, schedule, S3 events
 	$(PY) -m local up $(ARGS)
 
-# The Glue jobs' tests again, at the library versions Glue installs for the jobs (pyarrow 21 there,
+# The Glue jobs' tests again, at the library versions the deploy ships to Glue (pyarrow 20 there,
 # newer in .venv): see tests/glue_versions.py.
 GLUE_VENV := .venv-glue
 GLUE_TESTS := tests/test_json_to_parquet.py tests/test_native_prover.py tests/test_normalize.py tests/test_catalog.py tests/test_jobio.py

@@ -25,8 +25,12 @@ GLUE_VERSION = "3.0"
 # Capacity is Settings.glue_job_dpu: 1/16 DPU by default, the smallest shell job; both jobs
 # stream their input and stay well inside its 1 GB.
 # What the scripts import beyond the standard library and boto3, pinned to the newest versions
-# pip resolves on Glue's Python 3.9 (the local stack and tests pin the same DuckDB).
-ADDITIONAL_PYTHON_MODULES = ("duckdb==1.4.5", "pyarrow==21.0.0")
+# with a CPython 3.9 wheel for Glue's platform (manylinux, glibc <= 2.26: pyarrow 21 has only
+# manylinux_2_28). The deploy resolves these (and their dependencies) to wheels, uploads them under
+# GLUE_WHEELS_PREFIX and lists them in --extra-py-files (deploy.glue_wheels): no job run reaches a
+# package index. .venv-glue tests the same versions (tests/glue_versions.py).
+ADDITIONAL_PYTHON_MODULES = ("duckdb==1.4.5", "pyarrow==20.0.0")
+GLUE_WHEELS_PREFIX = GLUE_ASSETS_PREFIX + "wheels/"
 
 # Job scripts: repository path -> key in the lake bucket.
 JSON_TO_PARQUET_SCRIPT = "glue/json_to_parquet.py"
@@ -91,6 +95,12 @@ def native_wheel_key():
     return GLUE_ASSETS_PREFIX + NATIVE_WHEEL_NAME
 
 
+def glue_wheel_key(filename):
+    """Key in the lake bucket of one of the jobs' library wheels (its own file name: pip
+    rejects a wheel named otherwise)."""
+    return GLUE_WHEELS_PREFIX + filename
+
+
 def asset_sources():
     """``{key in the lake bucket: repository path}`` of the job scripts (the zip is built)."""
     return {asset_key(path): path for path in (JSON_TO_PARQUET_SCRIPT, NORMALIZE_SCRIPT)}
@@ -106,14 +116,15 @@ def database_definition(resources):
     }
 
 
-def _extra_py_files(resources, step, native_wheel):
+def _extra_py_files(resources, step, native_wheel, glue_wheels):
     files = [library_zip_key()]
     if native_wheel and step in NATIVE_WHEEL_JOBS:
         files.append(native_wheel_key())
+    files += [glue_wheel_key(filename) for filename in glue_wheels]
     return ",".join(resources.lake_uri(key) for key in files)
 
 
-def _job(resources, settings, name, step, script, description, native_wheel):
+def _job(resources, settings, name, step, script, description, native_wheel, glue_wheels):
     return {
         "Name": name,
         "Description": description,
@@ -131,26 +142,28 @@ def _job(resources, settings, name, step, script, description, native_wheel):
         "ExecutionProperty": {"MaxConcurrentRuns": JOB_MAX_CONCURRENT_RUNS},
         "DefaultArguments": {
             "--job-language": "python",
-            "--additional-python-modules": ",".join(ADDITIONAL_PYTHON_MODULES),
-            "--extra-py-files": _extra_py_files(resources, step, native_wheel),
+            "--extra-py-files": _extra_py_files(resources, step, native_wheel, glue_wheels),
         },
     }
 
 
-def job_definitions(resources, settings=None, native_wheel=False):
+def job_definitions(resources, settings=None, native_wheel=False, glue_wheels=()):
     """Keyword arguments of ``glue.create_job`` for both jobs, in pipeline order.
 
     ``native_wheel``: the C module's wheel is uploaded (``native_wheel_key()``), so the jobs of
-    ``NATIVE_WHEEL_JOBS`` list it in ``--extra-py-files``.
+    ``NATIVE_WHEEL_JOBS`` list it in ``--extra-py-files``. ``glue_wheels``: file names of the
+    library wheels uploaded under ``GLUE_WHEELS_PREFIX`` (what ADDITIONAL_PYTHON_MODULES resolves
+    to), listed in every job's ``--extra-py-files``.
     """
     settings = settings or Settings()
     return [
         _job(resources, settings, resources.json_to_parquet_job, "json-to-parquet",
              JSON_TO_PARQUET_SCRIPT,
              "NDJSON landing object -> typed Parquet in the raw zone; bad lines to quarantine",
-             native_wheel),
+             native_wheel, glue_wheels),
         _job(resources, settings, resources.normalize_job, "normalize", NORMALIZE_SCRIPT,
-             "Raw Parquet -> PII-free, de-duplicated, date-partitioned processed zone", native_wheel),
+             "Raw Parquet -> PII-free, de-duplicated, date-partitioned processed zone", native_wheel,
+             glue_wheels),
     ]
 
 

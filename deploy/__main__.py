@@ -11,8 +11,9 @@ Create, update or remove every AWS resource of one Shipping ETL stage.
 
 up    creates or updates the landing and lake buckets (private, SSE-S3, TLS only, versioned
       landing, expiring PII), the IAM roles of the Glue jobs, crawlers and state machine, the
-      stage's KMS key, the Glue scripts (and the C module's wheel, when this machine can build
-      it) under s3://<lake>/glue-assets/, the Glue database, jobs and crawlers, the Athena
+      stage's KMS key, the Glue scripts, the jobs' library wheels (resolved for Glue's Python
+      3.9 platform, with hashes) and the C module's wheel (when this machine can build it)
+      under s3://<lake>/glue-assets/, the Glue database, jobs and crawlers, the Athena
       workgroup, the encrypted SNS topic (and an e-mail subscriber), the state machine and its
       log group; then writes the stage's settings into .chalice/config.json and the Lambdas'
       policy into .chalice/policy-<stage>.json.

@@ -23,6 +23,7 @@ from deploy import (
     buckets,
     chalice_config,
     glue,
+    glue_wheels,
     iam,
     kms,
     logs,
@@ -159,6 +160,8 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
             wheel_left_out = None
         except native_wheel.NativeWheelUnavailable as exc:
             wheel_left_out = str(exc)
+        wheel_set = glue_wheels.resolve(project_dir)
+        payloads.update(wheel_set.payloads())
         definition = stepfunctions.build_definition(resources)
 
         ctx.say("%s stage %s: %s" % ("Planning" if dry_run else "Deploying", stage, _where(ctx)))
@@ -182,7 +185,8 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
         for key, payload in payloads.items():
             assets.ensure_asset(ctx, resources.lake_bucket, key, payload)
         glue.ensure_database(ctx, glue_jobs.database_definition(resources))
-        for job in glue_jobs.job_definitions(resources, settings, native_wheel=not wheel_left_out):
+        for job in glue_jobs.job_definitions(resources, settings, native_wheel=not wheel_left_out,
+                                             glue_wheels=wheel_set.filenames()):
             glue.ensure_job(ctx, job)
         for crawler in glue_jobs.crawler_definitions(resources):
             glue.ensure_crawler(ctx, crawler)

@@ -19,6 +19,7 @@ from deploy import DeployError, down, policies, up
 from deploy.__main__ import main
 from deploy.buckets import ensure_bucket
 from deploy.context import DeployContext
+from deploy import glue_wheels
 from deploy.errors import is_unsupported_operation
 from tests.deploying import STAGE, deploy_up, shared_session
 
@@ -88,8 +89,9 @@ def test_up_twice_then_down_leaves_nothing_behind(mocked, asl, project):
     assert not second.changed, [c for c in second.changes if c.action != "unchanged"]
     # 2 buckets, 3 roles, key, 3 assets, database, 2 jobs, 2 crawlers, workgroup, topic,
     # subscription, 4 log groups (state machine, 3 Lambdas), state machine, 4 chalice files
-    # (config, 3 policies).
-    assert len(second.changes) == len(first.changes) == 26
+    # (config, 3 policies); and the jobs' library wheels.
+    wheels = len(glue_wheels.resolve(project).wheels)
+    assert len(second.changes) == len(first.changes) == 26 + wheels
     present = leftovers()
     assert all(present.values()), present
 
@@ -144,8 +146,19 @@ def test_glue_jobs_read_back(mocked, asl, project):
         assert job["Role"].endswith(":role/%s" % RESOURCES.glue_job_role)
         assert job["Timeout"] > 0 and job["ExecutionProperty"]["MaxConcurrentRuns"] > 1
         args = job["DefaultArguments"]
-        assert args["--additional-python-modules"] == "duckdb==1.4.5,pyarrow==21.0.0"
-        assert args["--extra-py-files"] == "s3://%s/glue-assets/shipping_etl_glue_libs.zip" % lake
+        # No job run installs from a package index: the libraries are the uploaded wheels.
+        assert "--additional-python-modules" not in args
+        assert "--python-modules-installer-option" not in args
+        assert not any("index" in value or "pypi" in value for value in args.values()), args
+        extra = args["--extra-py-files"].split(",")
+        assert extra[0] == "s3://%s/glue-assets/shipping_etl_glue_libs.zip" % lake
+        wheels = [uri.rsplit("/", 1)[-1] for uri in extra[1:]]
+        assert all(uri.startswith("s3://%s/glue-assets/wheels/" % lake) for uri in extra[1:])
+        assert {w.split("-")[0] for w in wheels} >= {"duckdb", "pyarrow"}
+        assert [p for w in wheels for p in glue_wheels.glue_platform_problems(w)] == []
+        s3 = boto3.client("s3")
+        for uri in extra:
+            s3.head_object(Bucket=lake, Key=uri.split("/", 3)[3])  # uploaded
 
 
 def test_glue_assets_are_the_project_files(mocked, asl, project):

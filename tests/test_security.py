@@ -242,9 +242,9 @@ def test_glue_jobs_are_small_pinned_python_shell(deployed):
         assert job["Command"]["Name"] == "pythonshell" and job["Command"]["PythonVersion"] == "3.9"
         assert job["MaxCapacity"] == 0.0625
         assert 0 < job["Timeout"] <= 60 and job["ExecutionProperty"]["MaxConcurrentRuns"] >= 1
-        modules = job["DefaultArguments"]["--additional-python-modules"].split(",")
-        assert modules and all("==" in module for module in modules), modules
-        assert job["DefaultArguments"]["--extra-py-files"].endswith(".zip")
+        assert "--additional-python-modules" not in job["DefaultArguments"]
+        extra = job["DefaultArguments"]["--extra-py-files"].split(",")
+        assert extra[0].endswith(".zip") and all(uri.endswith(".whl") for uri in extra[1:])
 
 
 def test_glue_capacity_is_configurable(aws, asl, project):
