@@ -61,10 +61,9 @@ NATIVE_WHEEL_NAME = "shipping_etl_ndjson-1.0.0-cp39-abi3-manylinux2014_x86_64.wh
 NATIVE_WHEEL_JOBS = ("json-to-parquet",)
 
 # Per-job limits. Each landing object starts one run of each job; runs of different objects
-# overlap, and a run past the limit fails with ConcurrentRunsExceededException, which the state
-# machine retries with backoff.
+# overlap, and a run past the limit (Settings.glue_max_concurrent_runs, GLUE_MAX_CONCURRENT_RUNS)
+# fails with ConcurrentRunsExceededException, which the state machine retries with backoff.
 JOB_TIMEOUT_MINUTES = {"json-to-parquet": 30, "normalize": 30}
-JOB_MAX_CONCURRENT_RUNS = 20
 
 # Crawlers re-read everything under their target: new files land in existing folders (raw/) and
 # CRAWL_NEW_FOLDERS_ONLY would miss them. Columns are added or changed in place; a vanished
@@ -139,7 +138,7 @@ def _job(resources, settings, name, step, script, description, native_wheel, glu
         "Timeout": JOB_TIMEOUT_MINUTES[step],
         # The state machine owns retries: it knows which errors are transient.
         "MaxRetries": 0,
-        "ExecutionProperty": {"MaxConcurrentRuns": JOB_MAX_CONCURRENT_RUNS},
+        "ExecutionProperty": {"MaxConcurrentRuns": settings.glue_max_concurrent_runs},
         "DefaultArguments": {
             "--job-language": "python",
             "--extra-py-files": _extra_py_files(resources, step, native_wheel, glue_wheels),

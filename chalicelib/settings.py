@@ -42,6 +42,12 @@ DEPLOY_SETTINGS = (
     ("STATE_MACHINE_TRACING", "state_machine_tracing", "X-Ray tracing of executions: true or false"),
     ("ATHENA_BYTES_SCANNED_CUTOFF", "athena_bytes_scanned_cutoff",
      "bytes one Athena query may scan before it is cancelled (at least 10485760)"),
+    ("GLUE_MAX_CONCURRENT_RUNS", "glue_max_concurrent_runs",
+     "runs of each Glue job at once (its MaxConcurrentRuns); a start past it fails with "
+     "ConcurrentRunsExceededException, which the state machine retries"),
+    ("ATHENA_MAX_CONCURRENT_QUERIES", "athena_max_concurrent_queries",
+     "queries the local Athena engine runs at once before it answers TooManyRequestsException "
+     "(on AWS the account's Athena quota decides)"),
 )
 
 
@@ -112,6 +118,10 @@ class Settings:
     # 10 GiB: $0.05 of Athena scanning; the pipeline's query reads a few columns of the
     # processed table, so reaching it means the table has grown past what the query was sized for.
     athena_bytes_scanned_cutoff: int = 10 * 1024 ** 3
+    # Each landing object starts one run of each job; runs of different objects overlap.
+    glue_max_concurrent_runs: int = 20
+    # Athena's default quota of active DML queries is in this range for a new account.
+    athena_max_concurrent_queries: int = 20
 
     @classmethod
     def from_env(cls, environ=None):
@@ -141,6 +151,10 @@ class Settings:
             athena_bytes_scanned_cutoff=_int(env, "ATHENA_BYTES_SCANNED_CUTOFF",
                                              d.athena_bytes_scanned_cutoff,
                                              minimum=MIN_BYTES_SCANNED_CUTOFF),
+            glue_max_concurrent_runs=_int(env, "GLUE_MAX_CONCURRENT_RUNS", d.glue_max_concurrent_runs,
+                                          minimum=1),
+            athena_max_concurrent_queries=_int(env, "ATHENA_MAX_CONCURRENT_QUERIES",
+                                               d.athena_max_concurrent_queries, minimum=1),
         )
 
     def lambda_environment(self):

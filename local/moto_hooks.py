@@ -254,10 +254,14 @@ def _job_run_hooks(job_runner):
             run.status = "SUCCEEDED" if succeeded else "FAILED"
 
     def start_job_run(backend, name, *args, **kwargs):
-        run_id = original_start(backend, name, *args, **kwargs)
-        job = backend.get_job(name)
-        run = next(r for r in job.job_runs if r.job_run_id == run_id)
-        run.status = "RUNNING"
+        # moto checks the job's MaxConcurrentRuns against its runs STARTING or RUNNING
+        # (ConcurrentRunsExceededException); one lock makes that check and the new run's state
+        # one step, so concurrent starts cannot both pass it.
+        with _job_start_lock:
+            run_id = original_start(backend, name, *args, **kwargs)
+            job = backend.get_job(name)
+            run = next(r for r in job.job_runs if r.job_run_id == run_id)
+            run.status = "RUNNING"
         outcome = _Outcome()
         setattr(run, _OUTCOME_ATTR, outcome)
         arguments = dict(run.arguments or {})
@@ -362,6 +366,46 @@ def _crawler_hooks(crawler_engine):
     ]
 
 
+# -- quotas -------------------------------------------------------------------------------------
+
+_job_start_lock = threading.Lock()
+
+
+class _QueryLimit:
+    """Athena's limit on queries running at once (its account quota): a start past it is refused
+    with TooManyRequestsException, as Athena refuses it. None: no limit."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.limit = None
+        self.active = 0
+
+    def acquire(self):
+        from moto.core.exceptions import JsonRESTError
+
+        with self._lock:
+            if self.limit is not None and self.active >= self.limit:
+                raise JsonRESTError(
+                    "TooManyRequestsException",
+                    "You have exceeded the limit for the number of queries you can run "
+                    "concurrently (%d). Reduce the number of concurrent queries submitted by this "
+                    "account. (Reason: CONCURRENT_QUERY_LIMIT_EXCEEDED)" % self.limit)
+            self.active += 1
+
+    def release(self):
+        with self._lock:
+            self.active = max(0, self.active - 1)
+
+
+_athena_queries = _QueryLimit()
+
+
+def set_athena_max_concurrent_queries(limit):
+    """Queries the local Athena runs at once (None: unlimited). Returns the previous limit."""
+    previous, _athena_queries.limit = _athena_queries.limit, limit
+    return previous
+
+
 # -- Athena -----------------------------------------------------------------------------------
 
 
@@ -419,6 +463,12 @@ def _athena_hooks(query_engine):
     def query_in_background(backend, execution, database, output_location, outcome):
         execution.status = "RUNNING"
         try:
+            _run_query(backend, execution, database, output_location, outcome)
+        finally:
+            _athena_queries.release()
+
+    def _run_query(backend, execution, database, output_location, outcome):
+        try:
             result = query_engine.execute(execution.query, database, output_location)
             columns, rows = result
             backend.query_results[execution.id] = QueryResults(
@@ -440,6 +490,15 @@ def _athena_hooks(query_engine):
             execution.status = state
 
     def start_query_execution(backend, query, context, config, workgroup, execution_parameters):
+        _athena_queries.acquire()  # raises TooManyRequestsException past the limit
+        try:
+            return start_counted(backend, query, context, config, workgroup, execution_parameters)
+        except BaseException:
+            _athena_queries.release()
+            raise
+
+    def start_counted(backend, query, context, config, workgroup, execution_parameters):
+        """Starts the query; the slot it holds is released when it ends (here or in its thread)."""
         query_id = original_start(backend, query, context, config, workgroup, execution_parameters)
         execution = backend.executions[query_id]
         outcome = _Outcome()
@@ -448,6 +507,7 @@ def _athena_hooks(query_engine):
             # Results queued through moto's own API win: keep that feature usable in tests.
             outcome.finish()
             execution.status = "SUCCEEDED"
+            _athena_queries.release()
             return query_id
         execution.status = "QUEUED"
         output_location = _effective_output_location(execution)
@@ -457,10 +517,12 @@ def _athena_hooks(query_engine):
                 "Workgroup result configuration setting or as an API input."
             )
             execution.status = "FAILED"
+            _athena_queries.release()
             return query_id
         if execution_parameters:
             outcome.finish("NOT_SUPPORTED: the local query engine does not take ExecutionParameters")
             execution.status = "FAILED"
+            _athena_queries.release()
             return query_id
         database = (context or {}).get("Database") or "default"
         _start_thread("athena-%s" % query_id, query_in_background, backend, execution, database,

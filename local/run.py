@@ -78,6 +78,13 @@ def _port(text):
     return value
 
 
+def _setting(text):
+    """``NAME=VALUE`` as ``python -m deploy up --set`` parses it."""
+    from deploy.__main__ import _setting as deploy_setting
+
+    return deploy_setting(text)
+
+
 def add_arguments(parser):
     """The ``run`` command's options."""
     source = parser.add_mutually_exclusive_group()
@@ -97,6 +104,12 @@ def add_arguments(parser):
                         % DEFAULT_TIMEOUT)
     parser.add_argument("--port", type=_port, default=0,
                         help="port of the embedded AWS endpoint (default: 0, any free port)")
+    parser.add_argument("--set", dest="overrides", action="append", type=_setting, default=[],
+                        metavar="NAME=VALUE",
+                        help="a setting of the local stage for this run, as `python -m deploy up --set` "
+                        "takes it (repeatable), e.g. --set GLUE_MAX_CONCURRENT_RUNS=2; the checked-in "
+                        ".chalice/ files are put back when the run ends (`python -m deploy up --help` "
+                        "lists the settings)")
     parser.add_argument("--work-dir", default=None, metavar="DIR",
                         help="where the stack keeps job logs and caches (default: .local-stack in the "
                         "project directory)")
@@ -195,7 +208,8 @@ def run(args, out=None, stack=None):
     out = out or sys.stdout
     own_stack = stack is None
     if own_stack:
-        stack = LocalStack(port=args.port, work_dir=args.work_dir)
+        stack = LocalStack(port=args.port, work_dir=args.work_dir,
+                           overrides=dict(getattr(args, "overrides", None) or ()))
     try:
         if own_stack:
             stack.start()

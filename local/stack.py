@@ -224,8 +224,13 @@ class LocalStack:
     Usable as a context manager; ``stop()`` is idempotent and leaves no server or thread behind.
     """
 
-    def __init__(self, project_dir=PROJECT_DIR, port=0, work_dir=None, stage=STAGE, redeliver=1):
+    def __init__(self, project_dir=PROJECT_DIR, port=0, work_dir=None, stage=STAGE, redeliver=1,
+                 overrides=None):
         self.project_dir = os.path.abspath(project_dir)
+        # ``{setting: value}`` for this stack's deploy (``--set NAME=VALUE``), as ``deploy up --set``
+        # takes them; the stage's files in .chalice/ are put back as they were when it stops.
+        self.overrides = dict(overrides or {})
+        self._saved_chalice_files = None
         self.redeliver = redeliver
         # Crawler poll interval new executions get; None: the stage's (POLL_SECONDS).
         self.poll_seconds = None
@@ -254,6 +259,10 @@ class LocalStack:
             log.info("stack up on %s", self.embedded.endpoint_url)
             self.deploy_result = self._deploy()
             self.resources = self.deploy_result.resources
+            from local import moto_hooks
+
+            moto_hooks.set_athena_max_concurrent_queries(
+                self.deploy_result.settings.athena_max_concurrent_queries)
             self.app = ChaliceApp(self.project_dir, self.stage)
             self.events = LandingEvents(self.resources, self._invoke_handler,
                                         s3_client=self.client("s3"), sqs_client=self.client("sqs"),
@@ -283,8 +292,13 @@ class LocalStack:
         environ = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
         environ["POLL_SECONDS"] = str(POLL_SECONDS)
         output = io.StringIO()
+        if self.overrides:
+            self._saved_chalice_files = _read_files(os.path.join(self.project_dir, ".chalice"))
+            log.info("settings for this run: %s", ", ".join(
+                "%s=%s" % item for item in sorted(self.overrides.items())))
         try:
-            result = deploy.up(self.stage, project_dir=self.project_dir, environ=environ, out=output)
+            result = deploy.up(self.stage, project_dir=self.project_dir, environ=environ, out=output,
+                               overrides=self.overrides)
         except Exception:
             if output.getvalue().strip():
                 log.error("deploy of stage %s failed; its output:\n%s", self.stage, output.getvalue().rstrip())
@@ -303,6 +317,9 @@ class LocalStack:
         if embedded is not None:
             embedded.stop()
         self._clients = {}
+        saved, self._saved_chalice_files = self._saved_chalice_files, None
+        if saved is not None:
+            _restore_files(os.path.join(self.project_dir, ".chalice"), saved)
 
     def __enter__(self):
         return self.start() if self.embedded is None else self
@@ -431,6 +448,37 @@ class LocalStack:
         if len(rows) < 2:
             raise QueryFailed("totals query %s returned no data row" % qid)
         return parse_totals([cell.get("VarCharValue") for cell in rows[1]["Data"]])
+
+
+def _read_files(folder):
+    """``{name: bytes}`` of the files directly in ``folder`` (none when it is missing)."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return {}
+    files = {}
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as handle:
+                files[name] = handle.read()
+    return files
+
+
+def _restore_files(folder, saved):
+    """Put ``folder``'s files back to ``saved`` (``_read_files``): rewrite what changed, remove
+    what is new."""
+    for name, body in _read_files(folder).items():
+        if name not in saved:
+            os.remove(os.path.join(folder, name))
+        elif body != saved[name]:
+            with open(os.path.join(folder, name), "wb") as handle:
+                handle.write(saved[name])
+    for name, body in saved.items():
+        path = os.path.join(folder, name)
+        if not os.path.exists(path):
+            with open(path, "wb") as handle:
+                handle.write(body)
 
 
 def unique_key(key, taken):
