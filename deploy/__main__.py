@@ -3,7 +3,7 @@ import argparse
 import sys
 
 from chalicelib.settings import DEPLOY_SETTINGS, Settings
-from deploy.commands import REPO_ROOT, down, up
+from deploy.commands import REPO_ROOT, down, up, write_chalice_files
 from deploy.errors import DeployError
 
 DESCRIPTION = """\
@@ -71,6 +71,12 @@ def build_parser():
                            metavar="NAME=VALUE",
                            help="a setting for this stage (repeatable; kept for later runs), "
                                 "e.g. --set NOTIFICATION_EMAIL=team@example.com")
+    up_parser.add_argument("--offline", action="store_true",
+                           help="with --account-id: make no AWS call, only write the stage's "
+                                ".chalice/config.json values and the Lambdas' policy files, which "
+                                "`chalice package` needs (a fresh clone, no AWS account)")
+    up_parser.add_argument("--account-id", metavar="ID",
+                           help="the account the policies name, with --offline (default: from STS)")
     up_parser.add_argument("--project-dir", default=str(REPO_ROOT),
                            help="Chalice project (repository root): .chalice/ is written there, "
                                 "glue/ and chalicelib/ read from there (default: %(default)s)")
@@ -86,7 +92,10 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "up":
+        if args.command == "up" and args.offline:
+            write_chalice_files(args.stage, args.account_id, region=args.region,
+                                project_dir=args.project_dir, overrides=dict(args.overrides))
+        elif args.command == "up":
             up(args.stage, region=args.region, project_dir=args.project_dir, dry_run=args.dry_run,
                overrides=dict(args.overrides))
         else:

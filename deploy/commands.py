@@ -212,6 +212,35 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
     return _run(body)
 
 
+def write_chalice_files(stage, account_id, region=None, project_dir=None, environ=None, out=None,
+                        overrides=None):
+    """Only what ``chalice package`` needs from a deploy, with no AWS call and no account: the
+    stage's ``.chalice/config.json`` values and the Lambdas' policy files, for ``account_id``.
+
+    The rest of ``up`` is a dry run: nothing else is read or changed. Returns a DeployResult;
+    raises DeployError for a bad stage, account or setting.
+    """
+    environ = os.environ if environ is None else environ
+    project_dir = Path(project_dir) if project_dir else REPO_ROOT
+    check_stage(stage)
+    if not re.match(r"^\d{12}$", account_id or ""):
+        raise DeployError("--account-id must be a 12-digit AWS account id, got %r" % account_id)
+    region = region or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+    resources = Resources(stage=stage, account_id=account_id, region=region)
+    ctx = DeployContext(None, resources, dry_run=False, out=out)
+    settings = stage_settings(stage, account_id, region, project_dir, environ, overrides)
+    ctx.say("Writing the chalice files of stage %s for account %s in %s (no AWS call)"
+            % (stage, account_id, region))
+    lambda_policies = policies.lambda_policies(resources)
+    chalice_config.write_config(ctx, project_dir, stage, settings.lambda_environment(),
+                                settings.deploy_environment(), functions=list(lambda_policies))
+    for function, policy in lambda_policies.items():
+        chalice_config.write_policy(ctx, project_dir, stage, policy, function)
+    _summary(ctx, "Stage %s:" % stage)
+    ctx.say("Next: chalice package --pkg-format terraform --stage %s out/" % stage)
+    return DeployResult(stage, resources, settings, ctx.changes, False)
+
+
 def down(stage, region=None, delete_data=False, dry_run=False, session=None, environ=None,
          out=None, sleep=time.sleep):
     """Remove what ``up`` created for ``stage``; the buckets (data) only with ``delete_data``.
