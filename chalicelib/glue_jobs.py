@@ -115,6 +115,20 @@ def database_definition(resources):
     }
 
 
+def security_configuration_definition(resources, kms_key_arn):
+    """Keyword arguments of ``glue.create_security_configuration``: the stage's key for the S3
+    objects and the CloudWatch logs the jobs and crawlers write (Python shell jobs keep no
+    bookmarks)."""
+    return {
+        "Name": resources.glue_security_configuration,
+        "EncryptionConfiguration": {
+            "S3Encryption": [{"S3EncryptionMode": "SSE-KMS", "KmsKeyArn": kms_key_arn}],
+            "CloudWatchEncryption": {"CloudWatchEncryptionMode": "SSE-KMS", "KmsKeyArn": kms_key_arn},
+            "JobBookmarksEncryption": {"JobBookmarksEncryptionMode": "DISABLED"},
+        },
+    }
+
+
 def _extra_py_files(resources, step, native_wheel, glue_wheels):
     files = [library_zip_key()]
     if native_wheel and step in NATIVE_WHEEL_JOBS:
@@ -127,13 +141,14 @@ def _job(resources, settings, name, step, script, description, native_wheel, glu
     return {
         "Name": name,
         "Description": description,
-        "Role": resources.role_arn(resources.glue_job_role),
+        "Role": resources.role_arn(resources.glue_job_roles[name]),
         "Command": {
             "Name": JOB_COMMAND,
             "ScriptLocation": resources.lake_uri(asset_key(script)),
             "PythonVersion": PYTHON_VERSION,
         },
         "GlueVersion": GLUE_VERSION,
+        "SecurityConfiguration": resources.glue_security_configuration,
         "MaxCapacity": settings.glue_job_dpu,
         "Timeout": JOB_TIMEOUT_MINUTES[step],
         # The state machine owns retries: it knows which errors are transient.
@@ -177,6 +192,7 @@ def _crawler(resources, name, prefix, description):
         "RecrawlPolicy": dict(RECRAWL_POLICY),
         "SchemaChangePolicy": dict(SCHEMA_CHANGE_POLICY),
         "Configuration": json.dumps(CRAWLER_CONFIGURATION, sort_keys=True),
+        "CrawlerSecurityConfiguration": resources.glue_security_configuration,
     }
 
 
@@ -190,21 +206,24 @@ def crawler_definitions(resources):
     ]
 
 
-def workgroup_definition(resources, settings=None):
+def workgroup_definition(resources, settings=None, kms_key_arn=None):
     """Keyword arguments of ``athena.create_work_group``.
 
-    The workgroup's settings are enforced, so every query lands its results (encrypted) under
+    The workgroup's settings are enforced, so every query lands its results (encrypted with the
+    stage's key, ``kms_key_arn``, when given: results can hold PII; else SSE-S3) under
     ``athena-results/`` of the lake bucket whatever the caller asks for, and a query that scans
     more than ``settings.athena_bytes_scanned_cutoff`` bytes is cancelled.
     """
     settings = settings or Settings()
+    encryption = ({"EncryptionOption": "SSE_KMS", "KmsKey": kms_key_arn} if kms_key_arn
+                  else {"EncryptionOption": "SSE_S3"})
     return {
         "Name": resources.athena_workgroup,
         "Description": "Shipping ETL (%s) queries" % resources.stage,
         "Configuration": {
             "ResultConfiguration": {
                 "OutputLocation": resources.lake_uri(ATHENA_RESULTS_PREFIX),
-                "EncryptionConfiguration": {"EncryptionOption": "SSE_S3"},
+                "EncryptionConfiguration": encryption,
             },
             "EnforceWorkGroupConfiguration": True,
             "BytesScannedCutoffPerQuery": settings.athena_bytes_scanned_cutoff,

@@ -60,6 +60,11 @@ class Resources:
         """Raw, processed and quarantine zones, manifests, Athena results and Glue scripts."""
         return self._bucket("lake")
 
+    @property
+    def access_log_bucket(self):
+        """S3 server access logs of the landing and lake buckets (``<bucket>/`` prefixes)."""
+        return self._bucket("access-logs")
+
     def lake_uri(self, prefix=""):
         return "s3://%s/%s" % (self.lake_bucket, prefix)
 
@@ -149,8 +154,24 @@ class Resources:
 
     # -- IAM --------------------------------------------------------------------------------
     @property
-    def glue_job_role(self):
-        return "%s-glue-job" % self.prefix
+    def glue_security_configuration(self):
+        """KMS for what the Glue jobs and crawlers write: S3 objects and CloudWatch logs."""
+        return "%s-glue" % self.prefix
+
+    @property
+    def json_to_parquet_role(self):
+        """The json-to-parquet job's own role (each job has one, with only its own prefixes)."""
+        return "%s-json-to-parquet-job" % self.prefix
+
+    @property
+    def normalize_role(self):
+        return "%s-normalize-job" % self.prefix
+
+    @property
+    def glue_job_roles(self):
+        """``{job name: its role name}``."""
+        return {self.json_to_parquet_job: self.json_to_parquet_role,
+                self.normalize_job: self.normalize_role}
 
     @property
     def crawler_role(self):

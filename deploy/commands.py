@@ -174,23 +174,34 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
         if not tls_only:
             ctx.say("note: TLS-only bucket policies left out (%s)"
                     % ("turned off" if on_aws else "emulator endpoint"))
-        buckets.ensure_bucket(ctx, resources.landing_bucket, tls_only, versioned=True,
-                              lifecycle_rules=buckets.landing_lifecycle(settings))
-        buckets.ensure_bucket(ctx, resources.lake_bucket, tls_only,
-                              lifecycle_rules=buckets.lake_lifecycle(settings))
         for name, description, trust, policy in iam.role_definitions(resources, settings):
             iam.ensure_role(ctx, name, description, trust, policy)
-        # After the roles: the key policy names the state machine's role.
+        # After the roles: the key policy names the state machine's role. Before the buckets,
+        # which encrypt with it (landing, raw, quarantine, Athena results hold PII).
         _key_change, key_arn = kms.ensure_key(ctx, policies.kms_key_policy(resources))
+        stage_key = key_arn or resources.kms_key_alias_arn  # a dry run before the key exists
+        sources = (resources.landing_bucket, resources.lake_bucket)
+        buckets.ensure_bucket(ctx, resources.access_log_bucket, tls_only,
+                              lifecycle_rules=buckets.access_log_lifecycle(settings),
+                              policy_statements=buckets.access_log_statements(
+                                  resources, resources.access_log_bucket, sources))
+        buckets.ensure_bucket(ctx, resources.landing_bucket, tls_only, versioned=True,
+                              lifecycle_rules=buckets.landing_lifecycle(settings), kms_key_arn=stage_key,
+                              access_log=(resources.access_log_bucket, resources.landing_bucket + "/"))
+        buckets.ensure_bucket(ctx, resources.lake_bucket, tls_only,
+                              lifecycle_rules=buckets.lake_lifecycle(settings), kms_key_arn=stage_key,
+                              access_log=(resources.access_log_bucket, resources.lake_bucket + "/"))
         for key, payload in payloads.items():
             assets.ensure_asset(ctx, resources.lake_bucket, key, payload)
         glue.ensure_database(ctx, glue_jobs.database_definition(resources))
+        glue.ensure_security_configuration(
+            ctx, glue_jobs.security_configuration_definition(resources, stage_key))
         for job in glue_jobs.job_definitions(resources, settings, native_wheel=not wheel_left_out,
                                              glue_wheels=wheel_set.filenames()):
             glue.ensure_job(ctx, job)
         for crawler in glue_jobs.crawler_definitions(resources):
             glue.ensure_crawler(ctx, crawler)
-        athena.ensure_workgroup(ctx, glue_jobs.workgroup_definition(resources, settings))
+        athena.ensure_workgroup(ctx, glue_jobs.workgroup_definition(resources, settings, stage_key))
         topic.ensure_topic(ctx)
         topic.ensure_email_subscription(ctx, settings.notification_email)
         # The Lambdas' groups too: made here, they get the retention and key before the
@@ -263,6 +274,7 @@ def down(stage, region=None, delete_data=False, dry_run=False, session=None, env
         for job in glue_jobs.job_definitions(resources):
             glue.delete_job(ctx, job["Name"])
         glue.delete_database(ctx, resources.glue_database)
+        glue.delete_security_configuration(ctx, resources.glue_security_configuration)
         athena.delete_workgroup(ctx, resources.athena_workgroup)
         topic.delete_topic(ctx)
         for group in [resources.state_machine_log_group] + resources.lambda_log_groups:
@@ -272,7 +284,7 @@ def down(stage, region=None, delete_data=False, dry_run=False, session=None, env
         assets.delete_assets(ctx, resources.lake_bucket)
         for name, _description, _trust, _policy in iam.role_definitions(resources):
             iam.delete_role(ctx, name)
-        for bucket in (resources.landing_bucket, resources.lake_bucket):
+        for bucket in (resources.landing_bucket, resources.lake_bucket, resources.access_log_bucket):
             if delete_data:
                 buckets.delete_bucket(ctx, bucket)
             elif buckets.bucket_exists(ctx, bucket):

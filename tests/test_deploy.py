@@ -89,9 +89,10 @@ def test_up_twice_then_down_leaves_nothing_behind(mocked, asl, project):
     assert not second.changed, [c for c in second.changes if c.action != "unchanged"]
     # 2 buckets, 3 roles, key, 3 assets, database, 2 jobs, 2 crawlers, workgroup, topic,
     # subscription, 4 log groups (state machine, 3 Lambdas), state machine, 4 chalice files
-    # (config, 3 policies); and the jobs' library wheels.
+    # (config, 3 policies); one role per Glue job, the access-log bucket, the Glue security
+    # configuration; and the jobs' library wheels.
     wheels = len(glue_wheels.resolve(project).wheels)
-    assert len(second.changes) == len(first.changes) == 26 + wheels
+    assert len(second.changes) == len(first.changes) == 29 + wheels
     present = leftovers()
     assert all(present.values()), present
 
@@ -110,7 +111,8 @@ def test_down_keeps_data_unless_asked(mocked, asl, project):
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=RESOURCES.lake_bucket)["Contents"]]
     assert keys == ["processed/shipping_date=2026-01-01/a.parquet"]  # glue-assets/ went
     remaining = leftovers()
-    assert sorted(remaining.pop("buckets")) == sorted([RESOURCES.landing_bucket, RESOURCES.lake_bucket])
+    assert sorted(remaining.pop("buckets")) == sorted([RESOURCES.landing_bucket, RESOURCES.lake_bucket,
+                                                       RESOURCES.access_log_bucket])
     assert remaining == {key: [] for key in remaining}
 
 
@@ -143,7 +145,7 @@ def test_glue_jobs_read_back(mocked, asl, project):
         assert job["Command"] == {"Name": "pythonshell", "PythonVersion": "3.9",
                                   "ScriptLocation": "s3://%s/glue-assets/%s" % (lake, script)}
         assert job["MaxCapacity"] == 0.0625
-        assert job["Role"].endswith(":role/%s" % RESOURCES.glue_job_role)
+        assert job["Role"].endswith(":role/%s" % RESOURCES.glue_job_roles[name])
         assert job["Timeout"] > 0 and job["ExecutionProperty"]["MaxConcurrentRuns"] > 1
         args = job["DefaultArguments"]
         # No job run installs from a package index: the libraries are the uploaded wheels.
@@ -205,7 +207,7 @@ def test_buckets_are_private_and_encrypted(mocked, asl, project):
         assert block == {"BlockPublicAcls": True, "IgnorePublicAcls": True,
                          "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
         rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
-        assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+        assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
         ownership = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"]
         assert ownership == [{"ObjectOwnership": "BucketOwnerEnforced"}]
 
@@ -250,6 +252,7 @@ def _scoped(resource, statement):
     no resource (or narrowed by a condition)."""
     return (RESOURCES.prefix in resource or RESOURCES.glue_database in resource
             or ":log-group:/aws-glue/" in resource
+            or (resource.endswith(":key/*") and "kms:ViaService" in json.dumps(statement.get("Condition")))
             or resource.endswith((":catalog", ":datacatalog/AwsDataCatalog"))
             or (resource == "*" and ("Condition" in statement
                                      or set(statement["Action"]) <= policies.STAR_ONLY_ACTIONS)))
@@ -258,7 +261,8 @@ def _scoped(resource, statement):
 def test_role_policies_name_every_action(mocked, asl, project):
     deploy_up(project)
     iam = boto3.client("iam")
-    for role in (RESOURCES.glue_job_role, RESOURCES.crawler_role, RESOURCES.state_machine_role):
+    for role in (RESOURCES.json_to_parquet_role, RESOURCES.normalize_role, RESOURCES.crawler_role,
+                 RESOURCES.state_machine_role):
         document = iam.get_role_policy(RoleName=role, PolicyName="access")["PolicyDocument"]
         for statement in _statements(document):
             assert statement["Effect"] == "Allow"
