@@ -131,6 +131,15 @@ class Resources:
     def state_machine_log_group_arn(self):
         return self._arn("logs", "log-group:%s" % self.state_machine_log_group)
 
+    @property
+    def api_access_log_group(self):
+        """API Gateway's access log of the stage's REST API (``python -m deploy api``)."""
+        return "/aws/apigateway/%s-access" % self.prefix
+
+    @property
+    def api_access_log_group_arn(self):
+        return self._arn("logs", "log-group:%s" % self.api_access_log_group)
+
     # -- Lambda -------------------------------------------------------------------------------
     @property
     def lambda_functions(self):

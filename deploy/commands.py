@@ -206,7 +206,8 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
         topic.ensure_email_subscription(ctx, settings.notification_email)
         # The Lambdas' groups too: made here, they get the retention and key before the
         # functions first log (chalice's log_retention_in_days breaks its terraform packaging).
-        for group in [resources.state_machine_log_group] + resources.lambda_log_groups:
+        for group in [resources.state_machine_log_group] + resources.lambda_log_groups + [
+                resources.api_access_log_group]:
             logs.ensure_log_group(ctx, group, settings.log_retention_days, key_arn)
         stepfunctions.ensure_state_machine(ctx, definition, settings)
         lambda_policies = policies.lambda_policies(resources)
@@ -219,6 +220,25 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
         if not dry_run:
             ctx.say("Next: chalice deploy --stage %s" % stage)
         return DeployResult(stage, resources, settings, ctx.changes, dry_run)
+
+    return _run(body)
+
+
+def api(stage, region=None, project_dir=None, session=None, environ=None, out=None, sleep=time.sleep):
+    """After ``chalice deploy``: throttle the stage's REST API and send its access log to the
+    group ``up`` made (deploy.api_stage). Returns a DeployResult; raises DeployError with what
+    to do."""
+    from deploy import api_stage
+
+    environ = os.environ if environ is None else environ
+    project_dir = Path(project_dir) if project_dir else REPO_ROOT
+
+    def body():
+        ctx = _begin(stage, region, session, environ, out, False, sleep)
+        settings = Settings(stage=stage, account_id=ctx.resources.account_id, region=ctx.resources.region)
+        api_stage.ensure_api_stage(ctx, api_stage.rest_api_id(project_dir, stage))
+        _summary(ctx, "Stage %s API:" % stage)
+        return DeployResult(stage, ctx.resources, settings, ctx.changes, False)
 
     return _run(body)
 
@@ -277,7 +297,8 @@ def down(stage, region=None, delete_data=False, dry_run=False, session=None, env
         glue.delete_security_configuration(ctx, resources.glue_security_configuration)
         athena.delete_workgroup(ctx, resources.athena_workgroup)
         topic.delete_topic(ctx)
-        for group in [resources.state_machine_log_group] + resources.lambda_log_groups:
+        for group in [resources.state_machine_log_group] + resources.lambda_log_groups + [
+                resources.api_access_log_group]:
             logs.delete_log_group(ctx, group)
         # After the topic and the log group, which it encrypts.
         kms.delete_key(ctx)

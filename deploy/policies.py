@@ -337,7 +337,8 @@ def kms_key_policy(resources):
     the stage's log groups (state machine, Lambdas). In a key policy "Resource": "*" means this key.
     """
     log_groups = [_log_group(resources, group, None)
-                  for group in [resources.state_machine_log_group] + resources.lambda_log_groups]
+                  for group in [resources.state_machine_log_group] + resources.lambda_log_groups
+                  + [resources.api_access_log_group]]
     region = resources.region
     return _document(
         _statement("AccountAdministersKey", KEY_ADMIN_ACTIONS, "*",

@@ -90,9 +90,9 @@ def test_up_twice_then_down_leaves_nothing_behind(mocked, asl, project):
     # 2 buckets, 3 roles, key, 3 assets, database, 2 jobs, 2 crawlers, workgroup, topic,
     # subscription, 4 log groups (state machine, 3 Lambdas), state machine, 4 chalice files
     # (config, 3 policies); one role per Glue job, the access-log bucket, the Glue security
-    # configuration; and the jobs' library wheels.
+    # configuration, the API's access log group; and the jobs' library wheels.
     wheels = len(glue_wheels.resolve(project).wheels)
-    assert len(second.changes) == len(first.changes) == 29 + wheels
+    assert len(second.changes) == len(first.changes) == 30 + wheels
     present = leftovers()
     assert all(present.values()), present
 

@@ -391,7 +391,8 @@ def test_key_rotates_and_is_used_only_through_sns_s3_and_logs(deployed):
         RESOURCES.state_machine_log_group_arn,
         "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev",
         "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-on_landing",
-        "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-generate_batch"]}
+        "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-generate_batch",
+        RESOURCES.api_access_log_group_arn]}
 
 
 def _email_subscribers():
@@ -442,7 +443,8 @@ def test_state_machine_logs_errors_to_an_encrypted_log_group(deployed):
     groups = _log_groups()
     assert sorted(groups) == sorted([
         "/aws/vendedlogs/states/shipping-etl-dev-pipeline", "/aws/lambda/shipping-etl-dev",
-        "/aws/lambda/shipping-etl-dev-on_landing", "/aws/lambda/shipping-etl-dev-generate_batch"])
+        "/aws/lambda/shipping-etl-dev-on_landing", "/aws/lambda/shipping-etl-dev-generate_batch",
+        "/aws/apigateway/shipping-etl-dev-access"])
     for group in groups.values():
         assert group["retentionInDays"] == 30
         assert group["kmsKeyId"] == key_arn
