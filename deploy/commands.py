@@ -169,11 +169,14 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
             ctx.say("warning: the Glue wheel of the C module (glue/native) cannot be built here (%s): "
                     "it is left out, and the %s job will use its slower pure-DuckDB path."
                     % (wheel_left_out, " and ".join(glue_jobs.NATIVE_WHEEL_JOBS)))
+        s3_endpoint = ctx.client("s3").meta.endpoint_url
         on_aws = is_aws_endpoint(ctx.client("s3"))
-        tls_only = on_aws if tls_only_policy is None else tls_only_policy
+        # An emulator that speaks HTTPS (the local stack) gets them too; over plain HTTP they
+        # would refuse every request.
+        tls_only = (on_aws or s3_endpoint.startswith("https://")) if tls_only_policy is None else tls_only_policy
         if not tls_only:
             ctx.say("note: TLS-only bucket policies left out (%s)"
-                    % ("turned off" if on_aws else "emulator endpoint"))
+                    % ("turned off" if tls_only_policy is False else "plain-HTTP emulator endpoint"))
         for name, description, trust, policy in iam.role_definitions(resources, settings):
             iam.ensure_role(ctx, name, description, trust, policy)
         # After the roles: the key policy names the state machine's role. Before the buckets,

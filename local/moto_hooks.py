@@ -406,6 +406,112 @@ def set_athena_max_concurrent_queries(limit):
     return previous
 
 
+# -- TLS: the server and the bucket policies' aws:SecureTransport ---------------------------------
+
+_request_context = threading.local()
+
+
+def threaded_server(ip_address, port, certificate=None, private_key=None):
+    """moto's ThreadedMotoServer, serving HTTPS with ``certificate``/``private_key`` (PEM files)
+    when given, and noting for each request whether it came over TLS (aws:SecureTransport)."""
+    import ssl
+
+    from moto.moto_server.threaded_moto_server import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        ThreadedMotoServer,
+        create_backend_app,
+        make_server,
+    )
+
+    class Server(ThreadedMotoServer):
+        def _server_entry(self):
+            app = DomainDispatcherApplication(create_backend_app)
+
+            def noting_transport(environ, start_response):
+                _request_context.secure = environ.get("wsgi.url_scheme") == "https"
+                return app(environ, start_response)
+
+            context = None
+            if certificate:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                context.load_cert_chain(certificate, private_key)
+            self._server = make_server(self._ip_address, self._port, noting_transport, True,
+                                       request_handler=MotoRequestHandler, ssl_context=context)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return Server(ip_address=ip_address, port=port, verbose=False)
+
+
+def _condition_holds(operator, key, expected, context):
+    """One condition of a bucket policy against the request's ``context`` (a key it lacks
+    makes the condition false, as on AWS)."""
+    if key not in context:
+        return False
+    actual = context[key]
+    expected = expected if isinstance(expected, list) else [expected]
+    if operator == "Bool":
+        return any(str(value).lower() == actual for value in expected)
+    if operator in ("StringEquals", "ArnEquals"):
+        return actual in expected
+    if operator in ("StringLike", "ArnLike"):
+        import fnmatch
+
+        return any(fnmatch.fnmatchcase(actual, value) for value in expected)
+    return False
+
+
+def _bucket_policy_hooks():
+    """moto applies a bucket policy statement's Condition only for StringEquals, and denies
+    when a condition does not match even on a Deny statement: the TLS-only policy
+    (Deny if aws:SecureTransport is false) would deny every request. Here a statement applies
+    only when all its conditions hold for the request (aws:SecureTransport from how it came)."""
+    from moto.iam.access_control import IAMPolicyStatement, PermissionResult
+    from moto.s3.models import FakeBucket
+
+    def get_permission(bucket, action, resource):
+        if bucket.policy is None:
+            return PermissionResult.NEUTRAL
+        context = {"aws:SecureTransport": "true" if getattr(_request_context, "secure", False) else "false"}
+        statements = json.loads(bucket.policy.decode()).get("Statement", [])
+        result = PermissionResult.NEUTRAL
+        for statement in statements if isinstance(statements, list) else [statements]:
+            conditions = statement.get("Condition") or {}
+            if not all(_condition_holds(operator, key, expected, context)
+                       for operator, values in conditions.items() for key, expected in values.items()):
+                continue
+            unconditional = {k: v for k, v in statement.items() if k != "Condition"}
+            permission = IAMPolicyStatement(unconditional).is_action_permitted(action, resource)
+            if permission == PermissionResult.DENIED:
+                return permission
+            if permission == PermissionResult.PERMITTED:
+                result = permission
+        return result
+
+    return [(FakeBucket, "get_permission", get_permission)]
+
+
+_tls = {"ca_bundle": None}  # set by install(): the server speaks HTTPS, trusted through this CA
+
+
+def _over_https(client, region, service):
+    """``client`` (moto's Step Functions client for the server, http://localhost:$MOTO_PORT)
+    made again over HTTPS, trusting the stack's CA, when the server speaks HTTPS."""
+    ca_bundle = _tls["ca_bundle"]
+    if not ca_bundle or not client.meta.endpoint_url.startswith("http://"):
+        return client
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        service_name=service, region_name=region, aws_access_key_id="ak", aws_secret_access_key="sk",
+        endpoint_url="https://" + client.meta.endpoint_url[len("http://"):], verify=ca_bundle,
+        config=Config(parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1},
+                      connect_timeout=client.meta.config.connect_timeout,
+                      read_timeout=client.meta.config.read_timeout))
+
+
 # -- Athena -----------------------------------------------------------------------------------
 
 
@@ -810,10 +916,10 @@ def _speed_hooks():
         # moto's own function ignores state_credentials (every client uses fixed fake keys).
         # botocore clients are thread-safe; the port is part of the key because a process may
         # start a new stack (and server) after stopping one.
-        key = (region, service, moto_server_port())
+        key = (region, service, moto_server_port(), _tls["ca_bundle"])
         with lock:
             if key not in clients:
-                clients[key] = original_client_for(region=region, service=service)
+                clients[key] = _over_https(original_client_for(region=region, service=service), region, service)
             return clients[key]
 
     modules = tuple(backends.list_of_moto_modules())  # the installed package does not change
@@ -880,7 +986,7 @@ def is_installed():
     return _installed is not None
 
 
-def install(job_runner, crawler, query_engine, publish_fault=None):
+def install(job_runner, crawler, query_engine, publish_fault=None, ca_bundle=None):
     """Make moto run Glue jobs, crawls and Athena queries with the given engines.
 
     ``job_runner.run(job: dict, arguments: dict) -> (succeeded, error_message)``;
@@ -889,7 +995,8 @@ def install(job_runner, crawler, query_engine, publish_fault=None):
     or None; an optional ``column_types`` attribute gives Athena type names), raising on failure
     (an exception with ``user_error = True`` is reported as Athena reports user errors);
     ``publish_fault(topic_arn, subject, {attribute: value}) -> refusal message or None``, when
-    given, may refuse an SNS publish with a throttling error.
+    given, may refuse an SNS publish with a throttling error. ``ca_bundle``: the server speaks
+    HTTPS with a certificate this CA file signed (Step Functions' tasks call it so).
     Returns None. Raises HookPointMissing when moto moved something, RuntimeError when already
     installed (call uninstall() first).
     """
@@ -907,7 +1014,9 @@ def install(job_runner, crawler, query_engine, publish_fault=None):
             + (_sns_hooks(publish_fault) if publish_fault is not None else [])
             + _step_functions_hooks()
             + _speed_hooks()
+            + _bucket_policy_hooks()
         )
+        _tls["ca_bundle"] = ca_bundle
         applied = []
         for owner, attribute, replacement in patches:
             # A class's own __dict__ entry keeps a staticmethod a staticmethod when restored.
@@ -932,6 +1041,7 @@ def uninstall():
 
         for owner, attribute, original in reversed(_installed):
             setattr(owner, attribute, original)
+        _tls["ca_bundle"] = None
         for model in _MANAGED_MODELS:
             state_manager.unset_transition(model)
         _installed = None
