@@ -207,7 +207,7 @@ class EmbeddedStack:
         """A boto3 client of this stack (explicit endpoint and region: independent of os.environ)."""
         return boto3.client(service_name, endpoint_url=self.endpoint_url, region_name=self.region,
                             aws_access_key_id="testing", aws_secret_access_key="testing",
-                            verify=self.ca_bundle)
+                            aws_session_token="testing", verify=self.ca_bundle)
 
     def reset(self):
         """Forget every resource (moto's /moto-api/reset); the hooks stay installed. Returns None."""
@@ -319,7 +319,7 @@ def start(port=0, work_dir=".local-stack"):
         saved_sfn_setting = moto_hooks.set_state_machine_execution(True)
         try:
             session = boto3.session.Session(region_name=DEFAULT_REGION, aws_access_key_id="testing",
-                                            aws_secret_access_key="testing")
+                                            aws_secret_access_key="testing", aws_session_token="testing")
             s3 = session.client("s3", endpoint_url=endpoint_url, verify=ca_bundle)
             glue = session.client("glue", endpoint_url=endpoint_url, verify=ca_bundle)
             job_runner = GlueJobRunner(s3, os.path.join(work_dir, "glue"))

@@ -89,6 +89,9 @@ class GlueJobRunner:
         self.preload = tuple(preload or ()) if python == sys.executable else ()
         self._fork_context = None
         self._fork_site = None
+        # ``(role ARN, session name) -> (key, secret, token)``: each run under its job's role, as
+        # on Glue (the local stack sets it when IAM is enforced); None: the inherited credentials.
+        self.role_credentials = None
 
     def log_path(self, job_name, run_id):
         """The log file of one run (stdout and stderr of the script)."""
@@ -132,6 +135,10 @@ class GlueJobRunner:
         # Wheels are installed (the site), not imported from their zip as other extra files are.
         python_path = ([site] if site else []) + [p for p in python_path if not p.endswith(".whl")]
         environment = self._environment(python_path)
+        if self.role_credentials and job.get("Role"):
+            key, secret, token = self.role_credentials(job["Role"], "glue-" + _safe(run_id)[:50])
+            environment.update(AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_SESSION_TOKEN=token,
+                               AWS_SECURITY_TOKEN=token)
         if self.preload and _fork_server_usable():
             exit_code, last_error_line, timed_out = self._execute_forked(
                 script, argv[2:], python_path, environment, run_dir, log_path, timeout, site)

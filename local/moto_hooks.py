@@ -493,20 +493,111 @@ def _bucket_policy_hooks():
 
 
 _tls = {"ca_bundle": None}  # set by install(): the server speaks HTTPS, trusted through this CA
+# Credentials of the state machine's role for its Task states (enforce_iam()), else moto's own.
+_task_credentials = {"value": None}
+
+
+# -- IAM enforcement ------------------------------------------------------------------------------
+
+ADMIN_ROLE = "local-stack-plumbing"
+
+
+def enforce_iam(account_id, region, state_machine_role_arn=None):
+    """Turn on moto's IAM enforcement for every later request. The stack's own plumbing keeps
+    working with its fixed ``testing`` credentials, which become an assumed role allowed
+    everything; every other caller needs credentials of a role (``role_credentials``), checked
+    against that role's policies. ``state_machine_role_arn``: the Task states of every
+    execution call AWS as that role. Returns None.
+
+    What moto checks: the action, against every policy of the caller; S3 also the bucket and key
+    ARNs and bucket policies. What it cannot: resource ARNs outside S3 (a Glue or Athena action is
+    allowed for any resource once the action is), conditions other than the few this module
+    evaluates, KMS key policies and grants, service-linked permissions (Athena reading data with
+    the caller's rights), and trust policies of service principals.
+    """
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.iam.models import iam_backends
+    from moto.sts.models import sts_backends
+
+    iam = iam_backends[account_id]["aws"]
+    role_arn = "arn:aws:iam::%s:role/%s" % (account_id, ADMIN_ROLE)
+    try:
+        iam.get_role(ADMIN_ROLE)
+    except Exception:  # noqa: BLE001 -- moto's NoSuchEntity
+        iam.create_role(ADMIN_ROLE, json.dumps({"Version": "2012-10-17", "Statement": []}), "/", None,
+                        "the local stack's own plumbing", [], None)
+    iam.put_role_policy(ADMIN_ROLE, "everything", json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    sts = sts_backends[account_id]["aws"]
+    if sts.get_assumed_role_from_access_key("testing") is None:
+        plumbing = sts.assume_role(region, "plumbing", role_arn, None, 43200, None)
+        plumbing.access_key_id = plumbing.access_key.access_key_id = "testing"
+        plumbing.secret_access_key = plumbing.access_key.secret_access_key = "testing"
+        plumbing.session_token = "testing"
+    _task_credentials["value"] = (role_credentials(account_id, region, state_machine_role_arn, "states")
+                                  if state_machine_role_arn else None)
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+    ActionAuthenticatorMixin.request_count = 0
+
+
+def stop_enforcing_iam():
+    """Back to moto's default: no request is authenticated. Returns None."""
+    from moto import settings
+
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+    _task_credentials["value"] = None
+
+
+def role_credentials(account_id, region, role_arn, session_name):
+    """``(access key id, secret, session token)`` of a fresh session of ``role_arn``, made by
+    the STS backend directly (a service assumes its role; no caller's rights are involved)."""
+    from moto.sts.models import sts_backends
+
+    assumed = sts_backends[account_id]["aws"].assume_role(region, session_name[:64], role_arn, None, 43200, None)
+    return assumed.access_key_id, assumed.secret_access_key, assumed.session_token
+
+
+def _iam_enforcement_hooks():
+    """moto checks non-S3 actions against the resource "*" (it does not know their ARNs), which
+    a policy naming its resources never matches: there, only the action is checked. S3's
+    AccessDenied names the action, as AWS's message does."""
+    from moto.iam.access_control import IAMPolicyStatement, S3IAMRequest
+    from moto.s3.exceptions import S3ClientError
+
+    original_matches = IAMPolicyStatement._check_element_matches
+
+    def check_element_matches(statement, element, value):
+        if element in ("Resource", "NotResource") and value == "*":
+            return element == "Resource"
+        return original_matches(statement, element, value)
+
+    def raise_access_denied(request):
+        raise S3ClientError("AccessDenied", "User: %s is not authorized to perform: %s because no "
+                            "identity-based policy allows the %s action"
+                            % (request._access_key.arn, request._action, request._action))
+
+    return [(IAMPolicyStatement, "_check_element_matches", check_element_matches),
+            (S3IAMRequest, "_raise_access_denied", raise_access_denied)]
 
 
 def _over_https(client, region, service):
     """``client`` (moto's Step Functions client for the server, http://localhost:$MOTO_PORT)
     made again over HTTPS, trusting the stack's CA, when the server speaks HTTPS."""
     ca_bundle = _tls["ca_bundle"]
-    if not ca_bundle or not client.meta.endpoint_url.startswith("http://"):
+    credentials = _task_credentials["value"]
+    if (not ca_bundle or not client.meta.endpoint_url.startswith("http://")) and not credentials:
         return client
     import boto3
     from botocore.config import Config
 
+    endpoint = client.meta.endpoint_url
+    if ca_bundle and endpoint.startswith("http://"):
+        endpoint = "https://" + endpoint[len("http://"):]
+    key, secret, token = credentials or ("ak", "sk", None)
     return boto3.client(
-        service_name=service, region_name=region, aws_access_key_id="ak", aws_secret_access_key="sk",
-        endpoint_url="https://" + client.meta.endpoint_url[len("http://"):], verify=ca_bundle,
+        service_name=service, region_name=region, aws_access_key_id=key, aws_secret_access_key=secret,
+        aws_session_token=token, endpoint_url=endpoint, verify=ca_bundle or None,
         config=Config(parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1},
                       connect_timeout=client.meta.config.connect_timeout,
                       read_timeout=client.meta.config.read_timeout))
@@ -916,7 +1007,7 @@ def _speed_hooks():
         # moto's own function ignores state_credentials (every client uses fixed fake keys).
         # botocore clients are thread-safe; the port is part of the key because a process may
         # start a new stack (and server) after stopping one.
-        key = (region, service, moto_server_port(), _tls["ca_bundle"])
+        key = (region, service, moto_server_port(), _tls["ca_bundle"], _task_credentials["value"])
         with lock:
             if key not in clients:
                 clients[key] = _over_https(original_client_for(region=region, service=service), region, service)
@@ -1015,6 +1106,7 @@ def install(job_runner, crawler, query_engine, publish_fault=None, ca_bundle=Non
             + _step_functions_hooks()
             + _speed_hooks()
             + _bucket_policy_hooks()
+            + _iam_enforcement_hooks()
         )
         _tls["ca_bundle"] = ca_bundle
         applied = []
@@ -1042,6 +1134,7 @@ def uninstall():
         for owner, attribute, original in reversed(_installed):
             setattr(owner, attribute, original)
         _tls["ca_bundle"] = None
+        stop_enforcing_iam()
         for model in _MANAGED_MODELS:
             state_manager.unset_transition(model)
         _installed = None

@@ -110,6 +110,10 @@ def add_arguments(parser):
                         "takes it (repeatable), e.g. --set GLUE_MAX_CONCURRENT_RUNS=2; the checked-in "
                         ".chalice/ files are put back when the run ends (`python -m deploy up --help` "
                         "lists the settings)")
+    parser.add_argument("--deny", action="append", default=[], metavar="ACTION",
+                        help="remove this IAM action (e.g. s3:PutObject, glue:GetTable) from every policy "
+                        "of the stage before the run (repeatable): the run then fails where AWS would, "
+                        "with AccessDenied naming the action")
     parser.add_argument("--work-dir", default=None, metavar="DIR",
                         help="where the stack keeps job logs and caches (default: .local-stack in the "
                         "project directory)")
@@ -209,7 +213,8 @@ def run(args, out=None, stack=None):
     own_stack = stack is None
     if own_stack:
         stack = LocalStack(port=args.port, work_dir=args.work_dir,
-                           overrides=dict(getattr(args, "overrides", None) or ()))
+                           overrides=dict(getattr(args, "overrides", None) or ()),
+                           deny=getattr(args, "deny", None) or ())
     try:
         if own_stack:
             stack.start()

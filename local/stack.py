@@ -6,6 +6,7 @@ the Chalice ``on_landing`` handler and collects what the SNS topic publishes. Ev
 ``land()`` is driven by the S3 event, as on AWS.
 """
 import importlib.util
+import json
 import io
 import logging
 import os
@@ -225,11 +226,14 @@ class LocalStack:
     """
 
     def __init__(self, project_dir=PROJECT_DIR, port=0, work_dir=None, stage=STAGE, redeliver=1,
-                 overrides=None):
+                 overrides=None, deny=(), enforce_iam=True):
         self.project_dir = os.path.abspath(project_dir)
         # ``{setting: value}`` for this stack's deploy (``--set NAME=VALUE``), as ``deploy up --set``
         # takes them; the stage's files in .chalice/ are put back as they were when it stops.
         self.overrides = dict(overrides or {})
+        # IAM actions removed from every policy of the stage before anything runs (--deny).
+        self.deny = tuple(deny or ())
+        self.enforce_iam = enforce_iam
         self._saved_chalice_files = None
         self.redeliver = redeliver
         # Crawler poll interval new executions get; None: the stage's (POLL_SECONDS).
@@ -263,6 +267,10 @@ class LocalStack:
 
             moto_hooks.set_athena_max_concurrent_queries(
                 self.deploy_result.settings.athena_max_concurrent_queries)
+            for action in self.deny:
+                self._deny(action)
+            if self.enforce_iam:
+                self._enforce_iam()
             self.app = ChaliceApp(self.project_dir, self.stage)
             self.events = LandingEvents(self.resources, self._invoke_handler,
                                         s3_client=self.client("s3"), sqs_client=self.client("sqs"),
@@ -276,6 +284,47 @@ class LocalStack:
             self.stop()
             raise
         return self
+
+    def _enforce_iam(self):
+        """From now on every request is checked against its caller's policies (moto's IAM
+        enforcement): each Glue job run under its job's role, the state machine's tasks under
+        its role; the stack's own plumbing (events, the in-process Lambdas, crawler and Athena
+        engine) keeps the stack's credentials. docs/DEPLOY.md says what moto cannot check."""
+        from local import moto_hooks
+
+        r = self.resources
+        moto_hooks.enforce_iam(r.account_id, r.region, r.role_arn(r.state_machine_role))
+        self.embedded.job_runner.role_credentials = (
+            lambda role_arn, session: moto_hooks.role_credentials(r.account_id, r.region, role_arn, session))
+        log.info("IAM enforced: Glue jobs and the state machine run under their own roles")
+
+    def _deny(self, action):
+        """Remove ``action`` from every inline policy of the stage's roles (a statement left
+        without actions goes); returns how many statements lost it."""
+        iam = self.client("iam")
+        prefix = self.resources.prefix + "-"
+        removed = 0
+        for page in iam.get_paginator("list_roles").paginate():
+            for role in page["Roles"]:
+                if not role["RoleName"].startswith(prefix):
+                    continue
+                for name in iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]:
+                    document = iam.get_role_policy(RoleName=role["RoleName"], PolicyName=name)["PolicyDocument"]
+                    statements = []
+                    for statement in document["Statement"]:
+                        actions = statement.get("Action")
+                        actions = [actions] if isinstance(actions, str) else list(actions or [])
+                        kept = [a for a in actions if a.lower() != action.lower()]
+                        if len(kept) != len(actions):
+                            removed += 1
+                            if not kept:
+                                continue
+                            statement = dict(statement, Action=kept)
+                        statements.append(statement)
+                    iam.put_role_policy(RoleName=role["RoleName"], PolicyName=name,
+                                        PolicyDocument=json.dumps(dict(document, Statement=statements)))
+        log.info("--deny %s: removed from %d statement(s) of the stage's policies", action, removed)
+        return removed
 
     def _invoke_handler(self, function_name, event):
         if self.poll_seconds is None:
