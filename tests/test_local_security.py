@@ -66,3 +66,23 @@ def test_the_tls_only_policy_denies_a_request_that_did_not_come_over_tls(stack):
     s3 = stack.client("s3")
     s3.put_object(Bucket=bucket.name, Key="raw/tls-check.txt", Body=b"x")
     assert s3.get_object(Bucket=bucket.name, Key="raw/tls-check.txt")["Body"].read() == b"x"
+
+
+def test_each_glue_role_is_held_to_its_own_policy(stack):
+    import boto3
+    from botocore.exceptions import ClientError
+
+    r = stack.resources
+    key, secret, token = moto_hooks.role_credentials(r.account_id, r.region, r.role_arn(r.normalize_role), "check")
+    s3 = boto3.client("s3", endpoint_url=stack.endpoint_url, region_name=r.region, aws_access_key_id=key,
+                      aws_secret_access_key=secret, aws_session_token=token, verify=stack.embedded.ca_bundle)
+    stack.client("s3").put_object(Bucket=r.landing_bucket, Key="incoming/iam-check.json", Body=b"{}\n")
+    # normalize may not read landing objects (json-to-parquet's input) ...
+    with pytest.raises(ClientError) as denied:
+        s3.get_object(Bucket=r.landing_bucket, Key="incoming/iam-check.json")
+    assert denied.value.response["Error"]["Code"] == "AccessDenied"
+    assert "s3:GetObject" in denied.value.response["Error"]["Message"]
+    assert r.normalize_role in denied.value.response["Error"]["Message"]
+    # ... but writes its own zone.
+    s3.put_object(Bucket=r.lake_bucket, Key="processed/iam-check.txt", Body=b"x")
+
