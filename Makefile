@@ -49,7 +49,7 @@ browser:  ## install the browser the dashboard test drives
 up: $(VENV)/.native-installed    ## the local stack as a service: API, dashboard, schedule, S3 events
 	$(PY) -m local up $(ARGS)
 
-# The Glue jobs' tests again, at the library versions Glue installs for the jobs (pyarrow 21 there,
+# The Glue jobs' tests again, at the library versions the deploy ships to Glue (pyarrow 20 there,
 # newer in .venv): see tests/glue_versions.py.
 GLUE_VENV := .venv-glue
 GLUE_TESTS := tests/test_json_to_parquet.py tests/test_native_prover.py tests/test_rules.py tests/test_conformance.py tests/test_normalize.py tests/test_catalog.py tests/test_jobio.py
@@ -63,7 +63,17 @@ $(GLUE_VENV)/.installed: requirements.txt requirements-dev.txt chalicelib/glue_j
 test-glue-versions: $(GLUE_VENV)/.native-installed  ## the Glue jobs' tests at Glue's library versions
 	$(GLUE_VENV)/bin/python -m pytest -q $(GLUE_TESTS)
 
-test: $(VENV)/.native-installed node_modules/.installed browser $(GLUE_VENV)/.native-installed  ## run the test suite
+# checkov lints the `chalice package` Terraform output (tests/test_checkov.py); its dependencies
+# clash with the project's, so it has a venv of its own.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+$(CHECKOV_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'pip<26.3'
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+	touch $@
+
+test: $(VENV)/.native-installed node_modules/.installed browser $(GLUE_VENV)/.native-installed $(CHECKOV_VENV)/.installed  ## run the test suite
 	$(PY) -m pytest
 	$(GLUE_VENV)/bin/python -m pytest -q $(GLUE_TESTS)
 	$(MAKE) --no-print-directory test-native-sanitizers
@@ -97,4 +107,4 @@ bench: $(VENV)/.bench-installed $(VENV)/.native-installed  ## our jobs against t
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(GLUE_VENV) .local-stack build/native-wheel
+	rm -rf $(VENV) $(GLUE_VENV) $(CHECKOV_VENV) .local-stack build/native-wheel build/glue-wheels

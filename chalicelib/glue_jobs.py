@@ -24,12 +24,14 @@ GLUE_VERSION = "3.0"
 # Capacity is Settings.glue_job_dpu: 1/16 DPU by default, the smallest shell job; both jobs
 # stream their input and stay well inside its 1 GB.
 # What the scripts import beyond the standard library and boto3, pinned to the newest versions
-# pip resolves on Glue's Python 3.9 (the local stack and tests pin the same DuckDB and pyiceberg).
-# pyiceberg 0.10.0 is the newest release with cp39 wheels; pyiceberg-core (cp39-abi3,
-# manylinux2014) holds the partition transforms its writer needs; its other dependencies
-# (pydantic-core, mmh3, pyroaring, ...) have cp39 manylinux2014 wheels too (checked with
-# ``pip download ... --python-version 3.9 --only-binary=:all: --platform manylinux2014_x86_64``).
-ADDITIONAL_PYTHON_MODULES = ("duckdb==1.4.5", "pyarrow==21.0.0", "pyiceberg==0.10.0", "pyiceberg-core==0.6.0")
+# with a CPython 3.9 wheel for Glue's platform (manylinux, glibc <= 2.26: pyarrow 21 has only
+# manylinux_2_28; pyiceberg 0.10.0 is the newest release with cp39 wheels, and pyiceberg-core, cp39-abi3
+# manylinux2014, holds the partition transforms its writer needs). The deploy resolves these (and their
+# dependencies) to wheels, uploads them under GLUE_WHEELS_PREFIX and lists them in --extra-py-files
+# (deploy.glue_wheels): no job run reaches a package index. .venv-glue tests the same versions
+# (tests/glue_versions.py), and the local stack pins the same DuckDB and pyiceberg.
+ADDITIONAL_PYTHON_MODULES = ("duckdb==1.4.5", "pyarrow==20.0.0", "pyiceberg==0.10.0", "pyiceberg-core==0.6.0")
+GLUE_WHEELS_PREFIX = GLUE_ASSETS_PREFIX + "wheels/"
 
 # Job scripts: repository path -> key in the lake bucket.
 JSON_TO_PARQUET_SCRIPT = "glue/json_to_parquet.py"
@@ -72,10 +74,9 @@ NATIVE_WHEEL_NAME = "shipping_etl_ndjson-1.0.0-cp39-abi3-manylinux2014_x86_64.wh
 NATIVE_WHEEL_JOBS = ("json-to-parquet",)
 
 # Per-job limits. Each landing object starts one run of each job; runs of different objects
-# overlap, and a run past the limit fails with ConcurrentRunsExceededException, which the state
-# machine retries with backoff.
+# overlap, and a run past the limit (Settings.glue_max_concurrent_runs, GLUE_MAX_CONCURRENT_RUNS)
+# fails with ConcurrentRunsExceededException, which the state machine retries with backoff.
 JOB_TIMEOUT_MINUTES = {"json-to-parquet": 30, "normalize": 30}
-JOB_MAX_CONCURRENT_RUNS = 20
 
 # Crawlers re-read everything under their target: new files land in existing folders (raw/) and
 # CRAWL_NEW_FOLDERS_ONLY would miss them. Columns are added or changed in place; a vanished
@@ -106,6 +107,12 @@ def native_wheel_key():
     return GLUE_ASSETS_PREFIX + NATIVE_WHEEL_NAME
 
 
+def glue_wheel_key(filename):
+    """Key in the lake bucket of one of the jobs' library wheels (its own file name: pip
+    rejects a wheel named otherwise)."""
+    return GLUE_WHEELS_PREFIX + filename
+
+
 def asset_sources():
     """``{key in the lake bucket: repository path}`` of the job scripts (the zip is built)."""
     return {asset_key(path): path for path in (JSON_TO_PARQUET_SCRIPT, NORMALIZE_SCRIPT)}
@@ -121,33 +128,48 @@ def database_definition(resources):
     }
 
 
-def _extra_py_files(resources, step, native_wheel):
+def security_configuration_definition(resources, kms_key_arn):
+    """Keyword arguments of ``glue.create_security_configuration``: the stage's key for the S3
+    objects and the CloudWatch logs the jobs and crawlers write (Python shell jobs keep no
+    bookmarks)."""
+    return {
+        "Name": resources.glue_security_configuration,
+        "EncryptionConfiguration": {
+            "S3Encryption": [{"S3EncryptionMode": "SSE-KMS", "KmsKeyArn": kms_key_arn}],
+            "CloudWatchEncryption": {"CloudWatchEncryptionMode": "SSE-KMS", "KmsKeyArn": kms_key_arn},
+            "JobBookmarksEncryption": {"JobBookmarksEncryptionMode": "DISABLED"},
+        },
+    }
+
+
+def _extra_py_files(resources, step, native_wheel, glue_wheels):
     files = [library_zip_key()]
     if native_wheel and step in NATIVE_WHEEL_JOBS:
         files.append(native_wheel_key())
+    files += [glue_wheel_key(filename) for filename in glue_wheels]
     return ",".join(resources.lake_uri(key) for key in files)
 
 
-def _job(resources, settings, name, step, script, description, native_wheel):
+def _job(resources, settings, name, step, script, description, native_wheel, glue_wheels):
     return {
         "Name": name,
         "Description": description,
-        "Role": resources.role_arn(resources.glue_job_role),
+        "Role": resources.role_arn(resources.glue_job_roles[name]),
         "Command": {
             "Name": JOB_COMMAND,
             "ScriptLocation": resources.lake_uri(asset_key(script)),
             "PythonVersion": PYTHON_VERSION,
         },
         "GlueVersion": GLUE_VERSION,
+        "SecurityConfiguration": resources.glue_security_configuration,
         "MaxCapacity": settings.glue_job_dpu,
         "Timeout": JOB_TIMEOUT_MINUTES[step],
         # The state machine owns retries: it knows which errors are transient.
         "MaxRetries": 0,
-        "ExecutionProperty": {"MaxConcurrentRuns": JOB_MAX_CONCURRENT_RUNS},
+        "ExecutionProperty": {"MaxConcurrentRuns": settings.glue_max_concurrent_runs},
         "DefaultArguments": {
             "--job-language": "python",
-            "--additional-python-modules": ",".join(ADDITIONAL_PYTHON_MODULES),
-            "--extra-py-files": _extra_py_files(resources, step, native_wheel),
+            "--extra-py-files": _extra_py_files(resources, step, native_wheel, glue_wheels),
             # Into the stage's own log group (retention, the stage's key), not Glue's shared ones.
             "--enable-continuous-cloudwatch-log": "true",
             "--continuous-log-logGroup": resources.glue_job_log_group,
@@ -155,21 +177,23 @@ def _job(resources, settings, name, step, script, description, native_wheel):
     }
 
 
-def job_definitions(resources, settings=None, native_wheel=False):
+def job_definitions(resources, settings=None, native_wheel=False, glue_wheels=()):
     """Keyword arguments of ``glue.create_job`` for both jobs, in pipeline order.
 
     ``native_wheel``: the C module's wheel is uploaded (``native_wheel_key()``), so the jobs of
-    ``NATIVE_WHEEL_JOBS`` list it in ``--extra-py-files``.
+    ``NATIVE_WHEEL_JOBS`` list it in ``--extra-py-files``. ``glue_wheels``: file names of the
+    library wheels uploaded under ``GLUE_WHEELS_PREFIX`` (what ADDITIONAL_PYTHON_MODULES resolves
+    to), listed in every job's ``--extra-py-files``.
     """
     settings = settings or Settings()
     return [
         _job(resources, settings, resources.json_to_parquet_job, "json-to-parquet",
              JSON_TO_PARQUET_SCRIPT,
              "NDJSON landing object -> typed Parquet in the raw zone; bad lines to quarantine",
-             native_wheel),
+             native_wheel, glue_wheels),
         _job(resources, settings, resources.normalize_job, "normalize", NORMALIZE_SCRIPT,
              "Raw Parquet -> PII-free, de-duplicated rows, one atomic commit to the processed Iceberg table",
-             native_wheel),
+             native_wheel, glue_wheels),
     ]
 
 
@@ -184,6 +208,7 @@ def _crawler(resources, name, prefix, description):
         "RecrawlPolicy": dict(RECRAWL_POLICY),
         "SchemaChangePolicy": dict(SCHEMA_CHANGE_POLICY),
         "Configuration": json.dumps(CRAWLER_CONFIGURATION, sort_keys=True),
+        "CrawlerSecurityConfiguration": resources.glue_security_configuration,
     }
 
 
@@ -196,21 +221,24 @@ def crawler_definitions(resources):
     ]
 
 
-def workgroup_definition(resources, settings=None):
+def workgroup_definition(resources, settings=None, kms_key_arn=None):
     """Keyword arguments of ``athena.create_work_group``.
 
-    The workgroup's settings are enforced, so every query lands its results (encrypted) under
+    The workgroup's settings are enforced, so every query lands its results (encrypted with the
+    stage's key, ``kms_key_arn``, when given: results can hold PII; else SSE-S3) under
     ``athena-results/`` of the lake bucket whatever the caller asks for, and a query that scans
     more than ``settings.athena_bytes_scanned_cutoff`` bytes is cancelled.
     """
     settings = settings or Settings()
+    encryption = ({"EncryptionOption": "SSE_KMS", "KmsKey": kms_key_arn} if kms_key_arn
+                  else {"EncryptionOption": "SSE_S3"})
     return {
         "Name": resources.athena_workgroup,
         "Description": "Shipping ETL (%s) queries" % resources.stage,
         "Configuration": {
             "ResultConfiguration": {
                 "OutputLocation": resources.lake_uri(ATHENA_RESULTS_PREFIX),
-                "EncryptionConfiguration": {"EncryptionOption": "SSE_S3"},
+                "EncryptionConfiguration": encryption,
             },
             "EnforceWorkGroupConfiguration": True,
             "BytesScannedCutoffPerQuery": settings.athena_bytes_scanned_cutoff,

@@ -60,6 +60,11 @@ class Resources:
         """Raw, processed and quarantine zones, manifests, Athena results and Glue scripts."""
         return self._bucket("lake")
 
+    @property
+    def access_log_bucket(self):
+        """S3 server access logs of the landing and lake buckets (``<bucket>/`` prefixes)."""
+        return self._bucket("access-logs")
+
     def lake_uri(self, prefix=""):
         return "s3://%s/%s" % (self.lake_bucket, prefix)
 
@@ -136,7 +141,17 @@ class Resources:
     @property
     def managed_log_groups(self):
         """Every log group the deploy makes, with retention and the stage's key."""
-        return [self.state_machine_log_group, self.glue_job_log_group] + self.lambda_log_groups
+        return ([self.state_machine_log_group, self.glue_job_log_group] + self.lambda_log_groups
+                + [self.api_access_log_group])
+
+    @property
+    def api_access_log_group(self):
+        """API Gateway's access log of the stage's REST API (``python -m deploy api``)."""
+        return "/aws/apigateway/%s-access" % self.prefix
+
+    @property
+    def api_access_log_group_arn(self):
+        return self._arn("logs", "log-group:%s" % self.api_access_log_group)
 
     # -- Lambda -------------------------------------------------------------------------------
     @property
@@ -171,8 +186,24 @@ class Resources:
 
     # -- IAM --------------------------------------------------------------------------------
     @property
-    def glue_job_role(self):
-        return "%s-glue-job" % self.prefix
+    def glue_security_configuration(self):
+        """KMS for what the Glue jobs and crawlers write: S3 objects and CloudWatch logs."""
+        return "%s-glue" % self.prefix
+
+    @property
+    def json_to_parquet_role(self):
+        """The json-to-parquet job's own role (each job has one, with only its own prefixes)."""
+        return "%s-json-to-parquet-job" % self.prefix
+
+    @property
+    def normalize_role(self):
+        return "%s-normalize-job" % self.prefix
+
+    @property
+    def glue_job_roles(self):
+        """``{job name: its role name}``."""
+        return {self.json_to_parquet_job: self.json_to_parquet_role,
+                self.normalize_job: self.normalize_role}
 
     @property
     def crawler_role(self):

@@ -44,6 +44,12 @@ DEPLOY_SETTINGS = (
      "bytes one Athena query may scan before it is cancelled (at least 10485760)"),
     ("SNAPSHOT_RETENTION_SECONDS", "snapshot_retention_seconds",
      "age past which the processed Iceberg table's maintenance (VACUUM) expires snapshots (at least 60)"),
+    ("GLUE_MAX_CONCURRENT_RUNS", "glue_max_concurrent_runs",
+     "runs of each Glue job at once (its MaxConcurrentRuns); a start past it fails with "
+     "ConcurrentRunsExceededException, which the state machine retries"),
+    ("ATHENA_MAX_CONCURRENT_QUERIES", "athena_max_concurrent_queries",
+     "queries the local Athena engine runs at once before it answers TooManyRequestsException "
+     "(on AWS the account's Athena quota decides)"),
 )
 
 
@@ -121,6 +127,10 @@ class Settings:
     # One day of history to time-travel to; older snapshots and their unreferenced files go at
     # the next maintenance run (Athena's own default is 5 days).
     snapshot_retention_seconds: int = 86400
+    # Each landing object starts one run of each job; runs of different objects overlap.
+    glue_max_concurrent_runs: int = 20
+    # Athena's default quota of active DML queries is in this range for a new account.
+    athena_max_concurrent_queries: int = 20
 
     @classmethod
     def from_env(cls, environ=None):
@@ -155,6 +165,10 @@ class Settings:
                                              minimum=MIN_BYTES_SCANNED_CUTOFF),
             snapshot_retention_seconds=_int(env, "SNAPSHOT_RETENTION_SECONDS", d.snapshot_retention_seconds,
                                             minimum=60),
+            glue_max_concurrent_runs=_int(env, "GLUE_MAX_CONCURRENT_RUNS", d.glue_max_concurrent_runs,
+                                          minimum=1),
+            athena_max_concurrent_queries=_int(env, "ATHENA_MAX_CONCURRENT_QUERIES",
+                                               d.athena_max_concurrent_queries, minimum=1),
         )
 
     def lambda_environment(self):

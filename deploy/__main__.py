@@ -3,7 +3,7 @@ import argparse
 import sys
 
 from chalicelib.settings import DEPLOY_SETTINGS, Settings
-from deploy.commands import REPO_ROOT, down, up
+from deploy.commands import REPO_ROOT, api, down, up, write_chalice_files
 from deploy.errors import DeployError
 
 DESCRIPTION = """\
@@ -11,12 +11,15 @@ Create, update or remove every AWS resource of one Shipping ETL stage.
 
 up    creates or updates the landing and lake buckets (private, SSE-S3, TLS only, versioned
       landing, expiring PII), the IAM roles of the Glue jobs, crawlers and state machine, the
-      stage's KMS key, the Glue scripts (and the C module's wheel, when this machine can build
-      it) under s3://<lake>/glue-assets/, the Glue database, jobs and crawlers, the Athena
+      stage's KMS key, the Glue scripts, the jobs' library wheels (resolved for Glue's Python
+      3.9 platform, with hashes) and the C module's wheel (when this machine can build it)
+      under s3://<lake>/glue-assets/, the Glue database, jobs and crawlers, the Athena
       workgroup, the encrypted SNS topic (and an e-mail subscriber), the state machine and its
       log group; then writes the stage's settings into .chalice/config.json and the Lambdas'
       policy into .chalice/policy-<stage>.json.
-      Running it again changes only what differs. Then: chalice deploy --stage <stage>.
+      Running it again changes only what differs. Then: chalice deploy --stage <stage>,
+      and python -m deploy api --stage <stage>.
+api   after chalice deploy: throttles the REST API's stage and turns on its access log.
 down  removes all of that except the buckets and their data (unless --delete-data); the KMS
       key is scheduled for deletion in 7 days.
       Remove the app first with: chalice delete --stage <stage>.
@@ -52,7 +55,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m deploy", description=DESCRIPTION, epilog=EPILOG + _deploy_settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{up,down}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{up,api,down}")
 
     def common(sub):
         sub.add_argument("--stage", required=True, help="stage name, e.g. dev (part of every resource name)")
@@ -70,9 +73,25 @@ def build_parser():
                            metavar="NAME=VALUE",
                            help="a setting for this stage (repeatable; kept for later runs), "
                                 "e.g. --set NOTIFICATION_EMAIL=team@example.com")
+    up_parser.add_argument("--offline", action="store_true",
+                           help="with --account-id: make no AWS call, only write the stage's "
+                                ".chalice/config.json values and the Lambdas' policy files, which "
+                                "`chalice package` needs (a fresh clone, no AWS account)")
+    up_parser.add_argument("--account-id", metavar="ID",
+                           help="the account the policies name, with --offline (default: from STS)")
     up_parser.add_argument("--project-dir", default=str(REPO_ROOT),
                            help="Chalice project (repository root): .chalice/ is written there, "
                                 "glue/ and chalicelib/ read from there (default: %(default)s)")
+
+    api_parser = commands.add_parser(
+        "api", help="after chalice deploy: throttle the REST API's stage and turn on its access log",
+        description="After `chalice deploy --stage S`: set throttling (rate and burst) on every method "
+                    "of the REST API's stage and send its access log to the stage's encrypted log group.")
+    api_parser.add_argument("--stage", required=True, help="stage name, e.g. dev")
+    api_parser.add_argument("--region", help="AWS region (as for up)")
+    api_parser.add_argument("--project-dir", default=str(REPO_ROOT),
+                            help="Chalice project: .chalice/deployed/<stage>.json names the API "
+                                 "(default: %(default)s)")
 
     down_parser = commands.add_parser("down", help="remove the stage's resources",
                                       description="Remove what `up` created for a stage.")
@@ -85,7 +104,12 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "up":
+        if args.command == "up" and args.offline:
+            write_chalice_files(args.stage, args.account_id, region=args.region,
+                                project_dir=args.project_dir, overrides=dict(args.overrides))
+        elif args.command == "api":
+            api(args.stage, region=args.region, project_dir=args.project_dir)
+        elif args.command == "up":
             up(args.stage, region=args.region, project_dir=args.project_dir, dry_run=args.dry_run,
                overrides=dict(args.overrides))
         else:

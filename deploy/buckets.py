@@ -20,6 +20,7 @@ PUBLIC_ACCESS_BLOCK = {
     "RestrictPublicBuckets": True,
 }
 SSE_ALGORITHM = "AES256"  # SSE-S3
+KMS_SSE_ALGORITHM = "aws:kms"  # SSE-KMS, with the stage's key where PII lives
 OBJECT_OWNERSHIP = "BucketOwnerEnforced"  # ACLs off: the account owns every object
 _MISSING = ("NoSuchBucket", "404", "NotFound")
 # An upload that never completes keeps its parts (billed, and possibly PII) until aborted.
@@ -132,6 +133,29 @@ def _sse_algorithm(s3, name):
     return defaults.get("SSEAlgorithm")
 
 
+def _sse_kms(s3, name):
+    """(algorithm, KMS key) of the bucket's default encryption, or None."""
+    try:
+        rules = s3.get_bucket_encryption(Bucket=name)["ServerSideEncryptionConfiguration"]["Rules"]
+    except Exception as exc:
+        if has_code(exc, "ServerSideEncryptionConfigurationNotFoundError"):
+            return None
+        raise
+    defaults = rules[0].get("ApplyServerSideEncryptionByDefault", {}) if rules else {}
+    return defaults.get("SSEAlgorithm"), defaults.get("KMSMasterKeyID")
+
+
+def _kms_encryption_setting(name, kms_key_arn):
+    """Default encryption with the stage's key (SSE-KMS, S3 Bucket Keys to keep KMS calls few)."""
+    return _Setting(
+        "encryption", _sse_kms, (KMS_SSE_ALGORITHM, kms_key_arn),
+        lambda s3: s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {
+                "SSEAlgorithm": KMS_SSE_ALGORITHM, "KMSMasterKeyID": kms_key_arn},
+                "BucketKeyEnabled": True}]}),
+        _equal)
+
+
 def _object_ownership(s3, name):
     try:
         rules = s3.get_bucket_ownership_controls(Bucket=name)["OwnershipControls"]["Rules"]
@@ -170,7 +194,8 @@ def _equal(desired, current):
     return desired == current
 
 
-def _settings(name, tls_only, versioned, lifecycle_rules):
+def _settings(name, tls_only, versioned, lifecycle_rules, kms_key_arn=None, access_log=None,
+              policy_statements=()):
     """The bucket's settings (``_Setting``), in apply order."""
     settings = [
         _Setting("public access block", _public_access_block, PUBLIC_ACCESS_BLOCK,
@@ -179,16 +204,20 @@ def _settings(name, tls_only, versioned, lifecycle_rules):
         _Setting("encryption", _sse_algorithm, SSE_ALGORITHM,
                  lambda s3: s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
                      "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": SSE_ALGORITHM}}]}),
-                 _equal),
+                 _equal) if kms_key_arn is None else _kms_encryption_setting(name, kms_key_arn),
         _Setting("object ownership", _object_ownership, OBJECT_OWNERSHIP,
                  lambda s3: s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls={
                      "Rules": [{"ObjectOwnership": OBJECT_OWNERSHIP}]}), _equal),
     ]
-    if tls_only:
-        policy = policies.tls_only_bucket_policy(name)
+    if tls_only or policy_statements:
+        policy = policies.tls_only_bucket_policy(name) if tls_only else {
+            "Version": policies.VERSION, "Statement": []}
+        policy["Statement"] = list(policy_statements) + policy["Statement"]
         settings.append(_Setting(
             "TLS-only policy", _policy, policy,
             lambda s3: s3.put_bucket_policy(Bucket=name, Policy=json.dumps(policy)), _equal))
+    if access_log is not None:
+        settings.append(_access_log_setting(name, *access_log))
     if versioned:
         settings.append(_Setting(
             "versioning", _versioning, "Enabled",
@@ -204,22 +233,39 @@ def _settings(name, tls_only, versioned, lifecycle_rules):
     return settings
 
 
-def ensure_bucket(ctx, name, tls_only=True, versioned=False, lifecycle_rules=()):
+def _logging(s3, name):
+    return s3.get_bucket_logging(Bucket=name).get("LoggingEnabled")
+
+
+def _access_log_setting(name, target_bucket, target_prefix):
+    """S3 server access logs of ``name`` to ``target_bucket``/``target_prefix``."""
+    desired = {"TargetBucket": target_bucket, "TargetPrefix": target_prefix}
+    return _Setting(
+        "access logs", _logging, desired,
+        lambda s3: s3.put_bucket_logging(Bucket=name, BucketLoggingStatus={"LoggingEnabled": desired}),
+        matches)
+
+
+def ensure_bucket(ctx, name, tls_only=True, versioned=False, lifecycle_rules=(), kms_key_arn=None,
+                  access_log=None, policy_statements=()):
     """Create ``name`` if missing and bring its security and retention settings to the desired state.
 
     ``tls_only`` adds the policy refusing plain-HTTP requests. Emulators must go without it:
     moto evaluates bucket policies but not their conditions, so the conditional Deny would
     deny every object request. ``versioned`` turns versioning on (it is never turned off
     again: S3 can only suspend it). ``lifecycle_rules`` replace the bucket's lifecycle
-    configuration whenever they differ. Returns the Change. Raises DeployError when another
-    account owns the name.
+    configuration whenever they differ. ``kms_key_arn``: default encryption with that key
+    (SSE-KMS) instead of SSE-S3. ``access_log``: (target bucket, prefix) of its S3 server
+    access logs. ``policy_statements``: more statements of its bucket policy. Returns the
+    Change. Raises DeployError when another account owns the name.
     """
     s3 = ctx.client("s3")
     exists = bucket_exists(ctx, name)
     if not exists and not ctx.dry_run:
         _create(ctx, name)
     changed = []
-    for setting in _settings(name, tls_only, versioned, lifecycle_rules):
+    for setting in _settings(name, tls_only, versioned, lifecycle_rules, kms_key_arn, access_log,
+                             policy_statements):
         current = setting.read(s3, name) if exists else None
         if not setting.same(setting.desired, current):
             changed.append(setting.label)
@@ -228,6 +274,24 @@ def ensure_bucket(ctx, name, tls_only=True, versioned=False, lifecycle_rules=())
     if not exists:
         return ctx.record(CREATED, KIND, name)
     return ctx.record_changes(KIND, name, changed)
+
+
+def access_log_statements(resources, log_bucket, sources):
+    """The log bucket's grant: S3's logging service writes the access logs of ``sources`` (this
+    account's buckets) under ``<source>/`` (the log bucket itself must use SSE-S3: S3 cannot
+    deliver access logs to an SSE-KMS bucket)."""
+    return [{"Sid": "S3ServerAccessLogs%d" % index, "Effect": "Allow",
+             "Principal": {"Service": "logging.s3.amazonaws.com"}, "Action": "s3:PutObject",
+             "Resource": "arn:aws:s3:::%s/%s/*" % (log_bucket, source),
+             "Condition": {"StringEquals": {"aws:SourceAccount": resources.account_id},
+                           "ArnLike": {"aws:SourceArn": "arn:aws:s3:::%s" % source}}}
+            for index, source in enumerate(sources, 1)]
+
+
+def access_log_lifecycle(settings):
+    """Access logs name requesters and keys: they expire with the raw zone's retention."""
+    return [_abort_multipart(),
+            _rule("expire-access-logs", "", Expiration={"Days": settings.raw_retention_days})]
 
 
 def delete_objects(ctx, bucket, prefix=""):

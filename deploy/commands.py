@@ -23,6 +23,7 @@ from deploy import (
     buckets,
     chalice_config,
     glue,
+    glue_wheels,
     iam,
     kms,
     lake_table,
@@ -161,6 +162,8 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
             wheel_left_out = None
         except native_wheel.NativeWheelUnavailable as exc:
             wheel_left_out = str(exc)
+        wheel_set = glue_wheels.resolve(project_dir)
+        payloads.update(wheel_set.payloads())
         definition = stepfunctions.build_definition(resources)
 
         ctx.say("%s stage %s: %s" % ("Planning" if dry_run else "Deploying", stage, _where(ctx)))
@@ -168,29 +171,44 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
             ctx.say("warning: the Glue wheel of the C module (glue/native) cannot be built here (%s): "
                     "it is left out, and the %s job will use its slower pure-DuckDB path."
                     % (wheel_left_out, " and ".join(glue_jobs.NATIVE_WHEEL_JOBS)))
+        s3_endpoint = ctx.client("s3").meta.endpoint_url
         on_aws = is_aws_endpoint(ctx.client("s3"))
-        tls_only = on_aws if tls_only_policy is None else tls_only_policy
+        # An emulator that speaks HTTPS (the local stack) gets them too; over plain HTTP they
+        # would refuse every request.
+        tls_only = (on_aws or s3_endpoint.startswith("https://")) if tls_only_policy is None else tls_only_policy
         if not tls_only:
             ctx.say("note: TLS-only bucket policies left out (%s)"
-                    % ("turned off" if on_aws else "emulator endpoint"))
-        buckets.ensure_bucket(ctx, resources.landing_bucket, tls_only, versioned=True,
-                              lifecycle_rules=buckets.landing_lifecycle(settings))
-        buckets.ensure_bucket(ctx, resources.lake_bucket, tls_only,
-                              lifecycle_rules=buckets.lake_lifecycle(settings))
+                    % ("turned off" if tls_only_policy is False else "plain-HTTP emulator endpoint"))
         for name, description, trust, policy in iam.role_definitions(resources, settings):
             iam.ensure_role(ctx, name, description, trust, policy)
-        # After the roles: the key policy names the state machine's role.
+        # After the roles: the key policy names the state machine's role. Before the buckets,
+        # which encrypt with it (landing, raw, quarantine, Athena results hold PII).
         _key_change, key_arn = kms.ensure_key(ctx, policies.kms_key_policy(resources))
+        stage_key = key_arn or resources.kms_key_alias_arn  # a dry run before the key exists
+        sources = (resources.landing_bucket, resources.lake_bucket)
+        buckets.ensure_bucket(ctx, resources.access_log_bucket, tls_only,
+                              lifecycle_rules=buckets.access_log_lifecycle(settings),
+                              policy_statements=buckets.access_log_statements(
+                                  resources, resources.access_log_bucket, sources))
+        buckets.ensure_bucket(ctx, resources.landing_bucket, tls_only, versioned=True,
+                              lifecycle_rules=buckets.landing_lifecycle(settings), kms_key_arn=stage_key,
+                              access_log=(resources.access_log_bucket, resources.landing_bucket + "/"))
+        buckets.ensure_bucket(ctx, resources.lake_bucket, tls_only,
+                              lifecycle_rules=buckets.lake_lifecycle(settings), kms_key_arn=stage_key,
+                              access_log=(resources.access_log_bucket, resources.lake_bucket + "/"))
         for key, payload in payloads.items():
             assets.ensure_asset(ctx, resources.lake_bucket, key, payload)
         glue.ensure_database(ctx, glue_jobs.database_definition(resources))
-        for job in glue_jobs.job_definitions(resources, settings, native_wheel=not wheel_left_out):
+        glue.ensure_security_configuration(
+            ctx, glue_jobs.security_configuration_definition(resources, stage_key))
+        for job in glue_jobs.job_definitions(resources, settings, native_wheel=not wheel_left_out,
+                                             glue_wheels=wheel_set.filenames()):
             glue.ensure_job(ctx, job)
         for crawler in glue_jobs.crawler_definitions(resources):
             glue.ensure_crawler(ctx, crawler)
         # The processed crawler of earlier deploys: the Iceberg table needs none.
         lake_table.remove_processed_crawler(ctx)
-        athena.ensure_workgroup(ctx, glue_jobs.workgroup_definition(resources, settings))
+        athena.ensure_workgroup(ctx, glue_jobs.workgroup_definition(resources, settings, stage_key))
         topic.ensure_topic(ctx)
         topic.ensure_email_subscription(ctx, settings.notification_email)
         queues.ensure_failures_queue(ctx, resources)
@@ -218,6 +236,54 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
     return _run(body)
 
 
+def api(stage, region=None, project_dir=None, session=None, environ=None, out=None, sleep=time.sleep):
+    """After ``chalice deploy``: throttle the stage's REST API and send its access log to the
+    group ``up`` made (deploy.api_stage). Returns a DeployResult; raises DeployError with what
+    to do."""
+    from deploy import api_stage
+
+    environ = os.environ if environ is None else environ
+    project_dir = Path(project_dir) if project_dir else REPO_ROOT
+
+    def body():
+        ctx = _begin(stage, region, session, environ, out, False, sleep)
+        settings = Settings(stage=stage, account_id=ctx.resources.account_id, region=ctx.resources.region)
+        api_stage.ensure_api_stage(ctx, api_stage.rest_api_id(project_dir, stage))
+        _summary(ctx, "Stage %s API:" % stage)
+        return DeployResult(stage, ctx.resources, settings, ctx.changes, False)
+
+    return _run(body)
+
+
+def write_chalice_files(stage, account_id, region=None, project_dir=None, environ=None, out=None,
+                        overrides=None):
+    """Only what ``chalice package`` needs from a deploy, with no AWS call and no account: the
+    stage's ``.chalice/config.json`` values and the Lambdas' policy files, for ``account_id``.
+
+    The rest of ``up`` is a dry run: nothing else is read or changed. Returns a DeployResult;
+    raises DeployError for a bad stage, account or setting.
+    """
+    environ = os.environ if environ is None else environ
+    project_dir = Path(project_dir) if project_dir else REPO_ROOT
+    check_stage(stage)
+    if not re.match(r"^\d{12}$", account_id or ""):
+        raise DeployError("--account-id must be a 12-digit AWS account id, got %r" % account_id)
+    region = region or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+    resources = Resources(stage=stage, account_id=account_id, region=region)
+    ctx = DeployContext(None, resources, dry_run=False, out=out)
+    settings = stage_settings(stage, account_id, region, project_dir, environ, overrides)
+    ctx.say("Writing the chalice files of stage %s for account %s in %s (no AWS call)"
+            % (stage, account_id, region))
+    lambda_policies = policies.lambda_policies(resources)
+    chalice_config.write_config(ctx, project_dir, stage, settings.lambda_environment(),
+                                settings.deploy_environment(), functions=list(lambda_policies))
+    for function, policy in lambda_policies.items():
+        chalice_config.write_policy(ctx, project_dir, stage, policy, function)
+    _summary(ctx, "Stage %s:" % stage)
+    ctx.say("Next: chalice package --pkg-format terraform --stage %s out/" % stage)
+    return DeployResult(stage, resources, settings, ctx.changes, False)
+
+
 def down(stage, region=None, delete_data=False, dry_run=False, session=None, environ=None,
          out=None, sleep=time.sleep):
     """Remove what ``up`` created for ``stage``; the buckets (data) only with ``delete_data``.
@@ -240,6 +306,7 @@ def down(stage, region=None, delete_data=False, dry_run=False, session=None, env
         for job in glue_jobs.job_definitions(resources):
             glue.delete_job(ctx, job["Name"])
         glue.delete_database(ctx, resources.glue_database)
+        glue.delete_security_configuration(ctx, resources.glue_security_configuration)
         athena.delete_workgroup(ctx, resources.athena_workgroup)
         topic.delete_topic(ctx)
         queues.delete_failures_queue(ctx, resources)
@@ -250,7 +317,7 @@ def down(stage, region=None, delete_data=False, dry_run=False, session=None, env
         assets.delete_assets(ctx, resources.lake_bucket)
         for name, _description, _trust, _policy in iam.role_definitions(resources):
             iam.delete_role(ctx, name)
-        for bucket in (resources.landing_bucket, resources.lake_bucket):
+        for bucket in (resources.landing_bucket, resources.lake_bucket, resources.access_log_bucket):
             if delete_data:
                 buckets.delete_bucket(ctx, bucket)
             elif buckets.bucket_exists(ctx, bucket):

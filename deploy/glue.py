@@ -56,6 +56,36 @@ def delete_database(ctx, name):
                    lambda: glue.delete_database(Name=name))
 
 
+# -- security configuration ----------------------------------------------------------------------
+def ensure_security_configuration(ctx, definition):
+    """Create the security configuration, or replace it when its encryption differs (Glue has
+    no update; jobs and crawlers name it, so they keep it); returns the Change."""
+    glue = ctx.client("glue")
+    name = definition["Name"]
+    try:
+        current = glue.get_security_configuration(Name=name)["SecurityConfiguration"]
+    except Exception as exc:
+        if not _missing(exc):
+            raise
+        if not ctx.dry_run:
+            glue.create_security_configuration(**definition)
+        return ctx.record(CREATED, "glue security config", name)
+    if changed_fields(definition["EncryptionConfiguration"], current.get("EncryptionConfiguration", {})):
+        if not ctx.dry_run:
+            glue.delete_security_configuration(Name=name)
+            glue.create_security_configuration(**definition)
+        return ctx.record(UPDATED, "glue security config", name, "encryption")
+    return ctx.record(UNCHANGED, "glue security config", name)
+
+
+def delete_security_configuration(ctx, name):
+    """Delete the security configuration; returns the Change."""
+    glue = ctx.client("glue")
+    return _delete(ctx, "glue security config", name,
+                   lambda: glue.get_security_configuration(Name=name),
+                   lambda: glue.delete_security_configuration(Name=name))
+
+
 # -- jobs and crawlers ---------------------------------------------------------------------------
 def _comparable(definition, current):
     """Copies of both with roles reduced to their names (Glue may answer with either form)."""

@@ -16,10 +16,12 @@ def role_definitions(resources, settings=None):
     ``settings`` (the stage's) decide the state machine's logging and tracing permissions.
     """
     return [
-        (resources.glue_job_role, "Shipping ETL %s: Glue jobs" % resources.stage,
-         policies.glue_trust(), policies.glue_job_policy(resources)),
+        (resources.json_to_parquet_role, "Shipping ETL %s: Glue job json-to-parquet" % resources.stage,
+         policies.glue_trust(resources), policies.json_to_parquet_policy(resources)),
+        (resources.normalize_role, "Shipping ETL %s: Glue job normalize" % resources.stage,
+         policies.glue_trust(resources), policies.normalize_policy(resources)),
         (resources.crawler_role, "Shipping ETL %s: Glue crawlers" % resources.stage,
-         policies.glue_trust(), policies.crawler_policy(resources)),
+         policies.glue_trust(resources), policies.crawler_policy(resources)),
         (resources.state_machine_role, "Shipping ETL %s: pipeline state machine" % resources.stage,
          policies.state_machine_trust(resources), policies.state_machine_policy(resources, settings)),
     ]

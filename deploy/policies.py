@@ -68,14 +68,13 @@ def _document(*statements):
     return {"Version": VERSION, "Statement": list(statements)}
 
 
-def _catalog(resources):
-    """ARNs of the Glue Data Catalog, this stage's database and its tables."""
+def _catalog(resources, tables=("*",)):
+    """ARNs of the Glue Data Catalog, this stage's database and its ``tables`` (all by default)."""
     db = resources.glue_database
     return [
         _arn(resources, "glue", "catalog"),
         _arn(resources, "glue", "database/%s" % db),
-        _arn(resources, "glue", "table/%s/*" % db),
-    ]
+    ] + [_arn(resources, "glue", "table/%s/%s" % (db, table)) for table in tables]
 
 
 def _log_group(resources, name, stream="*"):
@@ -88,6 +87,8 @@ def _log_group(resources, name, stream="*"):
 # per run, named after the run id, so streams cannot be narrowed to a job. Crawlers log to one
 # group, one stream per crawler.
 GLUE_JOB_LOG_GROUPS = ("/aws-glue/python-jobs/*",)
+# With a security configuration Glue writes to groups named after it, all under /aws-glue/.
+GLUE_LOG_GROUPS = "/aws-glue/*"
 CRAWLER_LOG_GROUP = "/aws-glue/crawlers"
 
 
@@ -101,12 +102,17 @@ def _write_logs(sid, resources, groups, streams=("*",)):
 
 
 # -- trust -------------------------------------------------------------------------------------
-def glue_trust():
-    """Who may assume the Glue job and crawler roles: the Glue service."""
+def glue_trust(resources):
+    """Who may assume the Glue job and crawler roles: the Glue service, only on behalf of this
+    account's jobs and crawlers (confused deputy)."""
     return _document({
         "Effect": "Allow",
         "Principal": {"Service": "glue.amazonaws.com"},
         "Action": "sts:AssumeRole",
+        "Condition": {
+            "StringEquals": {"aws:SourceAccount": resources.account_id},
+            "ArnLike": {"aws:SourceArn": _arn(resources, "glue", "*")},
+        },
     })
 
 
@@ -124,35 +130,76 @@ def state_machine_trust(resources):
 
 
 # -- role policies -----------------------------------------------------------------------------
-def glue_job_policy(resources):
-    """The jobs read landing objects and their own scripts, write the lake's zones (catalog
-    decisions under manifests/ included), register the partitions they write in this stage's
-    tables and look whether its crawlers are crawling."""
-    lake, landing = resources.lake_bucket, resources.landing_bucket
-    written = (RAW_PREFIX, PROCESSED_PREFIX, QUARANTINE_PREFIX, MANIFEST_PREFIX)
+def _glue_job_policy(resources, read, written, buckets, catalog_statements):
+    """A job reads ``read`` objects and its own scripts and wheels, writes ``written`` prefixes
+    of the lake (its catalog decision under manifests/ included), lists ``buckets`` and may do
+    what ``catalog_statements`` allow in the catalog."""
+    lake = resources.lake_bucket
     return _document(
         # GetObjectVersion: a job reads exactly the version its execution names.
-        _statement("ReadLandingObjects", ["s3:GetObject", "s3:GetObjectVersion"],
-                   _objects(landing, INCOMING_PREFIX)),
+        _statement("ReadInput", ["s3:GetObject", "s3:GetObjectVersion"], read),
         _statement("ReadGlueAssets", ["s3:GetObject"], _objects(lake, GLUE_ASSETS_PREFIX)),
-        _statement("WriteLakeZones", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
-                                      "s3:AbortMultipartUpload"], _objects(lake, *written)),
+        _statement("WriteOwnZones", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                                     "s3:AbortMultipartUpload"], _objects(lake, *written)),
         # Listing lets a missing key answer 404 (not 403) and lets a job find stale outputs.
         _statement("ListBuckets", ["s3:ListBucket", "s3:GetBucketLocation"],
-                   [_bucket_arn(landing), _bucket_arn(lake)]),
-        # Normalize orders a landing key's versions (newest wins in the processed table).
-        _statement("ListLandingVersions", ["s3:ListBucketVersions"], [_bucket_arn(landing)]),
-        # UpdateTable: the Iceberg commits of normalize (Glue checks the table's version).
-        _statement("RegisterPartitions", ["glue:GetTable", "glue:GetPartitions",
-                                          "glue:BatchCreatePartition", "glue:UpdateTable",
-                                          "glue:GetDatabase"], _catalog(resources)),
-        # A job that finds a crawl needed first looks whether one is running (glue/catalog.py).
-        _statement("ReadCrawlerState", ["glue:GetCrawler"],
-                   [_arn(resources, "glue", "crawler/%s" % resources.raw_crawler)]),
+                   [_bucket_arn(bucket) for bucket in buckets]),
+        *catalog_statements,
+        _use_stage_key_through_s3(resources),
+        _associate_glue_log_key(resources),
         *_write_logs("WriteJobLogs", resources, GLUE_JOB_LOG_GROUPS),
         _statement("PublishGlueMetrics", ["cloudwatch:PutMetricData"], ["*"],
                    {"StringEquals": {"cloudwatch:namespace": "Glue"}}),
     )
+
+
+def json_to_parquet_policy(resources):
+    """json-to-parquet reads landing objects (any version) and writes raw/ and quarantine/; it
+    cannot touch the processed zone. It registers the raw table's partitions and, when a crawl is
+    needed, first looks whether the raw crawler is crawling (glue/catalog.py)."""
+    return _glue_job_policy(
+        resources, _objects(resources.landing_bucket, INCOMING_PREFIX),
+        (RAW_PREFIX, QUARANTINE_PREFIX, MANIFEST_PREFIX), (resources.landing_bucket, resources.lake_bucket),
+        [_statement("RegisterPartitions", ["glue:GetTable", "glue:GetPartitions", "glue:BatchCreatePartition"],
+                    _catalog(resources, [resources.raw_table])),
+         _statement("ReadCrawlerState", ["glue:GetCrawler"],
+                    [_arn(resources, "glue", "crawler/%s" % resources.raw_crawler)])])
+
+
+def normalize_policy(resources):
+    """normalize reads raw/ and writes processed/ (the Iceberg table's data and metadata); it
+    reads neither landing nor quarantine objects. It commits to the processed table (UpdateTable:
+    Glue checks the table's version) and lists a landing key's versions to order them (newest
+    wins), which reads no object."""
+    return _glue_job_policy(
+        resources, _objects(resources.lake_bucket, RAW_PREFIX), (PROCESSED_PREFIX, MANIFEST_PREFIX),
+        (resources.lake_bucket,),
+        [_statement("CommitProcessedTable", ["glue:GetDatabase", "glue:GetTable", "glue:UpdateTable"],
+                    _catalog(resources, [resources.processed_table])),
+         _statement("ListLandingVersions", ["s3:ListBucketVersions"], [_bucket_arn(resources.landing_bucket)])])
+
+
+def glue_job_policies(resources):
+    """``{role name: policy}`` of the Glue jobs."""
+    return {resources.json_to_parquet_role: json_to_parquet_policy(resources),
+            resources.normalize_role: normalize_policy(resources)}
+
+
+def _associate_glue_log_key(resources):
+    """The Glue security configuration encrypts the job's and crawler's logs with the stage's
+    key: Glue associates it with their log groups under /aws-glue/."""
+    return _statement("EncryptGlueLogs", ["logs:AssociateKmsKey"],
+                      [_log_group(resources, GLUE_LOG_GROUPS, None)])
+
+
+def _use_stage_key_through_s3(resources, sid="UseStageKeyThroughS3"):
+    """Encrypt and decrypt with KMS keys of this account only through S3 in this region (the
+    buckets' default encryption: the stage's key). The roles exist before the key (its policy
+    names one of them), so they cannot name its id; the key's own policy admits the account's
+    principals only through S3."""
+    return _statement(sid, ["kms:Decrypt", "kms:GenerateDataKey"],
+                      [_arn(resources, "kms", "key/*")],
+                      {"StringEquals": {"kms:ViaService": "s3.%s.amazonaws.com" % resources.region}})
 
 
 def crawler_policy(resources):
@@ -161,6 +208,8 @@ def crawler_policy(resources):
     return _document(
         _statement("ReadCrawledZones", ["s3:GetObject"], _objects(lake, RAW_PREFIX)),
         _statement("ListLake", ["s3:ListBucket", "s3:GetBucketLocation"], [_bucket_arn(lake)]),
+        _use_stage_key_through_s3(resources),
+        _associate_glue_log_key(resources),
         _statement("MaintainTables", [
             "glue:GetDatabase", "glue:GetTable", "glue:GetTables", "glue:CreateTable",
             "glue:UpdateTable", "glue:GetPartition", "glue:GetPartitions", "glue:CreatePartition",
@@ -206,6 +255,8 @@ def state_machine_policy(resources, settings=None):
         _statement("ListLake", ["s3:ListBucket", "s3:GetBucketLocation",
                                 "s3:ListBucketMultipartUploads"], [_bucket_arn(lake)]),
         _statement("Notify", ["sns:Publish"], [resources.topic_arn]),
+        # Athena reads the processed zone and writes results with the caller's permissions.
+        _use_stage_key_through_s3(resources),
     ]
     if settings is None or settings.state_machine_log_level != "OFF":
         statements.append(_statement("DeliverExecutionLogs", LOG_DELIVERY_ACTIONS, ["*"]))
@@ -261,6 +312,7 @@ def lambda_policies(resources):
         "generate_batch": _document(
             _statement("WriteLandingObjects", ["s3:PutObject"],
                        _objects(resources.landing_bucket, INCOMING_PREFIX)),
+            _use_stage_key_through_s3(resources),
             _function_logs(resources, generator)),
     }
 
@@ -310,12 +362,24 @@ def kms_key_policy(resources):
     return _document(
         _statement("AccountAdministersKey", KEY_ADMIN_ACTIONS, "*",
                    principal=_account_root(resources)),
+        # The buckets' default encryption: the account's principals whose IAM policies allow it
+        # (the jobs, crawlers, state machine, generator) use the key, only through S3.
+        _statement("AccountUsesKeyThroughS3", ["kms:Decrypt", "kms:GenerateDataKey"], "*",
+                   principal=_account_root(resources),
+                   condition={"StringEquals": {"kms:ViaService": "s3.%s.amazonaws.com" % region,
+                                               "kms:CallerAccount": resources.account_id}}),
         _statement("StateMachinePublishesToTopic", ["kms:GenerateDataKey", "kms:Decrypt"], "*",
                    principal={"AWS": resources.role_arn(resources.state_machine_role)},
                    condition={"StringEquals": {
                        "kms:ViaService": "sns.%s.amazonaws.com" % region,
                        "kms:EncryptionContext:aws:sns:topicArn": resources.topic_arn,
                    }}),
+        _statement("LogsEncryptGlueLogs", ["kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom",
+                                           "kms:ReEncryptTo", "kms:GenerateDataKey",
+                                           "kms:GenerateDataKeyWithoutPlaintext", "kms:DescribeKey"],
+                   "*", principal={"Service": "logs.%s.amazonaws.com" % region},
+                   condition={"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
+                                          _log_group(resources, GLUE_LOG_GROUPS, None)}}),
         _statement("LogsEncryptStageLogs", [
             "kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo",
             "kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:DescribeKey",

@@ -61,6 +61,13 @@ def _port(text):
     return value
 
 
+def _setting(text):
+    """``NAME=VALUE`` as ``python -m deploy up --set`` parses it."""
+    from deploy.__main__ import _setting as deploy_setting
+
+    return deploy_setting(text)
+
+
 def add_run_arguments(parser):
     """The ``run`` command's options."""
     source = parser.add_mutually_exclusive_group()
@@ -91,6 +98,16 @@ def add_run_arguments(parser):
                         % DEFAULT_TIMEOUT)
     parser.add_argument("--port", type=_port, default=0,
                         help="port of the embedded AWS endpoint (default: 0, any free port)")
+    parser.add_argument("--set", dest="overrides", action="append", type=_setting, default=[],
+                        metavar="NAME=VALUE",
+                        help="a setting of the local stage for this run, as `python -m deploy up --set` "
+                        "takes it (repeatable), e.g. --set GLUE_MAX_CONCURRENT_RUNS=2; the checked-in "
+                        ".chalice/ files are put back when the run ends (`python -m deploy up --help` "
+                        "lists the settings)")
+    parser.add_argument("--deny", action="append", default=[], metavar="ACTION",
+                        help="remove this IAM action (e.g. s3:PutObject, glue:GetTable) from every policy "
+                        "of the stage before the run (repeatable): the run then fails where AWS would, "
+                        "with AccessDenied naming the action")
     parser.add_argument("--work-dir", default=None, metavar="DIR",
                         help="where the stack keeps job logs and caches (default: .local-stack in the "
                         "project directory)")

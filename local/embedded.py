@@ -22,7 +22,7 @@ import boto3
 
 from chalicelib.settings import DEFAULT_REGION
 from local import faults as fault_injection
-from local import moto_hooks
+from local import moto_hooks, tls
 from local.athena_engine import AthenaEngine
 from local.crawler import S3Crawler
 from local.glue_runner import GlueJobRunner
@@ -62,6 +62,7 @@ class EmulatedAws:
         self._saved_sfn_setting = saved_sfn_setting
         self._saved_log_levels = saved_log_levels
         self._stopped = False
+        self.ca_bundle = None  # the CA file clients trust the HTTPS endpoint with (start() sets it)
 
     @property
     def crawl_counts(self):
@@ -72,12 +73,16 @@ class EmulatedAws:
     def client(self, service_name):
         """A boto3 client of this stack (explicit endpoint and region: independent of os.environ)."""
         return boto3.client(service_name, endpoint_url=self.endpoint_url, region_name=self.region,
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+                            aws_access_key_id="testing", aws_secret_access_key="testing",
+                            aws_session_token="testing", verify=self.ca_bundle)
 
     def reset(self):
         """Forget every resource (moto's /moto-api/reset); the hooks stay installed. Returns None."""
+        import ssl
+
         request = urllib.request.Request(self.endpoint_url + "/moto-api/reset", data=b"", method="POST")
-        with urllib.request.urlopen(request, timeout=30):
+        context = ssl.create_default_context(cafile=self.ca_bundle) if self.ca_bundle else None
+        with urllib.request.urlopen(request, timeout=30, context=context):
             pass
         self.faults.clear()
 
@@ -178,12 +183,15 @@ def start(port=0, work_dir=".local-stack", speed_patches=None):
         for name in _QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL if name != "werkzeug" else logging.ERROR)
 
-        server = moto_hooks.locked_down_server("127.0.0.1", port, LoopbackOnly)
+        # HTTPS, as AWS: a certificate made now, trusted through the stack's own CA file.
+        ca_bundle, certificate, private_key = tls.make_certificates(os.path.join(work_dir, "tls"))
+        server = moto_hooks.threaded_server("127.0.0.1", port, certificate, private_key, wrap=LoopbackOnly)
         server.start()
         host, bound_port = server.get_host_and_port()
-        endpoint_url = "http://%s:%d" % (host, bound_port)
+        endpoint_url = "https://%s:%d" % (host, bound_port)
         environment = dict(_FAKE_CREDENTIALS)
         environment.update({
+            "AWS_CA_BUNDLE": ca_bundle,
             "AWS_ENDPOINT_URL": endpoint_url,
             "MOTO_PORT": str(bound_port),
             "AWS_DEFAULT_REGION": DEFAULT_REGION,
@@ -193,19 +201,20 @@ def start(port=0, work_dir=".local-stack", speed_patches=None):
         saved_sfn_setting = moto_hooks.set_state_machine_execution(True)
         try:
             session = boto3.session.Session(region_name=DEFAULT_REGION, aws_access_key_id="testing",
-                                            aws_secret_access_key="testing")
-            s3 = session.client("s3", endpoint_url=endpoint_url)
-            glue = session.client("glue", endpoint_url=endpoint_url)
+                                            aws_secret_access_key="testing", aws_session_token="testing")
+            s3 = session.client("s3", endpoint_url=endpoint_url, verify=ca_bundle)
+            glue = session.client("glue", endpoint_url=endpoint_url, verify=ca_bundle)
             job_runner = GlueJobRunner(s3, os.path.join(work_dir, "glue"))
             crawler = S3Crawler(glue, s3, os.path.join(work_dir, "crawler"))
             query_engine = AthenaEngine(glue, s3, os.path.join(work_dir, "athena"))
             stack = EmulatedAws(server, endpoint_url, bound_port, DEFAULT_REGION, work_dir, job_runner, crawler,
                                   query_engine, saved_environment, saved_sfn_setting, saved_log_levels)
+            stack.ca_bundle = ca_bundle
             stack._counted_crawler = fault_injection.FaultyCrawler(crawler, stack.faults)
             moto_hooks.install(fault_injection.FaultyJobRunner(job_runner, stack.faults), stack._counted_crawler,
                                fault_injection.FaultyQueryEngine(query_engine, stack.faults),
                                publish_fault=fault_injection.publish_fault(stack.faults),
-                               speed=speed_patches)
+                               speed=speed_patches, ca_bundle=ca_bundle)
         except BaseException:
             moto_hooks.set_state_machine_execution(saved_sfn_setting)
             _restore_environment(saved_environment)

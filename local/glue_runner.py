@@ -12,12 +12,25 @@ the child gets the run's own argv, environment, working directory, ``sys.path`` 
 ``__main__`` (when this process itself runs as ``python -m ...`` or ``python -c``: see
 ``_fork_server_usable``).
 
+The jobs' libraries are the wheels the deploy uploaded and listed in ``--extra-py-files``
+(deploy.glue_wheels: CPython 3.9 wheels for Glue's platform). Glue installs each with pip before
+the script runs; here they are installed once per wheel set into ``sites/<hash>/`` and that folder
+comes first on the job's ``sys.path`` (and the fork server's, so the preloaded pyarrow is the
+job's). This interpreter is CPython 3.11, which cannot load a cp39 binary, so "exactly what Glue
+runs" is approximated: a wheel this interpreter can load (pure Python, abi3: pyiceberg-core, the
+project's C module) is installed from the uploaded file itself; any other (a cp39 binary: pyarrow,
+duckdb) is replaced by the same distribution at the same version for this interpreter (pip,
+``--no-deps``, binary only). The set of distributions and every version are the uploaded ones;
+libraries of this venv that no wheel provides stay visible behind them (Glue's runtime boto3 is one).
+
 Forking a process that has threads is only safe when the code behind them prepares for it.
 pyarrow's import starts two idle threads whose libraries do (jemalloc's and OpenBLAS's fork
 handlers); DuckDB's import starts a task scheduler thread that the child would lack, so DuckDB is
 imported by each run. None of the project's modules are preloaded: they come from the run's
 ``--extra-py-files``, as on Glue. ``preload=()`` runs ``python <script>`` instead.
 """
+import hashlib
+import json
 import logging
 import multiprocessing
 import os
@@ -44,6 +57,8 @@ PRELOAD_MODULES = ("boto3", "botocore.session", "botocore.client", "boto3.s3.tra
                    "pyarrow.json", "pyiceberg.catalog.glue", "pyiceberg.table", "pyiceberg.io.pyarrow",
                    "pyiceberg.expressions", "local.glue_runner")
 _fork_server_lock = threading.Lock()
+_site_lock = threading.Lock()
+SITE_INSTALL_TIMEOUT_SECONDS = 900
 
 
 def _split_s3_uri(uri):
@@ -93,6 +108,10 @@ class GlueJobRunner:
                 return "--extra-py-files %s is not under the stage's assets (%s)" % (
                     uri.strip(), self.allowed_library_prefix)
         return None
+        self._fork_site = None
+        # ``(role ARN, session name) -> (key, secret, token)``: each run under its job's role, as
+        # on Glue (the local stack sets it when IAM is enforced); None: the inherited credentials.
+        self.role_credentials = None
 
     def log_path(self, job_name, run_id):
         """The log file of one run (stdout and stderr of the script)."""
@@ -123,7 +142,8 @@ class GlueJobRunner:
         try:
             script = self._fetch(job["Command"]["ScriptLocation"])
             python_path = self._fetch_extra_py_files(arguments.get("--extra-py-files", ""))
-        except (ClientError, ValueError, KeyError) as exc:
+            site = self.wheel_site([p for p in python_path if p.endswith(".whl")])
+        except (ClientError, ValueError, KeyError, WheelInstallFailed) as exc:
             message = "Job %s cannot start: %s" % (name, exc)
             with open(log_path, "w") as log:
                 log.write(message + "\n")
@@ -138,10 +158,16 @@ class GlueJobRunner:
         run_dir = os.path.join(self.work_dir, "runs", _safe(run_id))
         os.makedirs(run_dir, exist_ok=True)
         LOG.info("glue job %s run %s: %s (log: %s)", name, run_id, " ".join(argv[1:]), log_path)
+        # Wheels are installed (the site), not imported from their zip as other extra files are.
+        python_path = ([site] if site else []) + [p for p in python_path if not p.endswith(".whl")]
         environment = self._environment(python_path)
+        if self.role_credentials and job.get("Role"):
+            key, secret, token = self.role_credentials(job["Role"], "glue-" + _safe(run_id)[:50])
+            environment.update(AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_SESSION_TOKEN=token,
+                               AWS_SECURITY_TOKEN=token)
         if self.preload and _fork_server_usable():
             exit_code, last_error_line, timed_out = self._execute_forked(
-                script, argv[2:], python_path, environment, run_dir, log_path, timeout)
+                script, argv[2:], python_path, environment, run_dir, log_path, timeout, site)
         else:
             exit_code, last_error_line, timed_out = self._execute(argv, environment, run_dir, log_path, timeout)
         if exit_code == 0:
@@ -195,17 +221,47 @@ class GlueJobRunner:
             forkserver._forkserver._stop()
             resource_tracker._resource_tracker._stop()
 
-    def _fork_server(self):
+    def _fork_server(self, site):
+        """The fork server, started with ``site`` first on its ``sys.path`` so what it preloads
+        (pyarrow) is the wheel set's. A wheel set with other versions of what it preloads restarts
+        it; the two jobs' sets differ only by the C module's wheel and share one server."""
+        if self._fork_context is not None and _preloaded_versions(self._fork_site) != _preloaded_versions(site):
+            self.close()
         with _fork_server_lock:
             if self._fork_context is None:
+                from multiprocessing import forkserver
+
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(list(self.preload))
+                # The server takes this process's sys.path when it starts.
+                saved = list(sys.path)
+                if site:
+                    sys.path.insert(0, site)
+                try:
+                    forkserver.ensure_running()
+                finally:
+                    sys.path[:] = saved
                 self._fork_context = context
+                self._fork_site = site
             return self._fork_context
 
-    def _execute_forked(self, script, arguments, python_path, env, cwd, log_path, timeout):
+    # -- the jobs' wheels ---------------------------------------------------------------------
+
+    def wheel_site(self, wheel_paths):
+        """The folder holding ``wheel_paths`` (downloaded .whl files) installed for this
+        interpreter, made once per wheel set; None without wheels. Raises WheelInstallFailed."""
+        if not wheel_paths:
+            return None
+        key = hashlib.sha256(json.dumps(sorted(wheel_paths)).encode()).hexdigest()[:24]
+        site = os.path.join(self.work_dir, "sites", key)
+        with _site_lock:
+            if not os.path.exists(os.path.join(site, INSTALLED_MARKER)):
+                install_wheel_set(self.python, wheel_paths, site)
+        return site
+
+    def _execute_forked(self, script, arguments, python_path, env, cwd, log_path, timeout, site=None):
         """As ``_execute``, in a process forked from the fork server."""
-        context = self._fork_server()
+        context = self._fork_server(site)
         timed_out = threading.Event()
         reader, writer = context.Pipe(duplex=False)
         process = context.Process(target=run_forked_script, name="glue-job",
@@ -253,6 +309,70 @@ class GlueJobRunner:
             self.s3.download_file(bucket, key, partial)
             os.replace(partial, local)
         return local
+
+
+INSTALLED_MARKER = "wheel-set.json"
+
+
+class WheelInstallFailed(RuntimeError):
+    """The job's wheels could not be installed for this interpreter; the message says why."""
+
+
+def local_requirement(wheel_path, python=sys.executable):
+    """What installs ``wheel_path``'s distribution for ``python``: the file itself when
+    ``python`` can load it, else ``name==version`` (the same release, built for ``python``)."""
+    from packaging.tags import sys_tags
+    from packaging.utils import parse_wheel_filename
+
+    name, version, _build, tags = parse_wheel_filename(os.path.basename(wheel_path))
+    if python == sys.executable and tags & set(sys_tags()):
+        return wheel_path
+    return "%s==%s" % (name, version)
+
+
+def _preloaded_versions(site):
+    """The distributions in ``site`` the fork server may preload (their dist-info names)."""
+    if not site:
+        return ()
+    tops = {module.split(".")[0] for module in PRELOAD_MODULES}
+    return tuple(sorted(entry for entry in os.listdir(site)
+                        if entry.endswith(".dist-info") and entry.split("-")[0].lower() in tops))
+
+
+def install_wheel_set(python, wheel_paths, site):
+    """Install the distributions of ``wheel_paths`` for ``python`` into ``site`` (see the module
+    docstring), whole or not at all; records what was installed from where in ``site``."""
+    requirements = [local_requirement(path, python) for path in sorted(wheel_paths)]
+    partial = "%s.%d.partial" % (site, os.getpid())
+    if os.path.exists(partial):
+        import shutil
+
+        shutil.rmtree(partial)
+    command = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+               "--only-binary=:all:", "--no-compile", "--target", partial] + requirements
+    LOG.info("installing the Glue jobs' wheels for this interpreter into %s", site)
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True,
+                                   timeout=SITE_INSTALL_TIMEOUT_SECONDS)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise WheelInstallFailed("pip install of the job's wheels did not finish: %s" % exc) from None
+    if completed.returncode != 0:
+        lines = [line for line in (completed.stderr + completed.stdout).splitlines()
+                 if line.strip() and "is ignored" not in line]
+        raise WheelInstallFailed("the job's wheels (%s) do not install here: %s"
+                                 % (", ".join(os.path.basename(p) for p in wheel_paths),
+                                    (lines or ["pip failed"])[-1]))
+    record = {"wheels": [os.path.basename(p) for p in sorted(wheel_paths)],
+              "installed": [os.path.basename(r) for r in requirements]}
+    with open(os.path.join(partial, INSTALLED_MARKER), "w") as handle:
+        json.dump(record, handle, indent=1)
+    os.makedirs(os.path.dirname(site), exist_ok=True)
+    try:
+        os.replace(partial, site)
+    except OSError:  # another process made it meanwhile
+        import shutil
+
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _kill_after(timeout, process, timed_out):

@@ -24,7 +24,7 @@ those places so that the engines given to it do the work:
   lock, as one step.
 - ``moto.s3.notifications._get_s3_event``: an S3 event of a versioned bucket names the object's
   ``versionId`` (and a ``sequencer``), as S3's do; moto leaves both out.
-- ``LockedDownServer``: moto's threaded server with its WSGI app wrapped by
+- ``threaded_server``: moto's threaded server over HTTPS, its WSGI app wrapped by
   ``local.lockdown.LoopbackOnly`` (no CORS, loopback Host and Origin only).
 - ``SNSBackend.publish`` (only when a ``publish_fault`` is given): a publish the fault names is
   refused with SNS's throttling error (``Throttled``), before anything is delivered.
@@ -281,10 +281,14 @@ def _job_run_hooks(job_runner):
             run.status = "SUCCEEDED" if succeeded else "FAILED"
 
     def start_job_run(backend, name, *args, **kwargs):
-        run_id = original_start(backend, name, *args, **kwargs)
-        job = backend.get_job(name)
-        run = next(r for r in job.job_runs if r.job_run_id == run_id)
-        run.status = "RUNNING"
+        # moto checks the job's MaxConcurrentRuns against its runs STARTING or RUNNING
+        # (ConcurrentRunsExceededException); one lock makes that check and the new run's state
+        # one step, so concurrent starts cannot both pass it.
+        with _job_start_lock:
+            run_id = original_start(backend, name, *args, **kwargs)
+            job = backend.get_job(name)
+            run = next(r for r in job.job_runs if r.job_run_id == run_id)
+            run.status = "RUNNING"
         outcome = _Outcome()
         setattr(run, _OUTCOME_ATTR, outcome)
         arguments = dict(run.arguments or {})
@@ -420,6 +424,245 @@ def _table_version_hooks():
     return [(GlueResponse, "update_table", update_table)]
 
 
+# -- quotas -------------------------------------------------------------------------------------
+
+_job_start_lock = threading.Lock()
+
+
+class _QueryLimit:
+    """Athena's limit on queries running at once (its account quota): a start past it is refused
+    with TooManyRequestsException, as Athena refuses it. None: no limit."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.limit = None
+        self.active = 0
+
+    def acquire(self):
+        from moto.core.exceptions import JsonRESTError
+
+        with self._lock:
+            if self.limit is not None and self.active >= self.limit:
+                raise JsonRESTError(
+                    "TooManyRequestsException",
+                    "You have exceeded the limit for the number of queries you can run "
+                    "concurrently (%d). Reduce the number of concurrent queries submitted by this "
+                    "account. (Reason: CONCURRENT_QUERY_LIMIT_EXCEEDED)" % self.limit)
+            self.active += 1
+
+    def release(self):
+        with self._lock:
+            self.active = max(0, self.active - 1)
+
+
+_athena_queries = _QueryLimit()
+
+
+def set_athena_max_concurrent_queries(limit):
+    """Queries the local Athena runs at once (None: unlimited). Returns the previous limit."""
+    previous, _athena_queries.limit = _athena_queries.limit, limit
+    return previous
+
+
+# -- TLS: the server and the bucket policies' aws:SecureTransport ---------------------------------
+
+_request_context = threading.local()
+
+
+def threaded_server(ip_address, port, certificate=None, private_key=None, wrap=None):
+    """moto's ThreadedMotoServer, serving HTTPS with ``certificate``/``private_key`` (PEM files)
+    when given, noting for each request whether it came over TLS (aws:SecureTransport), its WSGI
+    app wrapped by ``wrap`` when given (local.lockdown.LoopbackOnly: no CORS, loopback only)."""
+    import ssl
+
+    from moto.moto_server.threaded_moto_server import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        ThreadedMotoServer,
+        create_backend_app,
+        make_server,
+    )
+
+    class Server(ThreadedMotoServer):
+        def _server_entry(self):
+            app = DomainDispatcherApplication(create_backend_app)
+
+            def noting_transport(environ, start_response):
+                _request_context.secure = environ.get("wsgi.url_scheme") == "https"
+                return app(environ, start_response)
+
+            context = None
+            if certificate:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                context.load_cert_chain(certificate, private_key)
+            served = wrap(noting_transport) if wrap is not None else noting_transport
+            self._server = make_server(self._ip_address, self._port, served, True,
+                                       request_handler=MotoRequestHandler, ssl_context=context)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return Server(ip_address=ip_address, port=port, verbose=False)
+
+
+def _condition_holds(operator, key, expected, context):
+    """One condition of a bucket policy against the request's ``context`` (a key it lacks
+    makes the condition false, as on AWS)."""
+    if key not in context:
+        return False
+    actual = context[key]
+    expected = expected if isinstance(expected, list) else [expected]
+    if operator == "Bool":
+        return any(str(value).lower() == actual for value in expected)
+    if operator in ("StringEquals", "ArnEquals"):
+        return actual in expected
+    if operator in ("StringLike", "ArnLike"):
+        import fnmatch
+
+        return any(fnmatch.fnmatchcase(actual, value) for value in expected)
+    return False
+
+
+def _bucket_policy_hooks():
+    """moto applies a bucket policy statement's Condition only for StringEquals, and denies
+    when a condition does not match even on a Deny statement: the TLS-only policy
+    (Deny if aws:SecureTransport is false) would deny every request. Here a statement applies
+    only when all its conditions hold for the request (aws:SecureTransport from how it came)."""
+    from moto.iam.access_control import IAMPolicyStatement, PermissionResult
+    from moto.s3.models import FakeBucket
+
+    def get_permission(bucket, action, resource):
+        if bucket.policy is None:
+            return PermissionResult.NEUTRAL
+        context = {"aws:SecureTransport": "true" if getattr(_request_context, "secure", False) else "false"}
+        statements = json.loads(bucket.policy.decode()).get("Statement", [])
+        result = PermissionResult.NEUTRAL
+        for statement in statements if isinstance(statements, list) else [statements]:
+            conditions = statement.get("Condition") or {}
+            if not all(_condition_holds(operator, key, expected, context)
+                       for operator, values in conditions.items() for key, expected in values.items()):
+                continue
+            unconditional = {k: v for k, v in statement.items() if k != "Condition"}
+            permission = IAMPolicyStatement(unconditional).is_action_permitted(action, resource)
+            if permission == PermissionResult.DENIED:
+                return permission
+            if permission == PermissionResult.PERMITTED:
+                result = permission
+        return result
+
+    return [(FakeBucket, "get_permission", get_permission)]
+
+
+_tls = {"ca_bundle": None}  # set by install(): the server speaks HTTPS, trusted through this CA
+# Credentials of the state machine's role for its Task states (enforce_iam()), else moto's own.
+_task_credentials = {"value": None}
+
+
+# -- IAM enforcement ------------------------------------------------------------------------------
+
+ADMIN_ROLE = "local-stack-plumbing"
+
+
+def enforce_iam(account_id, region, state_machine_role_arn=None):
+    """Turn on moto's IAM enforcement for every later request. The stack's own plumbing keeps
+    working with its fixed ``testing`` credentials, which become an assumed role allowed
+    everything; every other caller needs credentials of a role (``role_credentials``), checked
+    against that role's policies. ``state_machine_role_arn``: the Task states of every
+    execution call AWS as that role. Returns None.
+
+    What moto checks: the action, against every policy of the caller; S3 also the bucket and key
+    ARNs and bucket policies. What it cannot: resource ARNs outside S3 (a Glue or Athena action is
+    allowed for any resource once the action is), conditions other than the few this module
+    evaluates, KMS key policies and grants, service-linked permissions (Athena reading data with
+    the caller's rights), and trust policies of service principals.
+    """
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.iam.models import iam_backends
+    from moto.sts.models import sts_backends
+
+    iam = iam_backends[account_id]["aws"]
+    role_arn = "arn:aws:iam::%s:role/%s" % (account_id, ADMIN_ROLE)
+    try:
+        iam.get_role(ADMIN_ROLE)
+    except Exception:  # noqa: BLE001 -- moto's NoSuchEntity
+        iam.create_role(ADMIN_ROLE, json.dumps({"Version": "2012-10-17", "Statement": []}), "/", None,
+                        "the local stack's own plumbing", [], None)
+    iam.put_role_policy(ADMIN_ROLE, "everything", json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    sts = sts_backends[account_id]["aws"]
+    if sts.get_assumed_role_from_access_key("testing") is None:
+        plumbing = sts.assume_role(region, "plumbing", role_arn, None, 43200, None)
+        plumbing.access_key_id = plumbing.access_key.access_key_id = "testing"
+        plumbing.secret_access_key = plumbing.access_key.secret_access_key = "testing"
+        plumbing.session_token = "testing"
+    _task_credentials["value"] = (role_credentials(account_id, region, state_machine_role_arn, "states")
+                                  if state_machine_role_arn else None)
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+    ActionAuthenticatorMixin.request_count = 0
+
+
+def stop_enforcing_iam():
+    """Back to moto's default: no request is authenticated. Returns None."""
+    from moto import settings
+
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+    _task_credentials["value"] = None
+
+
+def role_credentials(account_id, region, role_arn, session_name):
+    """``(access key id, secret, session token)`` of a fresh session of ``role_arn``, made by
+    the STS backend directly (a service assumes its role; no caller's rights are involved)."""
+    from moto.sts.models import sts_backends
+
+    assumed = sts_backends[account_id]["aws"].assume_role(region, session_name[:64], role_arn, None, 43200, None)
+    return assumed.access_key_id, assumed.secret_access_key, assumed.session_token
+
+
+def _iam_enforcement_hooks():
+    """moto checks non-S3 actions against the resource "*" (it does not know their ARNs), which
+    a policy naming its resources never matches: there, only the action is checked. S3's
+    AccessDenied names the action, as AWS's message does."""
+    from moto.iam.access_control import IAMPolicyStatement, S3IAMRequest
+    from moto.s3.exceptions import S3ClientError
+
+    original_matches = IAMPolicyStatement._check_element_matches
+
+    def check_element_matches(statement, element, value):
+        if element in ("Resource", "NotResource") and value == "*":
+            return element == "Resource"
+        return original_matches(statement, element, value)
+
+    def raise_access_denied(request):
+        raise S3ClientError("AccessDenied", "User: %s is not authorized to perform: %s because no "
+                            "identity-based policy allows the %s action"
+                            % (request._access_key.arn, request._action, request._action))
+
+    return [(IAMPolicyStatement, "_check_element_matches", check_element_matches),
+            (S3IAMRequest, "_raise_access_denied", raise_access_denied)]
+
+
+def _over_https(client, region, service):
+    """``client`` (moto's Step Functions client for the server, http://localhost:$MOTO_PORT)
+    made again over HTTPS, trusting the stack's CA, when the server speaks HTTPS."""
+    ca_bundle = _tls["ca_bundle"]
+    credentials = _task_credentials["value"]
+    if (not ca_bundle or not client.meta.endpoint_url.startswith("http://")) and not credentials:
+        return client
+    import boto3
+    from botocore.config import Config
+
+    endpoint = client.meta.endpoint_url
+    if ca_bundle and endpoint.startswith("http://"):
+        endpoint = "https://" + endpoint[len("http://"):]
+    key, secret, token = credentials or ("ak", "sk", None)
+    return boto3.client(
+        service_name=service, region_name=region, aws_access_key_id=key, aws_secret_access_key=secret,
+        aws_session_token=token, endpoint_url=endpoint, verify=ca_bundle or None,
+        config=Config(parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1},
+                      connect_timeout=client.meta.config.connect_timeout,
+                      read_timeout=client.meta.config.read_timeout))
+
+
 # -- Athena -----------------------------------------------------------------------------------
 
 
@@ -527,6 +770,12 @@ def _athena_hooks(query_engine):
         if execution.execution_parameters:
             options["parameters"] = list(execution.execution_parameters)
         try:
+            _run_query(backend, execution, database, output_location, outcome, options)
+        finally:
+            _athena_queries.release()
+
+    def _run_query(backend, execution, database, output_location, outcome, options):
+        try:
             result = query_engine.execute(execution.query, database, output_location, **options)
             columns, rows = result
             text_result = bool(getattr(result, "text_result", False))
@@ -557,6 +806,15 @@ def _athena_hooks(query_engine):
             execution.status = state
 
     def start_query_execution(backend, query, context, config, workgroup, execution_parameters):
+        _athena_queries.acquire()  # raises TooManyRequestsException past the limit
+        try:
+            return start_counted(backend, query, context, config, workgroup, execution_parameters)
+        except BaseException:
+            _athena_queries.release()
+            raise
+
+    def start_counted(backend, query, context, config, workgroup, execution_parameters):
+        """Starts the query; the slot it holds is released when it ends (here or in its thread)."""
         query_id = original_start(backend, query, context, config, workgroup, execution_parameters)
         execution = backend.executions[query_id]
         outcome = _Outcome()
@@ -565,6 +823,7 @@ def _athena_hooks(query_engine):
             # Results queued through moto's own API win: keep that feature usable in tests.
             outcome.finish()
             execution.status = "SUCCEEDED"
+            _athena_queries.release()
             return query_id
         execution.status = "QUEUED"
         output_location = _effective_output_location(execution)
@@ -574,6 +833,7 @@ def _athena_hooks(query_engine):
                 "Workgroup result configuration setting or as an API input."
             )
             execution.status = "FAILED"
+            _athena_queries.release()
             return query_id
         database = (context or {}).get("Database") or "default"
         _start_thread("athena-%s" % query_id, query_in_background, backend, execution, database,
@@ -902,10 +1162,10 @@ def _speed_hooks():
         # moto's own function ignores state_credentials (every client uses fixed fake keys).
         # botocore clients are thread-safe; the port is part of the key because a process may
         # start a new stack (and server) after stopping one.
-        key = (region, service, moto_server_port())
+        key = (region, service, moto_server_port(), _tls["ca_bundle"], _task_credentials["value"])
         with lock:
             if key not in clients:
-                clients[key] = original_client_for(region=region, service=service)
+                clients[key] = _over_https(original_client_for(region=region, service=service), region, service)
             return clients[key]
 
     modules = tuple(backends.list_of_moto_modules())  # the installed package does not change
@@ -983,21 +1243,6 @@ def _s3_event_hooks():
     return [(notifications, "_get_s3_event", get_s3_event)]
 
 
-def locked_down_server(ip_address, port, wrap):
-    """moto's ThreadedMotoServer whose WSGI app is ``wrap(moto's app)`` (local.lockdown)."""
-    from moto.moto_server import threaded_moto_server as tms
-
-    class LockedDownServer(tms.ThreadedMotoServer):
-        def _server_entry(self):
-            app = wrap(tms.DomainDispatcherApplication(tms.create_backend_app))
-            self._server = tms.make_server(self._ip_address, self._port, app, True,
-                                           request_handler=tms.MotoRequestHandler)
-            self._server_ready_event.set()
-            self._server.serve_forever()
-
-    return LockedDownServer(ip_address=ip_address, port=port, verbose=False)
-
-
 # -- install / uninstall ----------------------------------------------------------------------
 
 _lock = threading.Lock()
@@ -1009,7 +1254,7 @@ def is_installed():
     return _installed is not None
 
 
-def install(job_runner, crawler, query_engine, publish_fault=None, speed=True):
+def install(job_runner, crawler, query_engine, publish_fault=None, speed=True, ca_bundle=None):
     """Make moto run Glue jobs, crawls and Athena queries with the given engines.
 
     ``job_runner.run(job: dict, arguments: dict) -> (succeeded, error_message)``;
@@ -1022,7 +1267,8 @@ def install(job_runner, crawler, query_engine, publish_fault=None, speed=True):
     ``publish_fault(topic_arn, subject, {attribute: value}) -> refusal message or None``, when
     given, may refuse an SNS publish with a throttling error.
     ``speed``: also install the speed-only patches (``_speed_hooks``); they change no behaviour,
-    so switching them off (to rule them out) gives the same results, slower.
+    so switching them off (to rule them out) gives the same results, slower. ``ca_bundle``: the
+    server speaks HTTPS with a certificate this CA file signed (Step Functions' tasks call it so).
     Returns None. Raises HookPointMissing when moto moved something, RuntimeError when already
     installed (call uninstall() first).
     """
@@ -1042,7 +1288,10 @@ def install(job_runner, crawler, query_engine, publish_fault=None, speed=True):
             + _step_functions_hooks()
             + _s3_event_hooks()
             + (_speed_hooks() if speed else [])
+            + _bucket_policy_hooks()
+            + _iam_enforcement_hooks()
         )
+        _tls["ca_bundle"] = ca_bundle
         applied = []
         for owner, attribute, replacement in patches:
             # A class's own __dict__ entry keeps a staticmethod a staticmethod when restored.
@@ -1067,6 +1316,8 @@ def uninstall():
 
         for owner, attribute, original in reversed(_installed):
             setattr(owner, attribute, original)
+        _tls["ca_bundle"] = None
+        stop_enforcing_iam()
         for model in _MANAGED_MODELS:
             state_manager.unset_transition(model)
         _installed = None

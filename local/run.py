@@ -121,7 +121,9 @@ def run(args, out=None, stack=None):
     out = out or sys.stdout
     own_stack = stack is None
     if own_stack:
-        stack = LocalStack(port=args.port, work_dir=args.work_dir)
+        stack = LocalStack(port=args.port, work_dir=args.work_dir,
+                           overrides=dict(getattr(args, "overrides", None) or ()),
+                           deny=getattr(args, "deny", None) or ())
     try:
         if own_stack:
             stack.start()

@@ -414,6 +414,7 @@ class LocalService:
     def banner(self):
         """What a developer needs to use the service: URLs, the landing bucket, upload commands."""
         endpoint = self.stack.endpoint_url
+        ca_bundle = self.stack.embedded.ca_bundle
         bucket = self.stack.resources.landing_bucket
         minutes = self.schedule.interval_seconds / 60.0
         return "\n".join([
@@ -424,14 +425,15 @@ class LocalService:
             "  landing       s3://%s/incoming/" % bucket,
             "  generator     %s every %g min%s, first batch now" % (
                 SCHEDULED_HANDLER, minutes, " (%d rows)" % self.rows if self.rows else ""),
+            "  CA bundle     %s   (the endpoint's HTTPS certificate, made at start)" % ca_bundle,
             "Upload a file of NDJSON records to start a run:",
-            "  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=%s \\"
-            % self.stack.region,
+            "  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=%s AWS_CA_BUNDLE=%s \\"
+            % (self.stack.region, ca_bundle),
             "    aws s3 cp shipments.json s3://%s/incoming/ --endpoint-url %s" % (bucket, endpoint),
             "  python -c \"import boto3; boto3.client('s3', endpoint_url='%s', region_name='%s', "
-            "aws_access_key_id='testing', aws_secret_access_key='testing')"
+            "aws_access_key_id='testing', aws_secret_access_key='testing', verify='%s')"
             ".upload_file('shipments.json', '%s', 'incoming/shipments.json')\"" % (
-                endpoint, self.stack.region, bucket),
+                endpoint, self.stack.region, ca_bundle, bucket),
         ])
 
     def stop(self):

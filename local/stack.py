@@ -7,6 +7,7 @@ SNS topic publishes. Everything after
 ``land()`` is driven by the S3 event, as on AWS.
 """
 import importlib.util
+import json
 import io
 import logging
 import os
@@ -227,8 +228,16 @@ class LocalStack:
     Usable as a context manager; ``stop()`` is idempotent and leaves no server or thread behind.
     """
 
-    def __init__(self, project_dir=PROJECT_DIR, port=0, work_dir=None, stage=STAGE, redeliver=1):
+    def __init__(self, project_dir=PROJECT_DIR, port=0, work_dir=None, stage=STAGE, redeliver=1,
+                 overrides=None, deny=(), enforce_iam=True):
         self.project_dir = os.path.abspath(project_dir)
+        # ``{setting: value}`` for this stack's deploy (``--set NAME=VALUE``), as ``deploy up --set``
+        # takes them; the stage's files in .chalice/ are put back as they were when it stops.
+        self.overrides = dict(overrides or {})
+        # IAM actions removed from every policy of the stage before anything runs (--deny).
+        self.deny = tuple(deny or ())
+        self.enforce_iam = enforce_iam
+        self._saved_chalice_files = None
         self.redeliver = redeliver
         # Crawler poll interval new executions get; None: the stage's (POLL_SECONDS).
         self.poll_seconds = None
@@ -258,6 +267,14 @@ class LocalStack:
             self.deploy_result = self._deploy()
             self.resources = self.deploy_result.resources
             self._allow_stage_scripts()
+            from local import moto_hooks
+
+            moto_hooks.set_athena_max_concurrent_queries(
+                self.deploy_result.settings.athena_max_concurrent_queries)
+            for action in self.deny:
+                self._deny(action)
+            if self.enforce_iam:
+                self._enforce_iam()
             self.app = ChaliceApp(self.project_dir, self.stage)
             deliver = fault_injection.FaultyTrigger(self._invoke_handler, self.embedded.faults, HANDLER_NAME)
             failures_queue_url = self.client("sqs").get_queue_url(
@@ -283,6 +300,46 @@ class LocalStack:
         runner.allowed_scripts = {self.resources.lake_uri(glue_jobs.asset_key(script))
                                   for script in (glue_jobs.JSON_TO_PARQUET_SCRIPT, glue_jobs.NORMALIZE_SCRIPT)}
         runner.allowed_library_prefix = self.resources.lake_uri(GLUE_ASSETS_PREFIX)
+    def _enforce_iam(self):
+        """From now on every request is checked against its caller's policies (moto's IAM
+        enforcement): each Glue job run under its job's role, the state machine's tasks under
+        its role; the stack's own plumbing (events, the in-process Lambdas, crawler and Athena
+        engine) keeps the stack's credentials. docs/DEPLOY.md says what moto cannot check."""
+        from local import moto_hooks
+
+        r = self.resources
+        moto_hooks.enforce_iam(r.account_id, r.region, r.role_arn(r.state_machine_role))
+        self.embedded.job_runner.role_credentials = (
+            lambda role_arn, session: moto_hooks.role_credentials(r.account_id, r.region, role_arn, session))
+        log.info("IAM enforced: Glue jobs and the state machine run under their own roles")
+
+    def _deny(self, action):
+        """Remove ``action`` from every inline policy of the stage's roles (a statement left
+        without actions goes); returns how many statements lost it."""
+        iam = self.client("iam")
+        prefix = self.resources.prefix + "-"
+        removed = 0
+        for page in iam.get_paginator("list_roles").paginate():
+            for role in page["Roles"]:
+                if not role["RoleName"].startswith(prefix):
+                    continue
+                for name in iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]:
+                    document = iam.get_role_policy(RoleName=role["RoleName"], PolicyName=name)["PolicyDocument"]
+                    statements = []
+                    for statement in document["Statement"]:
+                        actions = statement.get("Action")
+                        actions = [actions] if isinstance(actions, str) else list(actions or [])
+                        kept = [a for a in actions if a.lower() != action.lower()]
+                        if len(kept) != len(actions):
+                            removed += 1
+                            if not kept:
+                                continue
+                            statement = dict(statement, Action=kept)
+                        statements.append(statement)
+                    iam.put_role_policy(RoleName=role["RoleName"], PolicyName=name,
+                                        PolicyDocument=json.dumps(dict(document, Statement=statements)))
+        log.info("--deny %s: removed from %d statement(s) of the stage's policies", action, removed)
+        return removed
 
     def _invoke_handler(self, function_name, event):
         if self.poll_seconds is None:
@@ -301,8 +358,13 @@ class LocalStack:
         # A local run lasts minutes: maintenance keeps a minute of the processed table's snapshots.
         environ["SNAPSHOT_RETENTION_SECONDS"] = str(LOCAL_SNAPSHOT_RETENTION_SECONDS)
         output = io.StringIO()
+        if self.overrides:
+            self._saved_chalice_files = _read_files(os.path.join(self.project_dir, ".chalice"))
+            log.info("settings for this run: %s", ", ".join(
+                "%s=%s" % item for item in sorted(self.overrides.items())))
         try:
-            result = deploy.up(self.stage, project_dir=self.project_dir, environ=environ, out=output)
+            result = deploy.up(self.stage, project_dir=self.project_dir, environ=environ, out=output,
+                               overrides=self.overrides)
         except Exception:
             if output.getvalue().strip():
                 log.error("deploy of stage %s failed; its output:\n%s", self.stage, output.getvalue().rstrip())
@@ -321,6 +383,9 @@ class LocalStack:
         if embedded is not None:
             embedded.stop()
         self._clients = {}
+        saved, self._saved_chalice_files = self._saved_chalice_files, None
+        if saved is not None:
+            _restore_files(os.path.join(self.project_dir, ".chalice"), saved)
 
     def __enter__(self):
         return self.start() if self.embedded is None else self
@@ -452,6 +517,37 @@ class LocalStack:
         if len(rows) < 2:
             raise QueryFailed("totals query %s returned no data row" % qid)
         return parse_totals([cell.get("VarCharValue") for cell in rows[1]["Data"]])
+
+
+def _read_files(folder):
+    """``{name: bytes}`` of the files directly in ``folder`` (none when it is missing)."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return {}
+    files = {}
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as handle:
+                files[name] = handle.read()
+    return files
+
+
+def _restore_files(folder, saved):
+    """Put ``folder``'s files back to ``saved`` (``_read_files``): rewrite what changed, remove
+    what is new."""
+    for name, body in _read_files(folder).items():
+        if name not in saved:
+            os.remove(os.path.join(folder, name))
+        elif body != saved[name]:
+            with open(os.path.join(folder, name), "wb") as handle:
+                handle.write(saved[name])
+    for name, body in saved.items():
+        path = os.path.join(folder, name)
+        if not os.path.exists(path):
+            with open(path, "wb") as handle:
+                handle.write(body)
 
 
 def unique_key(key, taken):

@@ -19,6 +19,7 @@ from deploy import DeployError, down, policies, up
 from deploy.__main__ import main
 from deploy.buckets import ensure_bucket
 from deploy.context import DeployContext
+from deploy import glue_wheels
 from deploy.errors import is_unsupported_operation
 from tests.deploying import STAGE, deploy_up, shared_session
 
@@ -88,9 +89,11 @@ def test_up_twice_then_down_leaves_nothing_behind(mocked, asl, project):
     assert first.changed and set(actions(first).values()) == {"created"}
     assert not second.changed, [c for c in second.changes if c.action != "unchanged"]
     # 2 buckets, 3 roles, key, 3 assets, database, 2 jobs, 2 crawlers, workgroup, topic,
-    # subscription, the trigger's on-failure queue, 6 log groups (state machine, Glue jobs,
-    # 4 Lambdas), state machine, 5 chalice files (config, 4 policies).
-    assert len(second.changes) == len(first.changes) == 30
+    # subscription, the trigger's on-failure queue, 7 log groups (state machine, Glue jobs,
+    # 4 Lambdas, API access), state machine, 5 chalice files (config, 4 policies); one role per
+    # Glue job, the access-log bucket, the Glue security configuration; and the jobs' library wheels.
+    wheels = len(glue_wheels.resolve(project).wheels)
+    assert len(second.changes) == len(first.changes) == 33 + wheels
     present = leftovers()
     assert all(present.values()), present
 
@@ -111,7 +114,8 @@ def test_down_keeps_data_unless_asked(mocked, asl, project):
     assert "processed/shipping_date=2026-01-01/a.parquet" in keys
     assert not [k for k in keys if not k.startswith("processed/")]
     remaining = leftovers()
-    assert sorted(remaining.pop("buckets")) == sorted([RESOURCES.landing_bucket, RESOURCES.lake_bucket])
+    assert sorted(remaining.pop("buckets")) == sorted([RESOURCES.landing_bucket, RESOURCES.lake_bucket,
+                                                       RESOURCES.access_log_bucket])
     assert remaining == {key: [] for key in remaining}
 
 
@@ -144,12 +148,22 @@ def test_glue_jobs_read_back(mocked, asl, project):
         assert job["Command"] == {"Name": "pythonshell", "PythonVersion": "3.9",
                                   "ScriptLocation": "s3://%s/glue-assets/%s" % (lake, script)}
         assert job["MaxCapacity"] == 0.0625
-        assert job["Role"].endswith(":role/%s" % RESOURCES.glue_job_role)
+        assert job["Role"].endswith(":role/%s" % RESOURCES.glue_job_roles[name])
         assert job["Timeout"] > 0 and job["ExecutionProperty"]["MaxConcurrentRuns"] > 1
         args = job["DefaultArguments"]
-        assert args["--additional-python-modules"] == \
-            "duckdb==1.4.5,pyarrow==21.0.0,pyiceberg==0.10.0,pyiceberg-core==0.6.0"
-        assert args["--extra-py-files"] == "s3://%s/glue-assets/shipping_etl_glue_libs.zip" % lake
+        # No job run installs from a package index: the libraries are the uploaded wheels.
+        assert "--additional-python-modules" not in args
+        assert "--python-modules-installer-option" not in args
+        assert not any("index" in value or "pypi" in value for value in args.values()), args
+        extra = args["--extra-py-files"].split(",")
+        assert extra[0] == "s3://%s/glue-assets/shipping_etl_glue_libs.zip" % lake
+        wheels = [uri.rsplit("/", 1)[-1] for uri in extra[1:]]
+        assert all(uri.startswith("s3://%s/glue-assets/wheels/" % lake) for uri in extra[1:])
+        assert {w.split("-")[0] for w in wheels} >= {"duckdb", "pyarrow"}
+        assert [p for w in wheels for p in glue_wheels.glue_platform_problems(w)] == []
+        s3 = boto3.client("s3")
+        for uri in extra:
+            s3.head_object(Bucket=lake, Key=uri.split("/", 3)[3])  # uploaded
 
 
 def test_glue_assets_are_the_project_files(mocked, asl, project):
@@ -197,7 +211,7 @@ def test_buckets_are_private_and_encrypted(mocked, asl, project):
         assert block == {"BlockPublicAcls": True, "IgnorePublicAcls": True,
                          "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
         rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
-        assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+        assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
         ownership = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"]
         assert ownership == [{"ObjectOwnership": "BucketOwnerEnforced"}]
 
@@ -242,6 +256,7 @@ def _scoped(resource, statement):
     no resource (or narrowed by a condition)."""
     return (RESOURCES.prefix in resource or RESOURCES.glue_database in resource
             or ":log-group:/aws-glue/" in resource
+            or (resource.endswith(":key/*") and "kms:ViaService" in json.dumps(statement.get("Condition")))
             or resource.endswith((":catalog", ":datacatalog/AwsDataCatalog"))
             or (resource == "*" and ("Condition" in statement
                                      or set(statement["Action"]) <= policies.STAR_ONLY_ACTIONS)))
@@ -250,7 +265,8 @@ def _scoped(resource, statement):
 def test_role_policies_name_every_action(mocked, asl, project):
     deploy_up(project)
     iam = boto3.client("iam")
-    for role in (RESOURCES.glue_job_role, RESOURCES.crawler_role, RESOURCES.state_machine_role):
+    for role in (RESOURCES.json_to_parquet_role, RESOURCES.normalize_role, RESOURCES.crawler_role,
+                 RESOURCES.state_machine_role):
         document = iam.get_role_policy(RoleName=role, PolicyName="access")["PolicyDocument"]
         for statement in _statements(document):
             assert statement["Effect"] == "Allow"

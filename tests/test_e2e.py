@@ -142,7 +142,7 @@ def test_run_prints_notifications_and_status(files_run):
     assert "== notifications (2)" in files_run.stdout
     assert "Total_Cost_in_$" in files_run.stdout
     assert "== GET /status" in files_run.stdout
-    for line in ("stack up on http://127.0.0.1:", "deployed stage local (", "landed s3://",
+    for line in ("stack up on https://127.0.0.1:", "deployed stage local (", "landed s3://",
                  ": SUCCEEDED in "):
         assert line in files_run.stderr, files_run
 

@@ -175,8 +175,10 @@ def test_up_uploads_the_wheel_for_the_json_to_parquet_job(aws, asl, native_proje
     assert not second.changed and len(second.changes) == len(first.changes)
     uploaded = boto3.client("s3").get_object(Bucket=RESOURCES.lake_bucket, Key=glue_jobs.native_wheel_key())
     assert uploaded["Body"].read() == body and uploaded["ContentType"] == "application/zip"
-    assert job_arguments(RESOURCES.json_to_parquet_job)["--extra-py-files"] == ZIP_URI + "," + WHEEL_URI
-    assert job_arguments(RESOURCES.normalize_job)["--extra-py-files"] == ZIP_URI
+    # The zip, the C module's wheel (json-to-parquet only), then the libraries' wheels.
+    assert job_arguments(RESOURCES.json_to_parquet_job)["--extra-py-files"].startswith(ZIP_URI + "," + WHEEL_URI + ",")
+    normalize_files = job_arguments(RESOURCES.normalize_job)["--extra-py-files"].split(",")
+    assert normalize_files[0] == ZIP_URI and WHEEL_URI not in normalize_files
 
 
 def test_changed_c_source_uploads_a_new_wheel(aws, asl, native_project, glue_wheel):
@@ -206,7 +208,8 @@ def test_up_without_a_buildable_wheel_warns_and_leaves_it_out(aws, asl, native_p
     assert "json-to-parquet job will use its slower pure-DuckDB path" in printed
     assert ("glue asset", WHEEL_URI) not in actions(result)
     assert actions(result)[("glue job", RESOURCES.json_to_parquet_job)] == "updated"
-    assert job_arguments(RESOURCES.json_to_parquet_job)["--extra-py-files"] == ZIP_URI
+    files = job_arguments(RESOURCES.json_to_parquet_job)["--extra-py-files"].split(",")
+    assert files[0] == ZIP_URI and WHEEL_URI not in files
 
 
 def test_dry_run_shows_the_wheel_or_the_warning(aws, asl, native_project, glue_wheel, monkeypatch):

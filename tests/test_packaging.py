@@ -1,6 +1,5 @@
 """`chalice package --pkg-format terraform` on a copy of the project, without AWS: what the
 Lambdas would be deployed with (runtime, zip contents, policy, API authorization)."""
-import io
 import json
 import os
 import shutil
@@ -13,8 +12,7 @@ import pytest
 
 from chalicelib.resources import Resources
 from chalicelib.settings import Settings
-from deploy import chalice_config, policies
-from deploy.context import DeployContext
+from deploy import policies
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STAGE = "dev"
@@ -26,20 +24,18 @@ HEAVY = ("pandas", "pyarrow", "duckdb", "numpy", "awswrangler", "polars", "moto"
 CHALICE = str(Path(sys.executable).with_name("chalice"))
 
 
-def _write_stage_files(project_dir):
-    """The .chalice files `python -m deploy up --stage dev` writes, for a fixed account."""
-    settings = Settings(stage=STAGE, account_id=ACCOUNT, region=REGION)
-    ctx = DeployContext(session=None, resources=RESOURCES, out=io.StringIO())
-    lambda_policies = policies.lambda_policies(RESOURCES)
-    chalice_config.write_config(ctx, project_dir, STAGE, settings.lambda_environment(),
-                                settings.deploy_environment(), functions=list(lambda_policies))
-    for function, policy in lambda_policies.items():
-        chalice_config.write_policy(ctx, project_dir, STAGE, policy, function)
-
-
 @pytest.fixture(scope="module")
-def package(tmp_path_factory):
+def package(package_dir):
     """(terraform document, zip member names) of the dev stage's package."""
+    document = json.loads((package_dir / "chalice.tf.json").read_text())
+    with zipfile.ZipFile(package_dir / "deployment.zip") as archive:
+        names = archive.namelist()
+    return document, names
+
+
+def build_package(tmp_path_factory):
+    """The folder `chalice package --pkg-format terraform --stage dev` writes (chalice.tf.json,
+    deployment.zip) for a copy of the project."""
     project = tmp_path_factory.mktemp("project")
     for name in ("app.py", "requirements.txt"):
         shutil.copy(REPO_ROOT / name, project / name)
@@ -47,9 +43,14 @@ def package(tmp_path_factory):
                     ignore=shutil.ignore_patterns("__pycache__"))
     (project / ".chalice").mkdir()
     shutil.copy(REPO_ROOT / ".chalice" / "config.json", project / ".chalice" / "config.json")
-    _write_stage_files(project)
     env = {key: value for key, value in os.environ.items()
            if not key.startswith("AWS_") and key != "MOTO_ACCOUNT_ID"}
+    # As docs/DEPLOY.md's offline check from a fresh clone: no credentials, no AWS call.
+    written = subprocess.run([sys.executable, "-m", "deploy", "up", "--stage", STAGE, "--offline",
+                              "--account-id", ACCOUNT, "--region", REGION, "--project-dir", str(project)],
+                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert written.returncode == 0, written.stdout + written.stderr
+    assert "(no AWS call)" in written.stdout
     env.update(AWS_DEFAULT_REGION=REGION, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     out = project / "out"
     completed = subprocess.run([CHALICE, "package", "--pkg-format", "terraform", "--stage", STAGE,
@@ -58,10 +59,12 @@ def package(tmp_path_factory):
     assert completed.returncode == 0, completed.stdout + completed.stderr
     # chalice skips a dependency it cannot get for the Lambda runtime with only a warning.
     assert "Could not install dependencies" not in completed.stdout + completed.stderr
-    document = json.loads((out / "chalice.tf.json").read_text())
-    with zipfile.ZipFile(out / "deployment.zip") as archive:
-        names = archive.namelist()
-    return document, names
+    return out
+
+
+@pytest.fixture(scope="module")
+def package_dir(tmp_path_factory):
+    return build_package(tmp_path_factory)
 
 
 def test_zip_holds_the_app_and_no_heavy_library(package):

@@ -22,7 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 RESOURCES = Resources(stage=STAGE, account_id=ACCOUNT, region=REGION)
-ROLES = (RESOURCES.glue_job_role, RESOURCES.crawler_role, RESOURCES.state_machine_role)
+ROLES = (RESOURCES.json_to_parquet_role, RESOURCES.normalize_role, RESOURCES.crawler_role,
+         RESOURCES.state_machine_role)
 
 
 @pytest.fixture
@@ -107,7 +108,7 @@ def test_each_lambda_may_do_only_its_own_job(deployed):
         "policy-dev.json": sorted(["states:ListExecutions", "states:DescribeExecution",
                                    "states:GetExecutionHistory"] + logs),
         "policy-dev-on_landing.json": sorted(["states:StartExecution", "sqs:SendMessage"] + logs),
-        "policy-dev-generate_batch.json": sorted(["s3:PutObject"] + logs),
+        "policy-dev-generate_batch.json": sorted(["s3:PutObject", "kms:Decrypt", "kms:GenerateDataKey"] + logs),
         "policy-dev-reconcile.json": sorted(["states:StartExecution", "states:ListExecutions",
                                              "s3:ListBucketVersions", "sqs:GetQueueUrl",
                                              "sqs:ReceiveMessage", "sqs:DeleteMessage"] + logs),
@@ -138,17 +139,88 @@ def test_star_resources_only_where_aws_offers_no_scope():
         assert not _takes_resources(action), action
 
 
-def test_glue_job_role_can_register_partitions_of_its_tables_only(deployed):
-    statements = {s["Sid"]: s for s in role_policy(RESOURCES.glue_job_role)["Statement"]}
-    register = statements["RegisterPartitions"]
-    # UpdateTable and GetDatabase: normalize's Iceberg commits (pyiceberg's Glue catalog).
-    assert register["Action"] == ["glue:BatchCreatePartition", "glue:GetDatabase", "glue:GetPartitions",
-                                  "glue:GetTable", "glue:UpdateTable"]
-    assert register["Resource"] == [
-        "arn:aws:glue:%s:%s:catalog" % (REGION, ACCOUNT),
-        "arn:aws:glue:%s:%s:database/shipping_etl_dev" % (REGION, ACCOUNT),
-        "arn:aws:glue:%s:%s:table/shipping_etl_dev/*" % (REGION, ACCOUNT),
-    ]
+def test_each_glue_job_role_may_change_only_its_own_table(deployed):
+    to_parquet = {s["Sid"]: s for s in role_policy(RESOURCES.json_to_parquet_role)["Statement"]}
+    assert to_parquet["RegisterPartitions"]["Action"] == ["glue:BatchCreatePartition", "glue:GetPartitions",
+                                                          "glue:GetTable"]
+    normalize = {s["Sid"]: s for s in role_policy(RESOURCES.normalize_role)["Statement"]}
+    # pyiceberg's Glue catalog commits with UpdateTable (Glue checks the table's version).
+    assert normalize["CommitProcessedTable"]["Action"] == ["glue:GetDatabase", "glue:GetTable", "glue:UpdateTable"]
+    assert "RegisterPartitions" not in normalize
+    for statement, table in ((to_parquet["RegisterPartitions"], RESOURCES.raw_table),
+                             (normalize["CommitProcessedTable"], RESOURCES.processed_table)):
+        assert statement["Resource"] == [
+            "arn:aws:glue:%s:%s:catalog" % (REGION, ACCOUNT),
+            "arn:aws:glue:%s:%s:database/shipping_etl_dev" % (REGION, ACCOUNT),
+            "arn:aws:glue:%s:%s:table/shipping_etl_dev/%s" % (REGION, ACCOUNT, table),
+        ]
+
+
+def _s3_resources(role):
+    return {resource for statement in role_policy(role)["Statement"]
+            for resource in statement["Resource"] if resource.startswith("arn:aws:s3:::")
+            and any(action.startswith("s3:") and "Object" in action for action in statement["Action"])}
+
+
+def test_each_glue_job_has_its_own_role_with_only_its_own_prefixes(deployed):
+    glue = boto3.client("glue")
+    roles = {name: glue.get_job(JobName=name)["Job"]["Role"].rsplit("/", 1)[-1]
+             for name in (RESOURCES.json_to_parquet_job, RESOURCES.normalize_job)}
+    assert roles == {RESOURCES.json_to_parquet_job: RESOURCES.json_to_parquet_role,
+                     RESOURCES.normalize_job: RESOURCES.normalize_role}
+    lake, landing = RESOURCES.lake_bucket, RESOURCES.landing_bucket
+    to_parquet = _s3_resources(RESOURCES.json_to_parquet_role)
+    normalize = _s3_resources(RESOURCES.normalize_role)
+    # json-to-parquet may not touch (let alone delete) processed data ...
+    assert not any("/processed/" in r for r in to_parquet), to_parquet
+    assert "arn:aws:s3:::%s/incoming/*" % landing in to_parquet
+    # ... and normalize reads neither landing nor quarantine.
+    assert not any(landing in r or "/quarantine/" in r for r in normalize), normalize
+    assert "arn:aws:s3:::%s/processed/*" % lake in normalize
+
+
+def test_service_trusts_name_the_source_account(deployed):
+    iam = boto3.client("iam")
+    for role in ROLES:
+        (statement,) = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]["Statement"]
+        assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == ACCOUNT, role
+        assert statement["Condition"]["ArnLike"]["aws:SourceArn"].startswith("arn:aws:"), role
+
+
+def test_pii_zones_and_athena_results_use_the_stage_key(deployed):
+    s3, kms = boto3.client("s3"), boto3.client("kms")
+    key_arn = kms.describe_key(KeyId=RESOURCES.kms_key_alias)["KeyMetadata"]["Arn"]
+    for bucket in (RESOURCES.landing_bucket, RESOURCES.lake_bucket):
+        (rule,) = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+        assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}
+    workgroup = boto3.client("athena").get_work_group(WorkGroup=RESOURCES.athena_workgroup)["WorkGroup"]
+    assert workgroup["Configuration"]["ResultConfiguration"]["EncryptionConfiguration"] == {
+        "EncryptionOption": "SSE_KMS", "KmsKey": key_arn}
+
+
+def test_glue_jobs_and_crawlers_use_the_security_configuration(deployed):
+    glue = boto3.client("glue")
+    name = RESOURCES.glue_security_configuration
+    config = glue.get_security_configuration(Name=name)["SecurityConfiguration"]["EncryptionConfiguration"]
+    assert config["S3Encryption"][0]["S3EncryptionMode"] == "SSE-KMS"
+    assert config["CloudWatchEncryption"]["CloudWatchEncryptionMode"] == "SSE-KMS"
+    for job in (RESOURCES.json_to_parquet_job, RESOURCES.normalize_job):
+        assert glue.get_job(JobName=job)["Job"]["SecurityConfiguration"] == name
+    for crawler in (RESOURCES.raw_crawler, RESOURCES.processed_crawler):
+        assert glue.get_crawler(Name=crawler)["Crawler"]["CrawlerSecurityConfiguration"] == name
+
+
+def test_buckets_log_access_to_the_log_bucket(deployed):
+    s3 = boto3.client("s3")
+    for bucket in (RESOURCES.landing_bucket, RESOURCES.lake_bucket):
+        logging = s3.get_bucket_logging(Bucket=bucket)["LoggingEnabled"]
+        assert logging == {"TargetBucket": RESOURCES.access_log_bucket, "TargetPrefix": bucket + "/"}
+    policy = json.loads(s3.get_bucket_policy(Bucket=RESOURCES.access_log_bucket)["Policy"])
+    grants = [st for st in policy["Statement"] if st["Sid"].startswith("S3ServerAccessLogs")]
+    assert len(grants) == 2
+    for grant in grants:
+        assert grant["Principal"] == {"Service": "logging.s3.amazonaws.com"}
+        assert grant["Condition"]["StringEquals"]["aws:SourceAccount"] == ACCOUNT
 
 
 def test_state_machine_role_covers_what_the_asl_calls(deployed, asl):
@@ -171,7 +243,8 @@ def test_state_machine_role_covers_what_the_asl_calls(deployed, asl):
 
 def test_trust_policies_name_one_service_each(deployed):
     iam = boto3.client("iam")
-    expected = {RESOURCES.glue_job_role: "glue.amazonaws.com", RESOURCES.crawler_role: "glue.amazonaws.com",
+    expected = {RESOURCES.json_to_parquet_role: "glue.amazonaws.com",
+                RESOURCES.normalize_role: "glue.amazonaws.com", RESOURCES.crawler_role: "glue.amazonaws.com",
                 RESOURCES.state_machine_role: "states.amazonaws.com"}
     for role, service in expected.items():
         (statement,) = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]["Statement"]
@@ -193,7 +266,7 @@ def test_buckets_block_public_access_and_encrypt(deployed):
         assert block == dict.fromkeys(
             ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"), True)
         (rule,) = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
-        assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+        assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
     assert s3.get_bucket_versioning(Bucket=RESOURCES.landing_bucket)["Status"] == "Enabled"
 
 
@@ -249,9 +322,9 @@ def test_glue_jobs_are_small_pinned_python_shell(deployed):
         assert job["Command"]["Name"] == "pythonshell" and job["Command"]["PythonVersion"] == "3.9"
         assert job["MaxCapacity"] == 0.0625
         assert 0 < job["Timeout"] <= 60 and job["ExecutionProperty"]["MaxConcurrentRuns"] >= 1
-        modules = job["DefaultArguments"]["--additional-python-modules"].split(",")
-        assert modules and all("==" in module for module in modules), modules
-        assert job["DefaultArguments"]["--extra-py-files"].endswith(".zip")
+        assert "--additional-python-modules" not in job["DefaultArguments"]
+        extra = job["DefaultArguments"]["--extra-py-files"].split(",")
+        assert extra[0].endswith(".zip") and all(uri.endswith(".whl") for uri in extra[1:])
 
 
 def test_glue_capacity_is_configurable(aws, asl, project):
@@ -279,7 +352,7 @@ def test_workgroup_enforces_location_encryption_and_cutoff(aws, asl, project):
     assert config["EnforceWorkGroupConfiguration"] is True
     results = config["ResultConfiguration"]
     assert results["OutputLocation"] == "s3://%s/athena-results/" % RESOURCES.lake_bucket
-    assert results["EncryptionConfiguration"] == {"EncryptionOption": "SSE_S3"}
+    assert results["EncryptionConfiguration"]["EncryptionOption"] == "SSE_KMS"  # the stage's key
     assert config["BytesScannedCutoffPerQuery"] == 10 * 1024 ** 3
 
     deploy_up(project, environ={"ATHENA_BYTES_SCANNED_CUTOFF": str(100 * 1024 ** 2)})
@@ -304,7 +377,7 @@ def test_topic_is_encrypted_and_account_only_over_tls(deployed):
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_key_rotates_and_is_used_only_through_sns_and_logs(deployed):
+def test_key_rotates_and_is_used_only_through_sns_s3_and_logs(deployed):
     kms = boto3.client("kms")
     key_id = _key_id()
     assert kms.get_key_rotation_status(KeyId=key_id)["KeyRotationEnabled"] is True
@@ -317,6 +390,10 @@ def test_key_rotates_and_is_used_only_through_sns_and_logs(deployed):
     assert publish["Condition"]["StringEquals"] == {
         "kms:ViaService": "sns.us-east-1.amazonaws.com",
         "kms:EncryptionContext:aws:sns:topicArn": RESOURCES.topic_arn}
+    through_s3 = statements["AccountUsesKeyThroughS3"]
+    assert through_s3["Condition"]["StringEquals"] == {"kms:ViaService": "s3.us-east-1.amazonaws.com",
+                                                       "kms:CallerAccount": ACCOUNT}
+    assert sorted(through_s3["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
     logs = statements["LogsEncryptStageLogs"]
     assert logs["Principal"] == {"Service": "logs.us-east-1.amazonaws.com"}
     assert logs["Condition"]["ArnEquals"] == {"kms:EncryptionContext:aws:logs:arn": [
@@ -325,7 +402,7 @@ def test_key_rotates_and_is_used_only_through_sns_and_logs(deployed):
         "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev",
         "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-on_landing",
         "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-generate_batch",
-        "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-reconcile"]}
+        RESOURCES.api_access_log_group_arn]}
 
 
 def _email_subscribers():
@@ -375,10 +452,9 @@ def test_state_machine_logs_errors_to_an_encrypted_log_group(deployed):
     key_arn = boto3.client("kms").describe_key(KeyId=RESOURCES.kms_key_alias)["KeyMetadata"]["Arn"]
     groups = _log_groups()
     assert sorted(groups) == sorted([
-        "/aws/vendedlogs/states/shipping-etl-dev-pipeline", "/aws-glue/python-jobs/shipping-etl-dev",
-        "/aws/lambda/shipping-etl-dev",
+        "/aws/vendedlogs/states/shipping-etl-dev-pipeline", "/aws/lambda/shipping-etl-dev",
         "/aws/lambda/shipping-etl-dev-on_landing", "/aws/lambda/shipping-etl-dev-generate_batch",
-        "/aws/lambda/shipping-etl-dev-reconcile"])
+        "/aws/apigateway/shipping-etl-dev-access"])
     for group in groups.values():
         assert group["retentionInDays"] == 30
         assert group["kmsKeyId"] == key_arn
