@@ -31,6 +31,14 @@ GLUE_VERSION = "3.0"
 # (deploy.glue_wheels): no job run reaches a package index. .venv-glue tests the same versions
 # (tests/glue_versions.py), and the local stack pins the same DuckDB and pyiceberg.
 ADDITIONAL_PYTHON_MODULES = ("duckdb==1.4.5", "pyarrow==20.0.0", "pyiceberg==0.10.0", "pyiceberg-core==0.6.0")
+# Their dependencies, pinned to releases that still support Python 3.9: a resolver that cannot see
+# a release's Requires-Python (an index or mirror without it) would otherwise take the newest
+# (requests, urllib3, fsspec, tenacity, click, ... now need 3.10), which Glue's pip then refuses.
+# The deploy checks every resolved wheel's Requires-Python against 3.9 (deploy.glue_wheels).
+GLUE_DEPENDENCY_PINS = (
+    "annotated-types==0.7.0", "click==8.1.8", "fsspec==2025.9.0", "markdown-it-py==3.0.0",
+    "requests==2.32.5", "tenacity==9.1.2", "typing-inspection==0.4.1", "urllib3==2.5.0",
+)
 GLUE_WHEELS_PREFIX = GLUE_ASSETS_PREFIX + "wheels/"
 
 # Job scripts: repository path -> key in the lake bucket.

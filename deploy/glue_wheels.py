@@ -7,7 +7,8 @@ dies before its script runs. And it reaches the public index at every run. So th
 resolution once, here:
 
 1. ``pip install --dry-run --report`` resolves the pins (``chalicelib.glue_jobs``'s
-   ``ADDITIONAL_PYTHON_MODULES``, whatever it holds) and all their dependencies for CPython 3.9
+   ``ADDITIONAL_PYTHON_MODULES`` and ``GLUE_DEPENDENCY_PINS``, whatever they hold) and all their
+   dependencies for CPython 3.9 (each release's Requires-Python checked against 3.9)
    on ``GLUE_PLATFORMS``, binary only; the report gives each wheel's file and the index's SHA-256.
 2. ``pip download --require-hashes --no-deps`` fetches exactly those files, each checked against
    that hash (and again here after the download).
@@ -111,7 +112,8 @@ def resolve(project_dir, pins=None, python=sys.executable, cache_dir=None):
     DeployError when a pin (or a dependency) has no wheel for Glue's platform, pip fails, a file
     does not match its hash, or a job imports a module nothing provides.
     """
-    pins = tuple(pins if pins is not None else glue_jobs.ADDITIONAL_PYTHON_MODULES)
+    pins = tuple(pins if pins is not None
+                 else glue_jobs.ADDITIONAL_PYTHON_MODULES + glue_jobs.GLUE_DEPENDENCY_PINS)
     key = pins_key(pins)
     directory = Path(cache_dir or CACHE_DIR) / key
     wheel_set = _resolved.get(directory) or _read_cached(directory, pins)
@@ -199,6 +201,7 @@ def _download(directory, pins, python):
             if not sha256 or not filename.endswith(".whl"):
                 raise DeployError("pip resolved %s for the Glue jobs without a wheel and hash (%s): "
                                   "Glue needs wheels." % (item["metadata"]["name"], info["url"]))
+            _check_requires_python(item["metadata"])
             wanted.append(Wheel(item["metadata"]["name"], item["metadata"]["version"], filename, sha256))
         requirements = os.path.join(work, "requirements.txt")
         with open(requirements, "w") as handle:
@@ -228,6 +231,25 @@ def _download(directory, pins, python):
 
 
 # -- checks --------------------------------------------------------------------------------------
+def _check_requires_python(metadata):
+    """Raises DeployError when a resolved release does not support Glue's Python: pip given
+    ``--python-version`` trusts the index to filter by Requires-Python, and an index or mirror
+    that omits it lets a release for newer Pythons through (which Glue's pip then refuses)."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    requires = metadata.get("requires_python")
+    try:
+        supported = not requires or SpecifierSet(requires).contains(GLUE_PYTHON_VERSION + ".0")
+    except InvalidSpecifier:
+        supported = False
+    if not supported:
+        raise DeployError(
+            "%s %s requires Python %s, and Glue's Python shell runs %s: pin a release of %s that supports "
+            "%s in chalicelib/glue_jobs.py GLUE_DEPENDENCY_PINS" % (
+                metadata["name"], metadata["version"], requires, GLUE_PYTHON_VERSION, metadata["name"],
+                GLUE_PYTHON_VERSION))
+
+
 def wheel_tags(filename):
     """``(python tags, abi tags, platform tags)`` of a wheel file name (sets of strings)."""
     stem = filename[:-len(".whl")]

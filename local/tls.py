@@ -5,6 +5,7 @@ added to the system's trust store."""
 import datetime
 import ipaddress
 import os
+import ssl
 
 
 def make_certificates(folder):
@@ -50,3 +51,29 @@ def make_certificates(folder):
         handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption()))
     return paths
+
+
+def trust_bundle(folder, ca_path):
+    """Write ``trust.pem``: the machine's trusted CAs plus the stack's CA ``ca_path``; returns its
+    path. It is the stack's ``SSL_CERT_FILE``: pyarrow's S3 client (what pyiceberg reads and
+    writes the Iceberg table with, in the Glue jobs and the Athena engine) reads no
+    ``AWS_CA_BUNDLE`` and pyiceberg passes it no CA file, but OpenSSL's default verify paths
+    follow ``SSL_CERT_FILE``. The machine's CAs stay in so other HTTPS (pip) still verifies."""
+    system = [os.environ.get("SSL_CERT_FILE"), ssl.get_default_verify_paths().cafile,
+              ssl.get_default_verify_paths().openssl_cafile]
+    try:
+        import certifi
+
+        system.append(certifi.where())
+    except ImportError:
+        pass
+    path = os.path.join(folder, "trust.pem")
+    with open(path, "wb") as out:
+        for candidate in system:
+            if candidate and os.path.isfile(candidate) and os.path.abspath(candidate) != os.path.abspath(path):
+                with open(candidate, "rb") as handle:
+                    out.write(handle.read().rstrip(b"\n") + b"\n")
+                break
+        with open(ca_path, "rb") as handle:
+            out.write(handle.read())
+    return path

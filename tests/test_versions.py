@@ -51,9 +51,6 @@ def test_each_execution_reads_its_own_version(tmp_path, files, order):
         assert execution["rows"] == {k: wanted[k] for k in ("read", "valid", "quarantined", "duplicates")}
 
 
-@pytest.mark.xfail(reason="the lake-side replacement (a key's newest version replaces its earlier "
-                          "rows in the Iceberg table) is normalize's, on the issue-12 branch; "
-                          "remove this mark once it is merged", strict=False)
 @pytest.mark.parametrize("order", ["a-then-b", "b-then-a"])
 def test_the_newest_version_of_a_key_wins(tmp_path, files, order):
     first, second = files if order == "a-then-b" else files[::-1]
