@@ -107,4 +107,4 @@ bench: $(VENV)/.bench-installed $(VENV)/.native-installed  ## our jobs against t
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(GLUE_VENV) $(CHECKOV_VENV) .local-stack build/native-wheel build/glue-wheels
+	rm -rf $(VENV) $(GLUE_VENV) $(CHECKOV_VENV) .local-stack build/native-wheel build/glue-wheels build/glue-sites

@@ -14,7 +14,7 @@ the child gets the run's own argv, environment, working directory, ``sys.path`` 
 
 The jobs' libraries are the wheels the deploy uploaded and listed in ``--extra-py-files``
 (deploy.glue_wheels: CPython 3.9 wheels for Glue's platform). Glue installs each with pip before
-the script runs; here they are installed once per wheel set into ``sites/<hash>/`` and that folder
+the script runs; here they are installed once per wheel set into ``build/glue-sites/<hash>/`` and that folder
 comes first on the job's ``sys.path`` (and the fork server's, so the preloaded pyarrow is the
 job's). This interpreter is CPython 3.11, which cannot load a cp39 binary, so "exactly what Glue
 runs" is approximated: a wheel this interpreter can load (pure Python, abi3: pyiceberg-core, the
@@ -59,6 +59,9 @@ PRELOAD_MODULES = ("boto3", "botocore.session", "botocore.client", "boto3.s3.tra
 _fork_server_lock = threading.Lock()
 _site_lock = threading.Lock()
 SITE_INSTALL_TIMEOUT_SECONDS = 900
+# The installed wheel sets, under the checkout (git ignores /build/), shared by every stack.
+SITES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build", "glue-sites")
+_installs = set()  # pip processes installing a wheel set now: close() ends them
 
 
 def _split_s3_uri(uri):
@@ -212,6 +215,8 @@ class GlueJobRunner:
         """Stop the fork server this runner started, and multiprocessing's resource tracker that
         came with it, waiting for both to exit (runs still going finish on their own), so no
         helper process outlives the stack. Returns None."""
+        for process in list(_installs):  # a wheel set being installed for a run that will not come
+            process.kill()
         with _fork_server_lock:
             if self._fork_context is None:
                 return
@@ -252,8 +257,11 @@ class GlueJobRunner:
         interpreter, made once per wheel set; None without wheels. Raises WheelInstallFailed."""
         if not wheel_paths:
             return None
-        key = hashlib.sha256(json.dumps(sorted(wheel_paths)).encode()).hexdigest()[:24]
-        site = os.path.join(self.work_dir, "sites", key)
+        # Named by the wheels' bucket, ETag and key: the same set has the same folder whatever
+        # the work dir, so a new stack does not install it again.
+        cache = os.path.join(self.work_dir, "cache")
+        key = hashlib.sha256(json.dumps(sorted(os.path.relpath(p, cache) for p in wheel_paths)).encode())
+        site = os.path.join(SITES_DIR, key.hexdigest()[:24])
         with _site_lock:
             if not os.path.exists(os.path.join(site, INSTALLED_MARKER)):
                 install_wheel_set(self.python, wheel_paths, site)
@@ -352,10 +360,20 @@ def install_wheel_set(python, wheel_paths, site):
                "--only-binary=:all:", "--no-compile", "--target", partial] + requirements
     LOG.info("installing the Glue jobs' wheels for this interpreter into %s", site)
     try:
-        completed = subprocess.run(command, capture_output=True, text=True,
-                                   timeout=SITE_INSTALL_TIMEOUT_SECONDS)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise WheelInstallFailed("pip install of the job's wheels did not finish: %s" % exc) from None
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except OSError as exc:
+        raise WheelInstallFailed("pip install of the job's wheels did not start: %s" % exc) from None
+    _installs.add(process)
+    try:
+        stdout, stderr = process.communicate(timeout=SITE_INSTALL_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise WheelInstallFailed("pip install of the job's wheels did not finish in %d s"
+                                 % SITE_INSTALL_TIMEOUT_SECONDS) from None
+    finally:
+        _installs.discard(process)
+    completed = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     if completed.returncode != 0:
         lines = [line for line in (completed.stderr + completed.stdout).splitlines()
                  if line.strip() and "is ignored" not in line]
