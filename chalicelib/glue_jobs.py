@@ -34,10 +34,13 @@ ADDITIONAL_PYTHON_MODULES = ("duckdb==1.4.5", "pyarrow==20.0.0", "pyiceberg==0.1
 # Their dependencies, pinned to releases that still support Python 3.9: a resolver that cannot see
 # a release's Requires-Python (an index or mirror without it) would otherwise take the newest
 # (requests, urllib3, fsspec, tenacity, click, ... now need 3.10), which Glue's pip then refuses.
-# The deploy checks every resolved wheel's Requires-Python against 3.9 (deploy.glue_wheels).
+# The deploy checks every resolved wheel's Requires-Python against 3.9 (deploy.glue_wheels). Also
+# pinned: releases of charset-normalizer and mmh3 whose cp39 wheels carry a manylinux2014 tag (their
+# newest carry only manylinux1 and manylinux_2_28).
 GLUE_DEPENDENCY_PINS = (
-    "annotated-types==0.7.0", "click==8.1.8", "fsspec==2025.9.0", "markdown-it-py==3.0.0",
-    "requests==2.32.5", "tenacity==9.1.2", "typing-inspection==0.4.1", "urllib3==2.5.0",
+    "annotated-types==0.7.0", "charset-normalizer==3.4.3", "click==8.1.8", "fsspec==2025.9.0",
+    "markdown-it-py==3.0.0", "mmh3==5.1.0", "requests==2.32.5", "tenacity==9.1.2",
+    "typing-inspection==0.4.1", "urllib3==2.5.0",
 )
 GLUE_WHEELS_PREFIX = GLUE_ASSETS_PREFIX + "wheels/"
 

@@ -41,6 +41,10 @@ GLUE_PYTHON_VERSION = "3.9"
 GLUE_ABI = "cp39"
 # Amazon Linux 2's glibc: a manylinux wheel needing a newer one does not load there.
 GLUE_MAX_GLIBC = (2, 26)
+# The oldest tag shipped: manylinux2014 (glibc 2.17). pip on Glue would also take manylinux1/2010
+# wheels, but the jobs' platform is documented (and checked) as manylinux2014..manylinux_2_26, so a
+# dependency whose only tags are older or newer is pinned to a release that has one in that range.
+GLUE_MIN_GLIBC = (2, 17)
 GLUE_ARCH = "x86_64"
 # What pip is told Glue's platform is: manylinux2014 (glibc 2.17) up to manylinux_2_26. pip also
 # accepts older manylinux tags from these (manylinux1 = glibc 2.5, manylinux2010 = 2.12), which
@@ -285,9 +289,10 @@ def glue_platform_problems(filename):
         problems.append("%s has ABI %s, not cp39/abi3/none" % (filename, ",".join(sorted(abis))))
     if "any" not in platforms:
         glibcs = [_platform_glibc(p) for p in platforms]
-        if not any(glibc is not None and glibc <= GLUE_MAX_GLIBC for glibc in glibcs):
-            problems.append("%s is tagged %s: no manylinux x86_64 tag with glibc <= %d.%d"
-                            % ((filename, ",".join(sorted(platforms))) + GLUE_MAX_GLIBC))
+        if not any(glibc is not None and GLUE_MIN_GLIBC <= glibc <= GLUE_MAX_GLIBC for glibc in glibcs):
+            problems.append("%s is tagged %s: no manylinux x86_64 tag from manylinux2014 (glibc %d.%d) to "
+                            "manylinux_%d_%d" % ((filename, ",".join(sorted(platforms))) + GLUE_MIN_GLIBC
+                                                 + GLUE_MAX_GLIBC))
     return problems
 
 

@@ -59,9 +59,25 @@ def test_the_glue_venv_tests_the_pinned_versions():
     ("x-1.0-cp39-cp39-linux_x86_64.whl", False),
     ("x-1.0-cp39-cp39-manylinux2014_aarch64.whl", False),
     ("x-1.0-cp39-cp39-macosx_11_0_x86_64.whl", False),
+    # Only older and newer tags than the documented range (manylinux2014..manylinux_2_26).
+    ("mmh3-5.2.0-cp39-cp39-manylinux1_x86_64.manylinux_2_28_x86_64.manylinux_2_5_x86_64.whl", False),
+    ("mmh3-5.1.0-cp39-cp39-manylinux_2_5_x86_64.manylinux1_x86_64.manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+     True),
 ])
 def test_glue_platform_tags(filename, ok):
     assert (glue_wheels.glue_platform_problems(filename) == []) is ok
+
+
+@pytest.mark.parametrize("requires, ok", [(None, True), (">=3.9", True), (">=3.7,!=3.8.*", True),
+                                          (">=3.10", False), ("~=3.11", False)])
+def test_a_release_for_newer_pythons_fails_the_deploy_clearly(requires, ok):
+    # An index that omits Requires-Python lets pip --python-version 3.9 pick such a release.
+    metadata = {"name": "requests", "version": "9.9", "requires_python": requires}
+    if ok:
+        glue_wheels._check_requires_python(metadata)
+    else:
+        with pytest.raises(DeployError, match="requires Python .* GLUE_DEPENDENCY_PINS"):
+            glue_wheels._check_requires_python(metadata)
 
 
 def _wheel(path, modules):
