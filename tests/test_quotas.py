@@ -10,7 +10,7 @@ from chalicelib.resources import Resources
 from chalicelib.settings import Settings
 from deploy.__main__ import build_parser
 from local import embedded, moto_hooks
-from local.run import add_arguments
+from local.cli import add_run_arguments as add_arguments
 
 BUCKET = "quota-lake"
 ROLE_ARN = "arn:aws:iam::123456789012:role/quota"
