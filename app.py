@@ -11,7 +11,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from chalice import BadRequestError, Chalice, ChaliceViewError, IAMAuthorizer, NotFoundError, Rate, Response
 
-from chalicelib import api_auth, dashboard, generator, status
+from chalicelib import api_auth, dashboard, generator, maintenance, status
 from chalicelib.resources import INCOMING_PREFIX, Resources
 from chalicelib.settings import APP_NAME, Settings
 from chalicelib.trigger import PipelineTrigger
@@ -67,6 +67,17 @@ def generate_batch(event):
     batch = generator.put_batch(_client("s3", settings.region), bucket, rows=settings.generator_rows)
     app.log.info("Generated %d rows into s3://%s/%s", batch["rows"], batch["bucket"], batch["key"])
     return batch
+
+
+@app.schedule(Rate(_deploy_settings.maintenance_hours, unit=Rate.HOURS))
+def maintain_lake(event):
+    """Compacts the processed Iceberg table and expires its old snapshots (docs/LAKE.md)."""
+    settings = _settings()
+    results = maintenance.run(boto3.client("athena", region_name=settings.region), Resources.from_settings(settings))
+    for result in results:
+        app.log.info("%s: %s, %s bytes scanned, %.1f s", result["statement"], result["state"],
+                     result["scanned_bytes"], result["seconds"])
+    return results
 
 
 class ServiceUnavailableError(ChaliceViewError):

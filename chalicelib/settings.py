@@ -99,6 +99,8 @@ class Settings:
     region: str = DEFAULT_REGION
     schedule_minutes: int = 10
     generator_rows: int = 100
+    # Hours between maintenance runs of the processed Iceberg table (compaction + snapshot expiry).
+    maintenance_hours: int = 24
     # Seconds between crawler polls in the state machine. AWS crawls take minutes, so polling
     # every 15 s costs nothing; the local stand-in crawls in milliseconds and polls with 0.
     poll_seconds: int = 15
@@ -130,6 +132,7 @@ class Settings:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or d.region,
             schedule_minutes=_int(env, "SCHEDULE_MINUTES", d.schedule_minutes, minimum=1),
             generator_rows=_int(env, "GENERATOR_ROWS", d.generator_rows, minimum=1),
+            maintenance_hours=_int(env, "MAINTENANCE_HOURS", d.maintenance_hours, minimum=1),
             poll_seconds=_int(env, "POLL_SECONDS", d.poll_seconds, minimum=0),
             raw_retention_days=_int(env, "RAW_RETENTION_DAYS", d.raw_retention_days, minimum=1),
             landing_retention_days=_int(env, "LANDING_RETENTION_DAYS", d.landing_retention_days,
@@ -157,6 +160,7 @@ class Settings:
             "ACCOUNT_ID": self.account_id,
             "SCHEDULE_MINUTES": str(self.schedule_minutes),
             "GENERATOR_ROWS": str(self.generator_rows),
+            "MAINTENANCE_HOURS": str(self.maintenance_hours),
             "POLL_SECONDS": str(self.poll_seconds),
         }
 

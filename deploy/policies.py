@@ -230,7 +230,7 @@ def lambda_policies(resources):
     # machine (Standard, no Map state) has none, so those stay within its own name.
     read_executions = _statement("ReadExecutions", ["states:DescribeExecution"], [
         resources.execution_arn("*"), _arn(resources, "states", "express:%s:*" % machine)])
-    api, on_landing, generator = resources.lambda_functions
+    api, on_landing, generator, maintainer = resources.lambda_functions
     return {
         "api_handler": _document(
             _statement("ListExecutions", ["states:ListExecutions"], [
@@ -247,6 +247,19 @@ def lambda_policies(resources):
             _statement("WriteLandingObjects", ["s3:PutObject"],
                        _objects(resources.landing_bucket, INCOMING_PREFIX)),
             _function_logs(resources, generator)),
+        # OPTIMIZE and VACUUM run with the caller's permissions: Athena reads and rewrites the
+        # table's files and commits a new version of it to the catalog.
+        "maintain_lake": _document(
+            _statement("RunMaintenanceQueries", ["athena:StartQueryExecution", "athena:GetQueryExecution",
+                                                 "athena:GetWorkGroup"],
+                       [_arn(resources, "athena", "workgroup/%s" % resources.athena_workgroup)]),
+            _statement("CommitTable", ["glue:GetDatabase", "glue:GetTable", "glue:UpdateTable"],
+                       _catalog(resources)),
+            _statement("RewriteTableFiles", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                                             "s3:AbortMultipartUpload"],
+                       _objects(resources.lake_bucket, PROCESSED_PREFIX, ATHENA_RESULTS_PREFIX)),
+            _statement("ListLake", ["s3:ListBucket", "s3:GetBucketLocation"], [_bucket_arn(resources.lake_bucket)]),
+            _function_logs(resources, maintainer)),
     }
 
 

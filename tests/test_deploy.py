@@ -89,7 +89,7 @@ def test_up_twice_then_down_leaves_nothing_behind(mocked, asl, project):
     # 2 buckets, 3 roles, key, 3 assets, database, 2 jobs, 2 crawlers, workgroup, topic,
     # subscription, 4 log groups (state machine, 3 Lambdas), state machine, 4 chalice files
     # (config, 3 policies).
-    assert len(second.changes) == len(first.changes) == 26
+    assert len(second.changes) == len(first.changes) == 28
     present = leftovers()
     assert all(present.values()), present
 
@@ -288,7 +288,8 @@ def test_chalice_config_gets_stage_environment_and_keeps_other_keys(mocked, asl,
 def test_lambda_policy_files(mocked, asl, project):
     deploy_up(project)
     granted = {}
-    for name in ("policy-dev.json", "policy-dev-on_landing.json", "policy-dev-generate_batch.json"):
+    for name in ("policy-dev.json", "policy-dev-on_landing.json", "policy-dev-generate_batch.json",
+                 "policy-dev-maintain_lake.json"):
         policy = json.loads((project / ".chalice" / name).read_text())
         for statement in _statements(policy):
             assert statement["Effect"] == "Allow"
@@ -301,7 +302,9 @@ def test_lambda_policy_files(mocked, asl, project):
         RESOURCES.state_machine_arn, "arn:aws:states:%s:%s:mapRun:%s/*" % (REGION, ACCOUNT, machine)]
     assert granted["states:DescribeExecution"] == 2 * [  # the API handler and on_landing
         RESOURCES.execution_arn("*"), "arn:aws:states:%s:%s:express:%s:*" % (REGION, ACCOUNT, machine)]
-    assert granted["s3:PutObject"] == ["arn:aws:s3:::%s/incoming/*" % RESOURCES.landing_bucket]
+    assert granted["s3:PutObject"] == [  # the generator; the maintenance (Athena rewrites the table)
+        "arn:aws:s3:::%s/incoming/*" % RESOURCES.landing_bucket,
+        "arn:aws:s3:::%s/processed/*" % RESOURCES.lake_bucket, "arn:aws:s3:::%s/athena-results/*" % RESOURCES.lake_bucket]
     assert sorted(granted["logs:PutLogEvents"]) == sorted(
         "arn:aws:logs:%s:%s:log-group:%s:log-stream:*" % (REGION, ACCOUNT, group)
         for group in RESOURCES.lambda_log_groups)

@@ -76,7 +76,7 @@ def test_zip_holds_the_app_and_no_heavy_library(package):
 def test_every_function_runs_python_3_11_with_the_stage_environment(package):
     document, _names = package
     functions = document["resource"]["aws_lambda_function"]
-    assert set(functions) == {"on_landing", "generate_batch", "api_handler"}
+    assert set(functions) == {"on_landing", "generate_batch", "maintain_lake", "api_handler"}
     expected = Settings(stage=STAGE, account_id=ACCOUNT, region=REGION).lambda_environment()
     for function in functions.values():
         assert function["runtime"] == "python3.11"
@@ -88,7 +88,7 @@ def test_each_function_gets_its_own_role_and_policy(package):
     functions = document["resource"]["aws_lambda_function"]
     roles = document["resource"]["aws_iam_role_policy"]
     expected = policies.lambda_policies(RESOURCES)
-    assert len({function["role"] for function in functions.values()}) == len(functions) == 3
+    assert len({function["role"] for function in functions.values()}) == len(functions) == 4
     for key, function in functions.items():
         role_resource = function["role"].split(".")[1]  # "${aws_iam_role.<name>.arn}"
         assert json.loads(roles[role_resource]["policy"]) == expected[key], key

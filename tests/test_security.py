@@ -36,7 +36,8 @@ def role_policy(role):
     return boto3.client("iam").get_role_policy(RoleName=role, PolicyName="access")["PolicyDocument"]
 
 
-LAMBDA_POLICY_FILES = ("policy-dev.json", "policy-dev-on_landing.json", "policy-dev-generate_batch.json")
+LAMBDA_POLICY_FILES = ("policy-dev.json", "policy-dev-on_landing.json", "policy-dev-generate_batch.json",
+                       "policy-dev-maintain_lake.json")
 
 
 def lambda_policy_files(project_dir):
@@ -107,12 +108,17 @@ def test_each_lambda_may_do_only_its_own_job(deployed):
                                    "states:GetExecutionHistory"] + logs),
         "policy-dev-on_landing.json": sorted(["states:StartExecution", "states:DescribeExecution"] + logs),
         "policy-dev-generate_batch.json": sorted(["s3:PutObject"] + logs),
+        "policy-dev-maintain_lake.json": sorted([
+            "athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetWorkGroup",
+            "glue:GetDatabase", "glue:GetTable", "glue:UpdateTable", "s3:GetObject", "s3:PutObject",
+            "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListBucket", "s3:GetBucketLocation"] + logs),
     }
     stage = json.loads((deployed / ".chalice" / "config.json").read_text())["stages"][STAGE]
     assert stage["iam_policy_file"] == "policy-dev.json" and stage["autogen_policy"] is False
     assert stage["lambda_functions"] == {
         "on_landing": {"iam_policy_file": "policy-dev-on_landing.json"},
-        "generate_batch": {"iam_policy_file": "policy-dev-generate_batch.json"}}
+        "generate_batch": {"iam_policy_file": "policy-dev-generate_batch.json"},
+        "maintain_lake": {"iam_policy_file": "policy-dev-maintain_lake.json", "lambda_timeout": 900}}
 
 
 def test_every_setting_combination_stays_clean():
@@ -318,7 +324,8 @@ def test_key_rotates_and_is_used_only_through_sns_and_logs(deployed):
         RESOURCES.state_machine_log_group_arn,
         "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev",
         "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-on_landing",
-        "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-generate_batch"]}
+        "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-generate_batch",
+        "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-maintain_lake"]}
 
 
 def _email_subscribers():
@@ -369,7 +376,8 @@ def test_state_machine_logs_errors_to_an_encrypted_log_group(deployed):
     groups = _log_groups()
     assert sorted(groups) == sorted([
         "/aws/vendedlogs/states/shipping-etl-dev-pipeline", "/aws/lambda/shipping-etl-dev",
-        "/aws/lambda/shipping-etl-dev-on_landing", "/aws/lambda/shipping-etl-dev-generate_batch"])
+        "/aws/lambda/shipping-etl-dev-on_landing", "/aws/lambda/shipping-etl-dev-generate_batch",
+        "/aws/lambda/shipping-etl-dev-maintain_lake"])
     for group in groups.values():
         assert group["retentionInDays"] == 30
         assert group["kmsKeyId"] == key_arn
