@@ -261,7 +261,9 @@ def commit(catalog, database, table_name, rows, source_key, source_version_id=No
         if held:
             transaction.delete(EqualTo(lake_table.SOURCE_KEY_FIELD, source_key),
                                snapshot_properties=dict(snapshot_properties or {}))
-        with transaction.update_snapshot(snapshot_properties=dict(snapshot_properties or {})).fast_append() as append:
+        # A merge append when the table enables manifest merging (chalicelib.lake_table): the
+        # number of manifests every commit and query plans over stays bounded.
+        with transaction._append_snapshot_producer(dict(snapshot_properties or {})) as append:
             for data_file in written:
                 append.append_data_file(data_file)
         try:

@@ -33,6 +33,7 @@ def lake(tmp_path_factory):
     work = tmp_path_factory.mktemp("stack")
     stack = embedded.start(work_dir=str(work))
     try:
+        stack.reset()  # moto keeps resources per process, past a stopped server
         stack.client("s3").create_bucket(Bucket="lake")
         stack.client("glue").create_database(DatabaseInput={"Name": DATABASE})
         catalog = lake_commit.load_catalog("us-east-1", stack.endpoint_url)
