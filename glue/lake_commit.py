@@ -37,7 +37,8 @@ import jobio
 
 LOG = logging.getLogger("shipping_etl.lake_commit")
 
-DEFAULT_MAX_ATTEMPTS = 12
+# Twenty files landing together on a loaded two-core machine needed up to 12 attempts (measured).
+DEFAULT_MAX_ATTEMPTS = 30
 FIRST_DELAY_SECONDS = 0.2
 MAX_DELAY_SECONDS = 10.0
 
