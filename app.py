@@ -17,7 +17,7 @@ from botocore.exceptions import (
 )
 from chalice import BadRequestError, Chalice, ChaliceViewError, IAMAuthorizer, NotFoundError, Rate, Response
 
-from chalicelib import api_auth, dashboard, generator, status
+from chalicelib import api_auth, dashboard, generator, maintenance, status
 from chalicelib.resources import INCOMING_PREFIX, Resources
 from chalicelib.settings import APP_NAME, Settings
 from chalicelib.reconciler import Reconciler
@@ -87,6 +87,17 @@ def reconcile(event):
                             resources.landing_bucket, resources.landing_failures_queue,
                             settings.reconcile_lookback_minutes, log=app.log)
     return reconciler.run()
+
+
+@app.schedule(Rate(_deploy_settings.maintenance_hours, unit=Rate.HOURS))
+def maintain_lake(event):
+    """Compacts the processed Iceberg table and expires its old snapshots (docs/LAKE.md)."""
+    settings = _settings()
+    results = maintenance.run(boto3.client("athena", region_name=settings.region), Resources.from_settings(settings))
+    for result in results:
+        app.log.info("%s: %s, %s bytes scanned, %.1f s", result["statement"], result["state"],
+                     result["scanned_bytes"], result["seconds"])
+    return results
 
 
 class ServiceUnavailableError(ChaliceViewError):

@@ -49,6 +49,7 @@ FORMAT_VERSION = 2
 # Athena's OPTIMIZE rewrites a partition's files when it holds at least this many small ones
 # (Athena's table property of that name, default 5).
 OPTIMIZE_MIN_FILES = 5
+MANIFEST_MERGE_COUNT = 8
 # Data files of about this size (Athena's and Iceberg's default is 512 MB).
 TARGET_FILE_SIZE_BYTES = 128 * 1024 * 1024
 
@@ -62,6 +63,10 @@ def table_properties(snapshot_retention_seconds):
         "write.parquet.compression-codec": "zstd",
         "write.target-file-size-bytes": str(TARGET_FILE_SIZE_BYTES),
         "write.metadata.delete-after-commit.enabled": "true",
+        # Each commit adds a manifest; past this many, a commit merges them into one (per 8 MB),
+        # so planning a commit or a query reads a bounded number of manifests, not one per file.
+        "commit.manifest-merge.enabled": "true",
+        "commit.manifest.min-count-to-merge": str(MANIFEST_MERGE_COUNT),
         "write.metadata.previous-versions-max": "100",
         "history.expire.max-snapshot-age-ms": str(int(snapshot_retention_seconds) * 1000),
         "history.expire.min-snapshots-to-keep": "1",

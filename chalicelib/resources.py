@@ -18,7 +18,7 @@ GLUE_ASSETS_PREFIX = "glue-assets/"
 # Prefix in the landing bucket that triggers the pipeline.
 INCOMING_PREFIX = "incoming/"
 # app.py's handlers other than the API's (chalice names their functions after them).
-LAMBDA_HANDLERS = ("on_landing", "generate_batch", "reconcile")
+LAMBDA_HANDLERS = ("on_landing", "generate_batch", "reconcile", "maintain_lake")
 
 
 @dataclass(frozen=True)

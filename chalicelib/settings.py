@@ -105,6 +105,8 @@ class Settings:
     region: str = DEFAULT_REGION
     schedule_minutes: int = 10
     generator_rows: int = 100
+    # Hours between maintenance runs of the processed Iceberg table (compaction + snapshot expiry).
+    maintenance_hours: int = 24
     # Seconds between crawler polls in the state machine. AWS crawls take minutes, so polling
     # every 15 s costs nothing; the local stand-in crawls in milliseconds and polls with 0.
     poll_seconds: int = 15
@@ -144,6 +146,7 @@ class Settings:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or d.region,
             schedule_minutes=_int(env, "SCHEDULE_MINUTES", d.schedule_minutes, minimum=1),
             generator_rows=_int(env, "GENERATOR_ROWS", d.generator_rows, minimum=1),
+            maintenance_hours=_int(env, "MAINTENANCE_HOURS", d.maintenance_hours, minimum=1),
             poll_seconds=_int(env, "POLL_SECONDS", d.poll_seconds, minimum=0),
             reconcile_minutes=_int(env, "RECONCILE_MINUTES", d.reconcile_minutes, minimum=1),
             reconcile_lookback_minutes=_int(env, "RECONCILE_LOOKBACK_MINUTES",
@@ -178,6 +181,7 @@ class Settings:
             "ACCOUNT_ID": self.account_id,
             "SCHEDULE_MINUTES": str(self.schedule_minutes),
             "GENERATOR_ROWS": str(self.generator_rows),
+            "MAINTENANCE_HOURS": str(self.maintenance_hours),
             "POLL_SECONDS": str(self.poll_seconds),
             "RECONCILE_MINUTES": str(self.reconcile_minutes),
             "RECONCILE_LOOKBACK_MINUTES": str(self.reconcile_lookback_minutes),

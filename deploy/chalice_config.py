@@ -16,6 +16,10 @@ KIND = "chalice file"
 DEPLOY_SETTINGS_KEY = "deploy_settings"
 
 
+# Functions that need more than chalice's default 60 s: the lake maintenance awaits two Athena
+# statements (docs/LAKE.md).
+FUNCTION_TIMEOUT_SECONDS = {"maintain_lake": 900}
+
 # The function whose policy is the stage's own file; the others get per-function files.
 STAGE_POLICY_FUNCTION = "api_handler"
 
@@ -94,6 +98,8 @@ def write_config(ctx, project_dir, stage, environment, deploy_settings=None, fun
                 continue
             function_config = stage_config.setdefault("lambda_functions", {}).setdefault(function, {})
             function_config.setdefault("iam_policy_file", policy_file_name(stage, function))
+            if function in FUNCTION_TIMEOUT_SECONDS:
+                function_config.setdefault("lambda_timeout", FUNCTION_TIMEOUT_SECONDS[function])
     return _write_json(ctx, path, data, existing, text, ".chalice/config.json")
 
 

@@ -277,14 +277,15 @@ def lambda_policies(resources):
     ``api_handler`` (``/status`` and ``/``) reads executions, ``on_landing`` starts one per
     landing object (StartExecution alone: it is idempotent) and dead-letters what it cannot,
     ``generate_batch`` writes landing objects, ``reconcile`` lists landing object versions and
-    executions, reads the dead letters and starts what is missing. Each function gets only its own log group.
+    executions, reads the dead letters and starts what is missing, ``maintain_lake`` runs the Iceberg
+    table's OPTIMIZE and VACUUM through Athena. Each function gets only its own log group.
     """
     machine = resources.state_machine_name
     # ListExecutions and DescribeExecution also name Map-run and Express-execution ARNs; this
     # machine (Standard, no Map state) has none, so those stay within its own name.
     read_executions = _statement("ReadExecutions", ["states:DescribeExecution"], [
         resources.execution_arn("*"), _arn(resources, "states", "express:%s:*" % machine)])
-    api, on_landing, generator, reconciler = resources.lambda_functions
+    api, on_landing, generator, reconciler, maintainer = resources.lambda_functions
     start_pipeline = _statement("StartPipeline", ["states:StartExecution"], [resources.state_machine_arn])
     list_executions = _statement("ListExecutions", ["states:ListExecutions"], [
         resources.state_machine_arn, _arn(resources, "states", "mapRun:%s/*" % machine)])
@@ -314,6 +315,20 @@ def lambda_policies(resources):
                        _objects(resources.landing_bucket, INCOMING_PREFIX)),
             _use_stage_key_through_s3(resources),
             _function_logs(resources, generator)),
+        # OPTIMIZE and VACUUM run with the caller's permissions: Athena reads and rewrites the
+        # table's files and commits a new version of it to the catalog.
+        "maintain_lake": _document(
+            _statement("RunMaintenanceQueries", ["athena:StartQueryExecution", "athena:GetQueryExecution",
+                                                 "athena:GetWorkGroup"],
+                       [_arn(resources, "athena", "workgroup/%s" % resources.athena_workgroup)]),
+            _statement("CommitTable", ["glue:GetDatabase", "glue:GetTable", "glue:UpdateTable"],
+                       _catalog(resources)),
+            _statement("RewriteTableFiles", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                                             "s3:AbortMultipartUpload"],
+                       _objects(resources.lake_bucket, PROCESSED_PREFIX, ATHENA_RESULTS_PREFIX)),
+            _statement("ListLake", ["s3:ListBucket", "s3:GetBucketLocation"], [_bucket_arn(resources.lake_bucket)]),
+            _use_stage_key_through_s3(resources),
+            _function_logs(resources, maintainer)),
     }
 
 

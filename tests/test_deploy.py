@@ -89,11 +89,11 @@ def test_up_twice_then_down_leaves_nothing_behind(mocked, asl, project):
     assert first.changed and set(actions(first).values()) == {"created"}
     assert not second.changed, [c for c in second.changes if c.action != "unchanged"]
     # 2 buckets, 3 roles, key, 3 assets, database, 2 jobs, 2 crawlers, workgroup, topic,
-    # subscription, the trigger's on-failure queue, 7 log groups (state machine, Glue jobs,
-    # 4 Lambdas, API access), state machine, 5 chalice files (config, 4 policies); one role per
+    # subscription, the trigger's on-failure queue, 8 log groups (state machine, Glue jobs,
+    # 5 Lambdas, API access), state machine, 6 chalice files (config, 5 policies); one role per
     # Glue job, the access-log bucket, the Glue security configuration; and the jobs' library wheels.
     wheels = len(glue_wheels.resolve(project).wheels)
-    assert len(second.changes) == len(first.changes) == 33 + wheels
+    assert len(second.changes) == len(first.changes) == 35 + wheels
     present = leftovers()
     assert all(present.values()), present
 
@@ -306,7 +306,7 @@ def test_lambda_policy_files(mocked, asl, project):
     deploy_up(project)
     granted = {}
     for name in ("policy-dev.json", "policy-dev-on_landing.json", "policy-dev-generate_batch.json",
-                 "policy-dev-reconcile.json"):
+                 "policy-dev-reconcile.json", "policy-dev-maintain_lake.json"):
         policy = json.loads((project / ".chalice" / name).read_text())
         for statement in _statements(policy):
             assert statement["Effect"] == "Allow"
@@ -321,7 +321,9 @@ def test_lambda_policy_files(mocked, asl, project):
         RESOURCES.execution_arn("*"), "arn:aws:states:%s:%s:express:%s:*" % (REGION, ACCOUNT, machine)]
     assert granted["sqs:SendMessage"] == [RESOURCES.landing_failures_queue_arn]  # on_landing's dead letters
     assert granted["s3:ListBucketVersions"] == ["arn:aws:s3:::%s" % RESOURCES.landing_bucket]
-    assert granted["s3:PutObject"] == ["arn:aws:s3:::%s/incoming/*" % RESOURCES.landing_bucket]
+    assert granted["s3:PutObject"] == [  # the generator; the maintenance (Athena rewrites the table)
+        "arn:aws:s3:::%s/incoming/*" % RESOURCES.landing_bucket,
+        "arn:aws:s3:::%s/processed/*" % RESOURCES.lake_bucket, "arn:aws:s3:::%s/athena-results/*" % RESOURCES.lake_bucket]
     assert sorted(granted["logs:PutLogEvents"]) == sorted(
         "arn:aws:logs:%s:%s:log-group:%s:log-stream:*" % (REGION, ACCOUNT, group)
         for group in RESOURCES.lambda_log_groups)

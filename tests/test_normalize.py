@@ -66,6 +66,7 @@ def stack(tmp_path_factory):
 
     running = embedded.start(work_dir=str(tmp_path_factory.mktemp("stack")))
     try:
+        running.reset()  # moto keeps resources per process, past a stopped server
         running.client("s3").create_bucket(Bucket=LAKE_BUCKET)
         running.client("s3").create_bucket(Bucket="landing")
         running.client("glue").create_database(DatabaseInput={"Name": DATABASE})

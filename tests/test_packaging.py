@@ -79,7 +79,7 @@ def test_zip_holds_the_app_and_no_heavy_library(package):
 def test_every_function_runs_python_3_11_with_the_stage_environment(package):
     document, _names = package
     functions = document["resource"]["aws_lambda_function"]
-    assert set(functions) == {"on_landing", "generate_batch", "reconcile", "api_handler"}
+    assert set(functions) == {"on_landing", "generate_batch", "reconcile", "maintain_lake", "api_handler"}
     expected = Settings(stage=STAGE, account_id=ACCOUNT, region=REGION).lambda_environment()
     for function in functions.values():
         assert function["runtime"] == "python3.11"

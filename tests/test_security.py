@@ -38,7 +38,7 @@ def role_policy(role):
 
 
 LAMBDA_POLICY_FILES = ("policy-dev.json", "policy-dev-on_landing.json", "policy-dev-generate_batch.json",
-                       "policy-dev-reconcile.json")
+                       "policy-dev-reconcile.json", "policy-dev-maintain_lake.json")
 
 
 def lambda_policy_files(project_dir):
@@ -112,13 +112,19 @@ def test_each_lambda_may_do_only_its_own_job(deployed):
         "policy-dev-reconcile.json": sorted(["states:StartExecution", "states:ListExecutions",
                                              "s3:ListBucketVersions", "sqs:GetQueueUrl",
                                              "sqs:ReceiveMessage", "sqs:DeleteMessage"] + logs),
+        "policy-dev-maintain_lake.json": sorted([
+            "athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetWorkGroup",
+            "glue:GetDatabase", "glue:GetTable", "glue:UpdateTable", "s3:GetObject", "s3:PutObject",
+            "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListBucket", "s3:GetBucketLocation",
+            "kms:Decrypt", "kms:GenerateDataKey"] + logs),
     }
     stage = json.loads((deployed / ".chalice" / "config.json").read_text())["stages"][STAGE]
     assert stage["iam_policy_file"] == "policy-dev.json" and stage["autogen_policy"] is False
     assert stage["lambda_functions"] == {
         "on_landing": {"iam_policy_file": "policy-dev-on_landing.json"},
         "generate_batch": {"iam_policy_file": "policy-dev-generate_batch.json"},
-        "reconcile": {"iam_policy_file": "policy-dev-reconcile.json"}}
+        "reconcile": {"iam_policy_file": "policy-dev-reconcile.json"},
+        "maintain_lake": {"iam_policy_file": "policy-dev-maintain_lake.json", "lambda_timeout": 900}}
 
 
 def test_every_setting_combination_stays_clean():
@@ -402,6 +408,8 @@ def test_key_rotates_and_is_used_only_through_sns_s3_and_logs(deployed):
         "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev",
         "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-on_landing",
         "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-generate_batch",
+        "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-reconcile",
+        "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/shipping-etl-dev-maintain_lake",
         RESOURCES.api_access_log_group_arn]}
 
 
@@ -453,7 +461,9 @@ def test_state_machine_logs_errors_to_an_encrypted_log_group(deployed):
     groups = _log_groups()
     assert sorted(groups) == sorted([
         "/aws/vendedlogs/states/shipping-etl-dev-pipeline", "/aws/lambda/shipping-etl-dev",
+        "/aws-glue/python-jobs/shipping-etl-dev",
         "/aws/lambda/shipping-etl-dev-on_landing", "/aws/lambda/shipping-etl-dev-generate_batch",
+        "/aws/lambda/shipping-etl-dev-reconcile", "/aws/lambda/shipping-etl-dev-maintain_lake",
         "/aws/apigateway/shipping-etl-dev-access"])
     for group in groups.values():
         assert group["retentionInDays"] == 30
