@@ -123,14 +123,8 @@ def _public_access_block(s3, name):
 
 
 def _sse_algorithm(s3, name):
-    try:
-        rules = s3.get_bucket_encryption(Bucket=name)["ServerSideEncryptionConfiguration"]["Rules"]
-    except Exception as exc:
-        if has_code(exc, "ServerSideEncryptionConfigurationNotFoundError"):
-            return None
-        raise
-    defaults = rules[0].get("ApplyServerSideEncryptionByDefault", {}) if rules else {}
-    return defaults.get("SSEAlgorithm")
+    found = _sse_kms(s3, name)
+    return found[0] if found else None
 
 
 def _sse_kms(s3, name):

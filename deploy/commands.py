@@ -134,6 +134,15 @@ def _run(body):
         raise explained from exc
 
 
+def _write_chalice_files(ctx, project_dir, stage, settings, resources):
+    """The stage's .chalice/config.json values and one policy file per Lambda."""
+    lambda_policies = policies.lambda_policies(resources)
+    chalice_config.write_config(ctx, project_dir, stage, settings.lambda_environment(),
+                                settings.deploy_environment(), functions=list(lambda_policies))
+    for function, policy in lambda_policies.items():
+        chalice_config.write_policy(ctx, project_dir, stage, policy, function)
+
+
 def up(stage, region=None, project_dir=None, dry_run=False, session=None, environ=None,
        out=None, sleep=time.sleep, tls_only_policy=None, overrides=None):
     """Create or update every resource of ``stage`` and write its Chalice config and policy.
@@ -221,11 +230,7 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
         # Last: replacing a Hive-style processed table rebuilds it with the normalize job, which
         # needs the job, its role and its assets in place.
         lake_table.ensure_table(ctx, settings)
-        lambda_policies = policies.lambda_policies(resources)
-        chalice_config.write_config(ctx, project_dir, stage, settings.lambda_environment(),
-                                    settings.deploy_environment(), functions=list(lambda_policies))
-        for function, policy in lambda_policies.items():
-            chalice_config.write_policy(ctx, project_dir, stage, policy, function)
+        _write_chalice_files(ctx, project_dir, stage, settings, resources)
 
         _summary(ctx, "Stage %s:" % stage)
         if not dry_run:
@@ -274,11 +279,7 @@ def write_chalice_files(stage, account_id, region=None, project_dir=None, enviro
     settings = stage_settings(stage, account_id, region, project_dir, environ, overrides)
     ctx.say("Writing the chalice files of stage %s for account %s in %s (no AWS call)"
             % (stage, account_id, region))
-    lambda_policies = policies.lambda_policies(resources)
-    chalice_config.write_config(ctx, project_dir, stage, settings.lambda_environment(),
-                                settings.deploy_environment(), functions=list(lambda_policies))
-    for function, policy in lambda_policies.items():
-        chalice_config.write_policy(ctx, project_dir, stage, policy, function)
+    _write_chalice_files(ctx, project_dir, stage, settings, resources)
     _summary(ctx, "Stage %s:" % stage)
     ctx.say("Next: chalice package --pkg-format terraform --stage %s out/" % stage)
     return DeployResult(stage, resources, settings, ctx.changes, False)
