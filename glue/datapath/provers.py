@@ -113,7 +113,7 @@ class DuckDBProver:
 
     def _prove_whole(self, block):
         """The Proof of a block whose every line DuckDB's reader proves valid, else None."""
-        if _lenient_json_match(_whole(pa.py_buffer(block.data).slice(0, block.size))):
+        if may_be_lenient(block):
             return None
         lines = block.data.count(b"\n", 0, block.size)
         if block.size and block.data[block.size - 1] != 0x0A:
@@ -201,6 +201,11 @@ def _lenient_json_match(text):
     if any(pc.any(pc.match_substring(text, char)).as_py() for char in rules_sql.NON_JSON_WHITESPACE):
         return True
     return pc.any(pc.match_substring_regex(text, _LENIENT_JSON)).as_py()
+
+
+def may_be_lenient(block):
+    """Whether a Block's bytes might hold what DuckDB's JSON reader accepts beyond strict JSON."""
+    return _lenient_json_match(_whole(pa.py_buffer(block.data).slice(0, block.size)))
 
 
 def _without_invalid_utf8(piece):
