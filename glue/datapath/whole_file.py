@@ -53,7 +53,9 @@ class _Scan:
 
     def _count(self):
         lines = 0
-        for item in blocks.BlockReader(self.path, self.name, SCAN_BLOCK_BYTES, 1):
+        # A line longer than a block (beyond what DuckDB's reader takes by default) is a doubt,
+        # left unread.
+        for item in blocks.BlockReader(self.path, self.name, SCAN_BLOCK_BYTES, 1, max_line=SCAN_BLOCK_BYTES):
             if self.stop.is_set() or not isinstance(item, blocks.Block) or provers.may_be_lenient(item):
                 return None
             data, size = item.data, item.size
