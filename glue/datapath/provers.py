@@ -201,7 +201,7 @@ def may_be_lenient(block):
     two memchr passes (bytearray.find; Arrow's match_substring took 40 times as long) and one of
     RE2 over the block."""
     data, size = block.data, block.size
-    if any(data.find(char, 0, size) >= 0 for char in _NON_JSON_WHITESPACE_BYTES):
+    if any(data.find(char, 0, size) != -1 for char in _NON_JSON_WHITESPACE_BYTES):
         return True
     text = _whole(pa.py_buffer(data).slice(0, size))
     return pc.any(pc.match_substring_regex(text, _LENIENT_JSON)).as_py()
