@@ -24,6 +24,14 @@ class SourceChanged(jobio.JobError):
     """The source file changed while it was read: its lines cannot be trusted."""
 
 
+def check_unchanged(name, before, after):
+    """Raises SourceChanged unless the stat results ``before`` and ``after`` reading the source
+    ``name`` agree on its size and modification time."""
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise SourceChanged("%s changed while it was read (%d bytes, then %d): run the job again on the "
+                            "finished object" % (name, before.st_size, after.st_size))
+
+
 class Block:
     """``data[:size]``: whole lines (the last one may lack its LF at the end of the file)."""
 
@@ -65,10 +73,7 @@ class BlockReader:
             while offset < self._size:
                 item, offset = self._next(offset)
                 yield item
-            after = os.fstat(fd)
-            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-                raise SourceChanged("%s changed while it was read (%d bytes, then %d): run the job again on the "
-                                    "finished object" % (self.name, before.st_size, after.st_size))
+            check_unchanged(self.name, before, os.fstat(fd))
         finally:
             os.close(fd)
 

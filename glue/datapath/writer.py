@@ -22,6 +22,10 @@ ROW_GROUP_ROWS = 61440
 _FOOTER_TAIL = 8  # a Parquet file ends with the footer's length (4 bytes, little-endian) and PAR1
 
 
+class CountsDoNotReconcile(jobio.JobError):
+    """Rows or lines were lost between the provers and the outputs."""
+
+
 def counts_text(counts):
     return json.dumps(counts, sort_keys=True)
 
@@ -41,14 +45,19 @@ class ParquetWriter:
         cursor = self.connection.cursor()
         try:
             cursor.register("rows_to_write", stream)
-            return cursor.execute(
-                "COPY (SELECT *, %s AS %s FROM rows_to_write) TO %s (FORMAT parquet, COMPRESSION snappy, "
-                "ROW_GROUP_SIZE %d, KV_METADATA {%s: %s})" % (
-                    jobio.sql_literal(self.source_id), schema.SOURCE_ID_FIELD, jobio.sql_literal(self.path),
-                    ROW_GROUP_ROWS, jobio.sql_literal(jobio.COUNTS_METADATA_KEY),
-                    jobio.sql_literal(self._placeholder))).fetchone()[0]
+            return self.copy(cursor, "rows_to_write")
         finally:
             cursor.close()
+
+    def copy(self, cursor, relation):
+        """Writes every row of the SQL ``relation`` (the schema fields, typed) with ``cursor``.
+        Returns how many rows DuckDB wrote."""
+        return cursor.execute(
+            "COPY (SELECT *, %s AS %s FROM %s) TO %s (FORMAT parquet, COMPRESSION snappy, "
+            "ROW_GROUP_SIZE %d, KV_METADATA {%s: %s})" % (
+                jobio.sql_literal(self.source_id), schema.SOURCE_ID_FIELD, relation, jobio.sql_literal(self.path),
+                ROW_GROUP_ROWS, jobio.sql_literal(jobio.COUNTS_METADATA_KEY),
+                jobio.sql_literal(self._placeholder))).fetchone()[0]
 
     def finish(self, counts):
         """Puts ``counts`` into the file's metadata where the placeholder is."""
