@@ -88,12 +88,13 @@ def test_up_twice_then_down_leaves_nothing_behind(mocked, asl, project):
     second = deploy_up(project)
     assert first.changed and set(actions(first).values()) == {"created"}
     assert not second.changed, [c for c in second.changes if c.action != "unchanged"]
-    # 2 buckets, 3 roles, key, 3 assets, database, 2 jobs, 2 crawlers, workgroup, topic,
-    # subscription, the trigger's on-failure queue, 8 log groups (state machine, Glue jobs,
-    # 5 Lambdas, API access), state machine, 6 chalice files (config, 5 policies); one role per
-    # Glue job, the access-log bucket, the Glue security configuration; and the jobs' library wheels.
+    # 3 buckets (landing, lake, access logs), 4 roles (one per Glue job, crawler, state machine),
+    # key, 3 assets, database, 2 jobs, the raw crawler, the Glue security configuration, workgroup,
+    # topic, subscription, the trigger's on-failure queue, 8 log groups (state machine, Glue jobs,
+    # 5 Lambdas, API access), state machine, the Iceberg table, 6 chalice files (config, 5 policies);
+    # and the jobs' library wheels.
     wheels = len(glue_wheels.resolve(project).wheels)
-    assert len(second.changes) == len(first.changes) == 35 + wheels
+    assert len(second.changes) == len(first.changes) == 36 + wheels
     present = leftovers()
     assert all(present.values()), present
 
