@@ -8,3 +8,7 @@
 
 Importing this package imports nothing heavy; each module loads its own dependencies.
 """
+from local import tls as _tls
+
+# Before anything loads pyarrow.fs (see local.tls.trust_early).
+_tls.trust_early()

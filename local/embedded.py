@@ -192,7 +192,7 @@ def start(port=0, work_dir=".local-stack", speed_patches=None):
         environment = dict(_FAKE_CREDENTIALS)
         environment.update({
             "AWS_CA_BUNDLE": ca_bundle,
-            "SSL_CERT_FILE": tls.trust_bundle(os.path.dirname(ca_bundle), ca_bundle),
+            "SSL_CERT_FILE": tls.trust(ca_bundle),
             "AWS_ENDPOINT_URL": endpoint_url,
             "MOTO_PORT": str(bound_port),
             "AWS_DEFAULT_REGION": DEFAULT_REGION,

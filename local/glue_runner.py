@@ -97,6 +97,10 @@ class GlueJobRunner:
         # endpoint's (fake) credentials must not run code on this machine.
         self.allowed_scripts = None
         self.allowed_library_prefix = None
+        self._fork_site = None
+        # ``(role ARN, session name) -> (key, secret, token)``: each run under its job's role, as
+        # on Glue (the local stack sets it when IAM is enforced); None: the inherited credentials.
+        self.role_credentials = None
 
     def _refusal(self, job, arguments):
         """Why this job run may not run here, or None."""
@@ -111,10 +115,6 @@ class GlueJobRunner:
                 return "--extra-py-files %s is not under the stage's assets (%s)" % (
                     uri.strip(), self.allowed_library_prefix)
         return None
-        self._fork_site = None
-        # ``(role ARN, session name) -> (key, secret, token)``: each run under its job's role, as
-        # on Glue (the local stack sets it when IAM is enforced); None: the inherited credentials.
-        self.role_credentials = None
 
     def log_path(self, job_name, run_id):
         """The log file of one run (stdout and stderr of the script)."""

@@ -2,10 +2,12 @@
 every start (valid one day), so the stack speaks HTTPS as AWS does and the TLS-only bucket
 policies can be applied. Clients trust it through the CA file (``AWS_CA_BUNDLE``); nothing is
 added to the system's trust store."""
+import atexit
 import datetime
 import ipaddress
 import os
 import ssl
+import tempfile
 
 
 def make_certificates(folder):
@@ -53,27 +55,54 @@ def make_certificates(folder):
     return paths
 
 
-def trust_bundle(folder, ca_path):
-    """Write ``trust.pem``: the machine's trusted CAs plus the stack's CA ``ca_path``; returns its
-    path. It is the stack's ``SSL_CERT_FILE``: pyarrow's S3 client (what pyiceberg reads and
-    writes the Iceberg table with, in the Glue jobs and the Athena engine) reads no
-    ``AWS_CA_BUNDLE`` and pyiceberg passes it no CA file, but OpenSSL's default verify paths
-    follow ``SSL_CERT_FILE``. The machine's CAs stay in so other HTTPS (pip) still verifies."""
-    system = [os.environ.get("SSL_CERT_FILE"), ssl.get_default_verify_paths().cafile,
-              ssl.get_default_verify_paths().openssl_cafile]
+def _machine_cas():
+    """The machine's trusted CAs (PEM bytes): the file OpenSSL would use, else certifi's."""
+    candidates = [ssl.get_default_verify_paths().cafile, ssl.get_default_verify_paths().openssl_cafile]
     try:
         import certifi
 
-        system.append(certifi.where())
+        candidates.append(certifi.where())
     except ImportError:
         pass
-    path = os.path.join(folder, "trust.pem")
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate):
+            with open(candidate, "rb") as handle:
+                return handle.read().rstrip(b"\n") + b"\n"
+    return b""
+
+
+def trust_early():
+    """Point ``SSL_CERT_FILE`` at this process's trust bundle (the machine's CAs, and later every
+    local stack's CA: ``trust``) and return its path. pyarrow's S3 client, which pyiceberg reads
+    and writes the Iceberg table with, takes no ``AWS_CA_BUNDLE``; it reads ``SSL_CERT_FILE`` once,
+    when ``pyarrow.fs`` loads, and the file's contents at each connection. So this runs before
+    anything imports pyarrow (``local/__init__.py``, ``tests/conftest.py``); the Glue jobs the
+    stack starts inherit the variable. The machine's CAs stay in, so other HTTPS (pip) verifies."""
+    current = os.environ.get("SSL_CERT_FILE")
+    path = os.path.join(tempfile.gettempdir(), "shipping-etl-trust-%d.pem" % os.getpid())
+    if current == path and os.path.isfile(path):
+        return path
+    machine = b""
+    if current and os.path.isfile(current):
+        with open(current, "rb") as handle:
+            machine = handle.read().rstrip(b"\n") + b"\n"
     with open(path, "wb") as out:
-        for candidate in system:
-            if candidate and os.path.isfile(candidate) and os.path.abspath(candidate) != os.path.abspath(path):
-                with open(candidate, "rb") as handle:
-                    out.write(handle.read().rstrip(b"\n") + b"\n")
-                break
-        with open(ca_path, "rb") as handle:
-            out.write(handle.read())
+        out.write(machine or _machine_cas())
+    atexit.register(_remove, path)
+    os.environ["SSL_CERT_FILE"] = path
+    return path
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def trust(ca_path):
+    """Add the CA ``ca_path`` to this process's trust bundle (``trust_early``); returns its path."""
+    path = trust_early()
+    with open(ca_path, "rb") as handle, open(path, "ab") as out:
+        out.write(handle.read())
     return path

@@ -5,6 +5,8 @@ import shutil
 import sys
 
 import pytest
+
+import local  # noqa: F401  (points SSL_CERT_FILE at the stacks' trust bundle before pyarrow loads)
 from moto import mock_aws
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
