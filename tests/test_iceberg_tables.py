@@ -70,7 +70,7 @@ def _query(lake, sql):
 
 def _totals(lake, source_id=None):
     result = _query(lake, totals_sql(DATABASE, "processed", source_id))
-    return parse_totals(result.rows[0]), result.scanned_bytes
+    return parse_totals(result.rows[0]), result.data_scanned_bytes
 
 
 def _files(lake):

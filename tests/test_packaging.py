@@ -91,7 +91,7 @@ def test_each_function_gets_its_own_role_and_policy(package):
     functions = document["resource"]["aws_lambda_function"]
     roles = document["resource"]["aws_iam_role_policy"]
     expected = policies.lambda_policies(RESOURCES)
-    assert len({function["role"] for function in functions.values()}) == len(functions) == 4
+    assert len({function["role"] for function in functions.values()}) == len(functions) == 5
     for key, function in functions.items():
         role_resource = function["role"].split(".")[1]  # "${aws_iam_role.<name>.arn}"
         assert json.loads(roles[role_resource]["policy"]) == expected[key], key
