@@ -6,9 +6,10 @@ transpiles this same text to DuckDB.
 from chalicelib.schema import TOTALS
 
 # (column alias, SQL expression, summary key, type) in result order. Types tell summaries how to
-# parse Athena's VarCharValue strings.
+# parse Athena's VarCharValue strings. The sums are 0, not NULL, over no rows (a superseded file's
+# query): a NULL cell has no VarCharValue, and the state machine reads the values by position.
 TOTALS_COLUMNS = tuple(
-    (alias, "SUM(%s)" % field_name, key, "float") for alias, field_name, key in TOTALS
+    (alias, "COALESCE(SUM(%s), 0)" % field_name, key, "float") for alias, field_name, key in TOTALS
 ) + (
     ("Shipments", "COUNT(*)", "shipments", "int"),
     ("Destinations", "COUNT(DISTINCT destination_city)", "destinations", "int"),

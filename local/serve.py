@@ -427,11 +427,11 @@ class LocalService:
                 SCHEDULED_HANDLER, minutes, " (%d rows)" % self.rows if self.rows else ""),
             "  CA bundle     %s   (the endpoint's HTTPS certificate, made at start)" % ca_bundle,
             "Upload a file of NDJSON records to start a run:",
-            "  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=%s AWS_CA_BUNDLE=%s \\"
+            "  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing AWS_DEFAULT_REGION=%s AWS_CA_BUNDLE=%s \\"
             % (self.stack.region, ca_bundle),
             "    aws s3 cp shipments.json s3://%s/incoming/ --endpoint-url %s" % (bucket, endpoint),
             "  python -c \"import boto3; boto3.client('s3', endpoint_url='%s', region_name='%s', "
-            "aws_access_key_id='testing', aws_secret_access_key='testing', verify='%s')"
+            "aws_access_key_id='testing', aws_secret_access_key='testing', aws_session_token='testing', verify='%s')"
             ".upload_file('shipments.json', '%s', 'incoming/shipments.json')\"" % (
                 endpoint, self.stack.region, ca_bundle, bucket),
         ])

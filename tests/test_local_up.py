@@ -391,7 +391,7 @@ def test_up_serves_the_dashboard_runs_the_schedule_and_takes_uploads(tmp_path):
         assert banner["AWS endpoint"].startswith("https://127.0.0.1:")
         s3 = boto3.client("s3", endpoint_url=banner["AWS endpoint"], region_name=REGION,
                           aws_access_key_id="testing", aws_secret_access_key="testing",
-                          verify=banner["CA bundle"])
+                          aws_session_token="testing", verify=banner["CA bundle"])
         body = "".join(json.dumps({"shipping_id": i, "shipping_date": "2026/11/27", "customer_name": "Ann Example",
                                    "street_address": "1 Main St", "destination_city": "Lyon",
                                    "shipping_cost": 10.0, "shipping_distance": 2.0, "quantity": 3.0,
