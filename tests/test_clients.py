@@ -280,7 +280,8 @@ def test_aws_cli_lands_a_file_runs_it_and_queries_the_table(stack, tmp_path):
                   "--query-execution-context", "Database=%s" % database,
                   "--query-string", "SELECT SUM(shipping_cost) AS shipping_cost, SUM(shipping_distance) AS "
                                     "shipping_distance, SUM(quantity) AS quantity FROM processed WHERE source_id = ?",
-                  "--execution-parameters", "'%s'" % naming.source_id(stack.resources.landing_bucket, key, etag))
+                  "--execution-parameters", "'%s'" % naming.source_id(stack.resources.landing_bucket, key, etag,
+                                                                         head.get("VersionId")))
     query_id = started["QueryExecutionId"]
     deadline = time.monotonic() + 60
     while aws("athena", "get-query-execution", "--query-execution-id", query_id)["QueryExecution"]["Status"]["State"] \
