@@ -14,12 +14,10 @@
   references, as Athena's VACUUM does.
 """
 import logging
-import os
 import re
 import time
 
 from pyiceberg.catalog.glue import GlueCatalog
-from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.expressions import AlwaysTrue, And, EqualTo
 from sqlglot import exp
 
@@ -45,31 +43,12 @@ def is_iceberg(definition):
     return ((definition or {}).get("Parameters") or {}).get("table_type", "").upper() == "ICEBERG"
 
 
-class LocalStackFileIO(PyArrowFileIO):
-    """pyiceberg's pyarrow FileIO, trusting the local endpoint's CA (``AWS_CA_BUNDLE``): pyarrow's
-    S3 client takes a CA file only as ``tls_ca_file_path``, which pyiceberg 0.10 never passes."""
-
-    def _initialize_fs(self, scheme, netloc=None):
-        if scheme not in ("s3", "s3a", "s3n"):
-            return super()._initialize_fs(scheme, netloc)
-        from pyarrow.fs import S3FileSystem
-
-        endpoint = self.properties["s3.endpoint"]
-        return S3FileSystem(endpoint_override=endpoint.split("://", 1)[-1], scheme=endpoint.split("://", 1)[0],
-                            access_key=self.properties["s3.access-key-id"],
-                            secret_key=self.properties["s3.secret-access-key"],
-                            session_token=self.properties.get("s3.session-token"),
-                            region=self.properties["s3.region"],
-                            tls_ca_file_path=os.environ.get("AWS_CA_BUNDLE"))
-
-
 def catalog(glue_client, s3_client):
     """pyiceberg's Glue catalog over the engine's own clients' endpoint."""
     endpoint = s3_client.meta.endpoint_url
     properties = {"s3.endpoint": endpoint, "s3.region": s3_client.meta.region_name,
                   # The stack's own credentials (its plumbing role when IAM is enforced).
-                  "s3.access-key-id": "testing", "s3.secret-access-key": "testing", "s3.session-token": "testing",
-                  "py-io-impl": "%s.%s" % (__name__, LocalStackFileIO.__name__)}
+                  "s3.access-key-id": "testing", "s3.secret-access-key": "testing", "s3.session-token": "testing"}
     return GlueCatalog("glue", client=glue_client, **properties)
 
 
