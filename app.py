@@ -49,7 +49,9 @@ def _client(service, region):
     """A boto3 client, made on first use and reused by warm invocations."""
     key = (service, region)
     if key not in _clients:
-        _clients[key] = boto3.client(service, region_name=region, config=_CLIENT_CONFIG)
+        # A session of its own: boto3's default session keeps the environment it was made in,
+        # and chalice.test (the local stack) runs handlers in a copy of os.environ.
+        _clients[key] = boto3.session.Session().client(service, region_name=region, config=_CLIENT_CONFIG)
     return _clients[key]
 
 

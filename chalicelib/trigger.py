@@ -101,7 +101,8 @@ class PipelineTrigger:
     @property
     def sfn(self):
         if self._sfn is None:
-            self._sfn = boto3.client("stepfunctions", region_name=self._region)
+            # Not boto3's default session, which keeps the environment it was made in (app.py's _client).
+            self._sfn = boto3.session.Session().client("stepfunctions", region_name=self._region)
         return self._sfn
 
     def execution_input(self, bucket, key, etag, size, version_id=None):

@@ -90,7 +90,10 @@ class Boto3FileIO(FileIO):
     def __init__(self, properties=None):
         super().__init__(properties or {})
         p = self.properties
-        self._s3 = boto3.client(
+        # A session of its own, not boto3's default one: that is made once per process and keeps
+        # the environment it was born in (chalice.test swaps os.environ for a copy while it runs an
+        # app, so a default session made there never sees a later AWS_CA_BUNDLE or endpoint).
+        self._s3 = boto3.session.Session().client(
             "s3", endpoint_url=p.get("s3.endpoint") or None, region_name=p.get("s3.region") or None,
             aws_access_key_id=p.get("s3.access-key-id") or None,
             aws_secret_access_key=p.get("s3.secret-access-key") or None,

@@ -330,7 +330,8 @@ def catalog_only(args):
 def _glue_client(args):
     import boto3
 
-    return boto3.client("glue", region_name=args.get("catalog_region") or None)
+    # Not boto3's default session: one inherited through a fork keeps its parent's environment.
+    return boto3.session.Session().client("glue", region_name=args.get("catalog_region") or None)
 
 
 def settle(args, storage, work_dir, request=None, glue=None):

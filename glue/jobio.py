@@ -189,7 +189,9 @@ class Storage:
         if self._s3 is None:
             import boto3
 
-            self._s3 = boto3.client("s3")
+            # A session of its own: a default session inherited from the process that forked this
+            # one (the local stack) would keep that process's environment.
+            self._s3 = boto3.session.Session().client("s3")
         return self._s3
 
     def _transfer_config(self):

@@ -101,13 +101,13 @@ class LandingEvents:
     @property
     def s3(self):
         if self._s3 is None:
-            self._s3 = boto3.client("s3")
+            self._s3 = boto3.session.Session().client("s3")
         return self._s3
 
     @property
     def sqs(self):
         if self._sqs is None:
-            self._sqs = boto3.client("sqs")
+            self._sqs = boto3.session.Session().client("sqs")
         return self._sqs
 
     def configure(self):

@@ -186,13 +186,13 @@ class NotificationInbox:
     @property
     def sns(self):
         if self._sns is None:
-            self._sns = boto3.client("sns")
+            self._sns = boto3.session.Session().client("sns")
         return self._sns
 
     @property
     def sqs(self):
         if self._sqs is None:
-            self._sqs = boto3.client("sqs")
+            self._sqs = boto3.session.Session().client("sqs")
         return self._sqs
 
     def subscribe(self):
