@@ -114,6 +114,7 @@ class PipelineTrigger:
             "size": size,
             "source_id": naming.source_id(bucket, key, etag, version_id),
             "source_uri": "s3://%s/%s" % (bucket, key),
+            "producer": naming.producer(key),
             "poll_seconds": self.poll_seconds,
         }
 
