@@ -666,6 +666,8 @@ def _build(names):
         "--quarantine_uri.$": lake_uri(keys["quarantine"]),
         "--source_id.$": "$.source_id",
         "--source_version_id.$": "$.version_id",
+        # Named in every JSON log line of the run (chalicelib/jsonlog.py).
+        "--execution_name.$": "$$.Execution.Name",
     }
     to_parquet.update(catalog_arguments(names["RawTable"], names["RawCrawler"], keys["raw_catalog"]))
     normalize = {
@@ -678,6 +680,7 @@ def _build(names):
         "--source_key.$": "$.source_uri",
         "--source_version_id.$": "$.version_id",  # "" for an unversioned object (CheckInput)
         "--region": names["Region"],
+        "--execution_name.$": "$$.Execution.Name",
     }
     _glue_job(b, "json-to-parquet", "ConvertToParquet", names["JsonToParquetJob"], to_parquet,
               "$.json_to_parquet_run", "ReadRawCatalogDecision")

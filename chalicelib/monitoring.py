@@ -8,7 +8,7 @@ on failure one ``ExecutionsFailed``. Each figure goes out twice, with dimensions
 ``Stage, Producer`` (the first folder of the landing key under incoming/, ``naming.producer``):
 CloudWatch alarms read one exact dimension set, so the stage-wide series is what they watch and
 the per-producer series is what an operator slices by. The reconciler publishes
-``EventsReconciled``. AWS's own metrics (Lambda, SQS, Step Functions) complete the alarms.
+``EventsReconciled`` (executions it started) and ``DeadLettersResolved`` (``publish_reconciled``). AWS's own metrics (Lambda, SQS, Step Functions) complete the alarms.
 docs/OPERATIONS.md lists them with their cost.
 """
 NAMESPACE = "ShippingETL"
@@ -30,6 +30,7 @@ STEP_MILLISECONDS = "StepMilliseconds"
 EXECUTIONS_FAILED = "ExecutionsFailed"
 EXECUTIONS_SUCCEEDED = "ExecutionsSucceeded"
 EVENTS_RECONCILED = "EventsReconciled"
+DEAD_LETTERS_RESOLVED = "DeadLettersResolved"
 GLUE_JOB_STEPS = ("json-to-parquet", "normalize")
 
 # AWS's own metrics the alarms read.
@@ -114,10 +115,11 @@ def alarm_definitions(resources, settings):
                        _metric("m2", NAMESPACE, "RowsRead", dims, "Sum", quarantine_period),
                        _expression("100 * m1 / m2", "quarantined % of rows read")]),
         alarm("lost-events",
-              "The reconciler started executions for landing objects whose S3 event was lost or "
-              "dead-lettered.", 1,
-              MetricName=EVENTS_RECONCILED, Namespace=NAMESPACE, Dimensions=dims, Statistic="Sum",
-              Period=minutes),
+              "The reconciler started executions for landing objects whose S3 event was lost, or "
+              "resolved dead-lettered events.", 1,
+              Metrics=[_metric("m1", NAMESPACE, EVENTS_RECONCILED, dims, "Sum", minutes),
+                       _metric("m2", NAMESPACE, DEAD_LETTERS_RESOLVED, dims, "Sum", minutes),
+                       _expression("FILL(m1, 0) + FILL(m2, 0)", "events reconciled")]),
         alarm("dead-letters",
               "S3 events the trigger gave up on wait in the on-failure queue for the reconciler.", 1,
               MetricName="ApproximateNumberOfMessagesVisible", Namespace=SQS_NAMESPACE,
@@ -191,7 +193,19 @@ def dashboard_body(resources, settings):
               [[LAMBDA_NAMESPACE, metric, "FunctionName", name]
                for name in resources.lambda_functions for metric in ("Errors", "Throttles")], 12, 15),
         graph("Events reconciled, dead letters waiting",
-              [ours(EVENTS_RECONCILED),
+              [ours(EVENTS_RECONCILED), ours(DEAD_LETTERS_RESOLVED),
                [SQS_NAMESPACE, "ApproximateNumberOfMessagesVisible", "QueueName",
                 resources.landing_failures_queue, {"stat": "Maximum"}]], 0, 21),
     ]}
+
+
+def publish_reconciled(cloudwatch, stage, summary):
+    """One PutMetricData of a reconciler pass (``chalicelib.reconciler.Reconciler.run``'s
+    summary), zeros included, so its series shows the reconciler runs. Returns None."""
+    dims = stage_dimensions(stage)
+    cloudwatch.put_metric_data(Namespace=NAMESPACE, MetricData=[
+        {"MetricName": EVENTS_RECONCILED, "Dimensions": dims, "Unit": "Count",
+         "Value": float(summary.get("reconciled", 0))},
+        {"MetricName": DEAD_LETTERS_RESOLVED, "Dimensions": dims, "Unit": "Count",
+         "Value": float(summary.get("dead_letters_resolved", 0))},
+    ])

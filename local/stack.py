@@ -463,6 +463,15 @@ class LocalStack:
         event = scheduled_event(self.resources, "%s-reconcile" % self.resources.prefix)
         return self.app.invoke("reconcile", event)
 
+    def evaluate_alarms(self):
+        """Evaluates the stage's CloudWatch alarms on the metrics published so far, as CloudWatch
+        would (moto only stores them: local/alarms.py), and notifies the alarm topic of each
+        change. Returns ``{alarm name: state}``."""
+        from local import alarms
+
+        return alarms.evaluate(self.client("cloudwatch"), self.resources.prefix + "-",
+                               sns=self.client("sns"))
+
     def wait_for_dead_letters(self, target, timeout=120.0):
         """Wait until ``target`` events in all have been given up on (Lambda's retries exhausted,
         ``events.dropped``). Returns True when they have, False on timeout."""
