@@ -205,6 +205,16 @@ def get_execution(name):
     return _call_step_functions(_one_execution, execution=name, name=name)
 
 
+def _alarm_states():
+    """(the stage's alarm states, None) or (None, why not): the page shows the runs regardless."""
+    settings = _settings()
+    try:
+        return monitoring.alarm_states(_client("cloudwatch", settings.region), Resources.from_settings(settings)), None
+    except (BotoCoreError, ClientError) as error:
+        app.log.warning("Dashboard: reading the alarm states failed: %s", error)
+        return None, "CloudWatch did not answer (%s)" % type(error).__name__
+
+
 @app.route("/", methods=["GET"], **STATUS_ROUTE_OPTIONS)
 def index():
     """The dashboard: recent runs, rows and totals over time, the steps of one run (``?run=``,
@@ -213,5 +223,7 @@ def index():
     limit = query.get("limit", status.DEFAULT_LIMIT)
     data = _call_step_functions(status.overview, execution=query.get("run"), limit=limit,
                                 selected=query.get("run"))
-    body = dashboard.render(data["executions"], data["selected"], stage=_settings().stage, limit=limit)
+    alarms, alarm_error = _alarm_states()
+    body = dashboard.render(data["executions"], data["selected"], stage=_settings().stage, limit=limit,
+                            alarms=alarms, alarm_error=alarm_error)
     return Response(body=body, status_code=200, headers=dashboard.HEADERS)

@@ -199,6 +199,23 @@ def dashboard_body(resources, settings):
     ]}
 
 
+def alarm_states(cloudwatch, resources):
+    """The stage's alarms as the dashboard shows them: ``[{"name", "state", "reason", "updated",
+    "threshold"}]`` in ALARM_KINDS order (updated: ISO 8601). Raises botocore's errors."""
+    prefix = resources.prefix + "-"
+    found = {}
+    for page in cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=prefix,
+                                                                     AlarmTypes=["MetricAlarm"]):
+        for alarm in page.get("MetricAlarms", []):
+            kind = alarm["AlarmName"][len(prefix):]
+            if kind in ALARM_KINDS:
+                updated = alarm.get("StateUpdatedTimestamp")
+                found[kind] = {"name": alarm["AlarmName"], "state": alarm.get("StateValue"),
+                               "reason": alarm.get("StateReason"), "threshold": alarm.get("Threshold"),
+                               "updated": updated.isoformat() if hasattr(updated, "isoformat") else updated}
+    return [found[kind] for kind in ALARM_KINDS if kind in found]
+
+
 def publish_reconciled(cloudwatch, stage, summary):
     """One PutMetricData of a reconciler pass (``chalicelib.reconciler.Reconciler.run``'s
     summary), zeros included, so its series shows the reconciler runs. Returns None."""
