@@ -9,7 +9,9 @@ Fault injection (docs/ORCHESTRATION.md): ``--redeliver N`` hands every S3 event 
 times at once; ``--fail STEP`` makes every attempt of a pipeline step fail, ``--fail-once STEP``
 only the first; ``--crawl-seconds S`` makes each local crawl take S seconds. The ``--json``
 report counts the crawls the stack ran during the run (``"crawls"``) and what the trigger
-answered to the deliveries (``"events"``).
+answered to the deliveries (``"events"``). At the end the stack evaluates the stage's CloudWatch alarms
+on the metrics the executions published (moto only stores alarms: local/alarms.py) and prints their states
+(``"alarms": {name: state}`` in the report; docs/OPERATIONS.md).
 """
 import contextlib
 import datetime as dt
