@@ -17,7 +17,7 @@ from botocore.exceptions import (
 )
 from chalice import BadRequestError, Chalice, ChaliceViewError, IAMAuthorizer, NotFoundError, Rate, Response
 
-from chalicelib import api_auth, dashboard, generator, maintenance, status
+from chalicelib import api_auth, dashboard, generator, jsonlog, maintenance, monitoring, status
 from chalicelib.resources import INCOMING_PREFIX, Resources
 from chalicelib.settings import APP_NAME, Settings
 from chalicelib.reconciler import Reconciler
@@ -31,6 +31,8 @@ _deploy_resources = Resources.from_settings(_deploy_settings)
 app = Chalice(app_name=APP_NAME)
 # Chalice's own default is ERROR, which would hide what the trigger and generator report.
 app.log.setLevel(logging.INFO)
+# JSON lines naming the stage, and the source id and execution where a line is about one object.
+jsonlog.use_json(app.log, stage=_deploy_settings.stage)
 
 _clients = {}
 # Bounds every AWS call a request makes: API Gateway gives up on a Lambda after 29 s, so a slow
@@ -88,7 +90,13 @@ def reconcile(event):
     reconciler = Reconciler(trigger, _client("s3", settings.region), _client("sqs", settings.region),
                             resources.landing_bucket, resources.landing_failures_queue,
                             settings.reconcile_lookback_minutes, log=app.log)
-    return reconciler.run()
+    summary = reconciler.run()
+    try:
+        monitoring.publish_reconciled(_client("cloudwatch", settings.region), settings.stage, summary)
+    except (BotoCoreError, ClientError) as error:
+        # The pass did its work; only its figures are lost (the lost-events alarm misses it).
+        app.log.error("Reconciler: publishing its metrics failed: %s", error)
+    return summary
 
 
 @app.schedule(Rate(_deploy_settings.maintenance_hours, unit=Rate.HOURS))
@@ -199,6 +207,16 @@ def get_execution(name):
     return _call_step_functions(_one_execution, execution=name, name=name)
 
 
+def _alarm_states():
+    """(the stage's alarm states, None) or (None, why not): the page shows the runs regardless."""
+    settings = _settings()
+    try:
+        return monitoring.alarm_states(_client("cloudwatch", settings.region), Resources.from_settings(settings)), None
+    except (BotoCoreError, ClientError) as error:
+        app.log.warning("Dashboard: reading the alarm states failed: %s", error)
+        return None, "CloudWatch did not answer (%s)" % type(error).__name__
+
+
 @app.route("/", methods=["GET"], **STATUS_ROUTE_OPTIONS)
 def index():
     """The dashboard: recent runs, rows and totals over time, the steps of one run (``?run=``,
@@ -207,5 +225,7 @@ def index():
     limit = query.get("limit", status.DEFAULT_LIMIT)
     data = _call_step_functions(status.overview, execution=query.get("run"), limit=limit,
                                 selected=query.get("run"))
-    body = dashboard.render(data["executions"], data["selected"], stage=_settings().stage, limit=limit)
+    alarms, alarm_error = _alarm_states()
+    body = dashboard.render(data["executions"], data["selected"], stage=_settings().stage, limit=limit,
+                            alarms=alarms, alarm_error=alarm_error)
     return Response(body=body, status_code=200, headers=dashboard.HEADERS)

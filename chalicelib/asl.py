@@ -27,8 +27,9 @@ import json
 import os
 import sys
 
-from chalicelib import queries
+from chalicelib import monitoring, queries
 from chalicelib.glue_jobs import JOB_TIMEOUT_MINUTES
+from chalicelib import naming
 from chalicelib.naming import output_keys
 from chalicelib.resources import ATHENA_RESULTS_PREFIX
 from chalicelib.schema import TOTALS
@@ -47,6 +48,7 @@ PLACEHOLDERS = {
     "AthenaWorkGroup": "athena_workgroup",
     "TopicArn": "topic_arn",
     "Region": "region",
+    "Stage": "stage",
 }
 
 TEMPLATE_PATH = os.path.join(
@@ -85,11 +87,13 @@ INPUT_STATES = (CHECK_INPUT, INVALID_INPUT, NO_VERSION)
 INVALID_INPUT_ERROR = "Pipeline.InvalidInput"
 
 FAILURE_NOTICE = "NotifyFailure"
+# The failure branch's first state: the failure's metric (chalicelib/monitoring.py), then the notice.
+PUBLISH_FAILURE_METRICS = "PublishFailureMetrics"
 CHOOSE_FAIL_STATE = "ChooseFailState"
 FAILED = "Failed"
 FAILED_ON_STATES_ERROR = "FailedOnStatesError"
 # The shared failure branch: entered from every step, so it belongs to none of them.
-FAILURE_STATES = (FAILURE_NOTICE, CHOOSE_FAIL_STATE, FAILED, FAILED_ON_STATES_ERROR)
+FAILURE_STATES = (PUBLISH_FAILURE_METRICS, FAILURE_NOTICE, CHOOSE_FAIL_STATE, FAILED, FAILED_ON_STATES_ERROR)
 
 # Characters States.Format treats specially in a literal. Literals here avoid them rather than
 # escape them: moto 5.2.5 parses intrinsic functions from the raw JSON text (JSON escapes not
@@ -130,6 +134,8 @@ S3_TRANSIENT_ERRORS = _sdk_errors(
 ATHENA_TRANSIENT_ERRORS = ["Athena.TooManyRequestsException", "Athena.InternalServerException"]
 ATHENA_API_TRANSIENT_ERRORS = ATHENA_TRANSIENT_ERRORS + [TIMEOUT]
 SNS_TRANSIENT_ERRORS = ["SNS.ThrottledException", "SNS.InternalErrorException", TIMEOUT]
+CLOUDWATCH_TRANSIENT_ERRORS = _sdk_errors(
+    "CloudWatch", ["LimitExceededException", "InternalServiceFaultException"]) + [TIMEOUT]
 
 # Notifications carry these SNS message attributes, so a subscription can filter on them
 # (e.g. an e-mail subscription for failures only).
@@ -168,6 +174,7 @@ S3_RETRY = _retry(S3_TRANSIENT_ERRORS, interval=2, attempts=3)
 ATHENA_API_RETRY = _retry(ATHENA_API_TRANSIENT_ERRORS, interval=5, attempts=5)
 # SNS throttles for seconds, not minutes: 1 + 2 + 4 s at most before the notification is given up.
 SNS_RETRY = _retry(SNS_TRANSIENT_ERRORS, interval=1, attempts=3)
+CLOUDWATCH_RETRY = _retry(CLOUDWATCH_TRANSIENT_ERRORS, interval=1, attempts=3)
 NO_RETRY_ATHENA = {"ErrorEquals": ["Athena.InvalidRequestException", "Athena.AccessDeniedException"],
                    "MaxAttempts": 0}
 
@@ -349,7 +356,7 @@ def _crawl(b, step, label, crawler, job, job_arguments, next_state):
             "cause.$": _format("Crawler {} finished with status {}", "$.crawl.Name", "$.crawl.Status"),
         },
         "ResultPath": "$.failure",
-        "Next": FAILURE_NOTICE,
+        "Next": PUBLISH_FAILURE_METRICS,
     })
     # Someone else's crawl is polled like our own, so the local stage (0 s) never sleeps and AWS
     # polls every $.poll_seconds.
@@ -395,7 +402,9 @@ def _query(b, next_state):
            # DataScannedInBytes: what the query cost (Athena bills by bytes scanned); it stays
            # flat as the table grows because the query is pruned to this source's data files.
            result_selector={"QueryExecutionId.$": "$.QueryExecution.QueryExecutionId",
-                            "DataScannedInBytes.$": "$.QueryExecution.Statistics.DataScannedInBytes"},
+                            "DataScannedInBytes.$": "$.QueryExecution.Statistics.DataScannedInBytes",
+                            "TotalExecutionTimeInMillis.$":
+                                "$.QueryExecution.Statistics.TotalExecutionTimeInMillis"},
            result_path="$.query.execution")
     b.task(step, "GetTotals", "arn:aws:states:::athena:getQueryResults",
            # The header row and the one row of totals.
@@ -447,16 +456,69 @@ def _notify(b):
                "Message.$": _format(text, *args),
                "MessageAttributes": _message_attributes(OUTCOME_SUCCEEDED, "$.source_id"),
            },
-           "Done",
+           "PublishRunMetrics",
            timeout=API_CALL_TIMEOUT_SECONDS,
            retry=[SNS_RETRY],
            result_selector={"notification_id.$": "$.MessageId"},
            result_path="$.published")
+    _publish_metrics(b, step, "PublishRunMetrics", _run_metric_data(n["Stage"]), "Done")
     b.add(step, "Done", {
         "Type": "Pass",
         "Parameters": {"output.$": "States.JsonMerge($.result, $.published, false)"},
         "OutputPath": "$.output",
         "End": True,
+    })
+
+
+def _metric_datum(name, unit, value, dimensions):
+    datum = {"MetricName": name, "Unit": unit, "Dimensions": dimensions}
+    if isinstance(value, str):
+        datum["Value.$"] = value
+    else:
+        datum["Value"] = value
+    return datum
+
+
+def _stage_and_producer(stage):
+    """The two dimension sets every figure is published with (chalicelib/monitoring.py)."""
+    return ([{"Name": "Stage", "Value": stage}],
+            [{"Name": "Stage", "Value": stage}, {"Name": "Producer", "Value.$": "$.producer"}])
+
+
+def _run_metric_data(stage):
+    data = []
+    for name, unit, path in monitoring.RUN_METRICS:
+        for dimensions in _stage_and_producer(stage):
+            data.append(_metric_datum(name, unit, path or 1, dimensions))
+    for step, path in (("json-to-parquet", "$.json_to_parquet_run.ExecutionTime"),
+                       ("normalize", "$.normalize_run.ExecutionTime")):
+        data.append(_metric_datum(monitoring.STEP_SECONDS, "Seconds", path,
+                                  [{"Name": "Stage", "Value": stage}, {"Name": "Step", "Value": step}]))
+    data.append(_metric_datum(monitoring.STEP_MILLISECONDS, "Milliseconds",
+                              "$.query.execution.TotalExecutionTimeInMillis",
+                              [{"Name": "Stage", "Value": stage}, {"Name": "Step", "Value": "query"}]))
+    return data
+
+
+def _failure_metric_data(stage):
+    by_stage, by_producer = _stage_and_producer(stage)
+    by_step = by_stage + [{"Name": "Step", "Value.$": "$.failure.step"}]
+    return [_metric_datum(monitoring.EXECUTIONS_FAILED, "Count", 1, dimensions)
+            for dimensions in (by_stage, by_producer, by_step)]
+
+
+def _publish_metrics(b, step, name, metric_data, next_state):
+    """One PutMetricData of the execution's figures. Metrics must never fail the data's
+    processing: an error is kept in $.metrics_error and the flow goes on."""
+    b.add(step, name, {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::aws-sdk:cloudwatch:putMetricData",
+        "Parameters": {"Namespace": monitoring.NAMESPACE, "MetricData": metric_data},
+        "TimeoutSeconds": API_CALL_TIMEOUT_SECONDS,
+        "Retry": [CLOUDWATCH_RETRY],
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.metrics_error", "Next": next_state}],
+        "ResultPath": None,
+        "Next": next_state,
     })
 
 
@@ -476,8 +538,9 @@ def _failure_branch(b):
             "Type": "Pass",
             "Parameters": {"step": step, "error.$": "$.error.Error", "cause.$": "$.error.Cause"},
             "ResultPath": "$.failure",
-            "Next": FAILURE_NOTICE,
+            "Next": PUBLISH_FAILURE_METRICS,
         })
+    _publish_metrics(b, None, PUBLISH_FAILURE_METRICS, _failure_metric_data(b.names["Stage"]), FAILURE_NOTICE)
     message = _format(
         "Shipping ETL failed at step {}\nError: {}\nCause: {}\nSource: {}\nExecution: {}\n\n{}",
         "$.failure.step", "$.failure.error", "$.failure.cause", "$.source_uri",
@@ -555,13 +618,32 @@ def _check_input(b, first_state):
     })
 
 
+CHECK_PRODUCER = "CheckProducer"
+NO_PRODUCER = "NoProducer"
+
+
+def _check_producer(b, next_state):
+    """The trigger names the landing key's producer (chalicelib.naming.producer), the metrics'
+    Producer dimension; an execution started without one gets "none"."""
+    step = STEPS[0]
+    b.add(step, CHECK_PRODUCER, {
+        "Type": "Choice",
+        "Choices": [{"And": [{"Variable": "$.producer", "IsPresent": True},
+                             {"Variable": "$.producer", "IsString": True}], "Next": next_state}],
+        "Default": NO_PRODUCER,
+    })
+    b.add(step, NO_PRODUCER, {"Type": "Pass", "Result": naming.NO_PRODUCER, "ResultPath": "$.producer",
+                              "Next": next_state})
+
+
 def _build(names):
     """(definition, {state name: step}) for the given names (real values or placeholders)."""
     missing = sorted(set(PLACEHOLDERS) - set(names))
     if missing:
         raise ValueError("names missing: %s" % ", ".join(missing))
     b = _Builder(names)
-    _check_input(b, "ConvertToParquet")
+    _check_input(b, CHECK_PRODUCER)
+    _check_producer(b, "ConvertToParquet")
     lake = names["LakeBucket"]
     keys = output_keys("{}")
 
@@ -584,6 +666,8 @@ def _build(names):
         "--quarantine_uri.$": lake_uri(keys["quarantine"]),
         "--source_id.$": "$.source_id",
         "--source_version_id.$": "$.version_id",
+        # Named in every JSON log line of the run (chalicelib/jsonlog.py).
+        "--execution_name.$": "$$.Execution.Name",
     }
     to_parquet.update(catalog_arguments(names["RawTable"], names["RawCrawler"], keys["raw_catalog"]))
     normalize = {
@@ -596,6 +680,7 @@ def _build(names):
         "--source_key.$": "$.source_uri",
         "--source_version_id.$": "$.version_id",  # "" for an unversioned object (CheckInput)
         "--region": names["Region"],
+        "--execution_name.$": "$$.Execution.Name",
     }
     _glue_job(b, "json-to-parquet", "ConvertToParquet", names["JsonToParquetJob"], to_parquet,
               "$.json_to_parquet_run", "ReadRawCatalogDecision")

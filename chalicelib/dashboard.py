@@ -416,6 +416,100 @@ def runs_table(summaries, selected_name=None):
     return '<div class="scroll"><table>\n%s\n%s\n</table></div>' % (head, "\n".join(rows))
 
 
+QUARANTINE_ALARM = "quarantine-share"
+ALARM_COLOURS = {"OK": "#1a7f37", "ALARM": "#cf222e", "INSUFFICIENT_DATA": OTHER_COLOUR}
+
+
+def quarantine_share(rows):
+    """Quarantined % of the rows read, or None without rows read."""
+    rows = rows or {}
+    read = rows.get("read") or 0
+    return 100.0 * (rows.get("quarantined") or 0) / read if read else None
+
+
+def quality_chart(summaries, threshold=None, width=560, height=240):
+    """Returns an SVG of the quarantine share: each run's (points) and the share over the runs
+    so far (a line: quarantined / read summed up to that run), oldest left, with the quarantine
+    alarm's threshold (dashed) when given; None when no run has row counts."""
+    runs = [s for s in _chronological(summaries) if quarantine_share(s.get("rows")) is not None]
+    if not runs:
+        return None
+    left, right, top, bottom = 48, 12, 30, 36
+    plot_w, plot_h = width - left - right, height - top - bottom
+    shares = [quarantine_share(s["rows"]) for s in runs]
+    read = quarantined = 0
+    running = []
+    for summary in runs:
+        read += summary["rows"].get("read") or 0
+        quarantined += summary["rows"].get("quarantined") or 0
+        running.append(100.0 * quarantined / read)
+    ticks = nice_ticks(max(shares + [threshold or 0, 1]))
+    scale = plot_h / ticks[-1]
+    parts = []
+    for tick in ticks:
+        y = top + plot_h - tick * scale
+        parts.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#d8dee4"/>' % (left, left + plot_w, y, y))
+        parts.append(_text(left - 6, y + 4, "%s%%" % _compact(tick), anchor="end"))
+    if threshold is not None:
+        y = top + plot_h - threshold * scale
+        parts.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#cf222e" stroke-dasharray="4 3"/>'
+                     % (left, left + plot_w, y, y))
+        parts.append(_text(left + plot_w, y - 4, "alarm above %s%%" % _number(threshold, 1), anchor="end",
+                           fill="#cf222e"))
+    parts.append('<circle cx="%d" cy="13" r="4" fill="#d4a72c"/>' % (left + 4))
+    parts.append(_text(left + 12, 17, "per run", fill="#1f2328"))
+    parts.append('<line x1="%d" x2="%d" y1="13" y2="13" stroke="#0969da" stroke-width="2"/>' % (left + 80, left + 96))
+    parts.append(_text(left + 100, 17, "over the runs so far", fill="#1f2328"))
+    slot = plot_w / max(len(runs), 1)
+    label_every = max(1, int(math.ceil(len(runs) / max(plot_w // 72, 1))))
+    run_label = _run_labeller(runs)
+    points = []
+    for index, summary in enumerate(runs):
+        x = left + slot * (index + 0.5)
+        points.append("%.1f,%.1f" % (x, top + plot_h - running[index] * scale))
+        rows = summary["rows"]
+        tip = "%s: %s of %s rows quarantined (%s%%)" % (
+            _clock(summary.get("started")), _number(rows.get("quarantined")), _number(rows.get("read")),
+            _number(shares[index], 1))
+        parts.append('<circle cx="%.1f" cy="%.1f" r="4" fill="#d4a72c"><title>%s</title></circle>' % (
+            x, top + plot_h - shares[index] * scale, _escape(tip)))
+        if index % label_every == 0:
+            parts.append(_text(x, top + plot_h + 16, run_label(summary), anchor="middle"))
+    parts.append('<polyline fill="none" stroke="#0969da" stroke-width="2" points="%s"/>' % " ".join(points))
+    parts.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="#57606a"/>' % (
+        left, left + plot_w, top + plot_h, top + plot_h))
+    parts.append(_text(left + plot_w, height - 4, "run start (UTC), oldest left", anchor="end"))
+    return _svg(width, height, "Quarantined share of rows read", parts)
+
+
+def alarms_table(alarms):
+    """Returns an HTML table of the stage's CloudWatch alarms (chalicelib.monitoring.alarm_states)."""
+    if not alarms:
+        return '<p class="note">No alarms: deploy the stage (python -m deploy up) to create them.</p>'
+    rows = []
+    for alarm in alarms:
+        state = alarm.get("state") or "INSUFFICIENT_DATA"
+        rows.append('<tr><td>%s</td><td><span class="badge" style="background:%s">%s</span></td>'
+                    '<td>%s</td><td class="note" style="white-space: normal">%s</td></tr>' % (
+                        _escape(alarm.get("name")), ALARM_COLOURS.get(state, OTHER_COLOUR),
+                        _escape(state.replace("_", " ").lower()), _escape(_clock(alarm.get("updated"))),
+                        _escape(alarm.get("reason") or "")))
+    return ('<div class="scroll"><table><tr><th>alarm</th><th>state</th><th>since (UTC)</th>'
+            '<th>why</th></tr>%s</table></div>' % "".join(rows))
+
+
+def quality_section(summaries, alarms, alarm_error=None):
+    """The data-quality view: the quarantine share per run and over time, and the alarm states."""
+    threshold = next((a.get("threshold") for a in alarms or () if a.get("name", "").endswith(
+        "-" + QUARANTINE_ALARM)), None)
+    chart = quality_chart(summaries, threshold)
+    alarm_part = ('<p class="note">Alarm states unavailable: %s</p>' % _escape(alarm_error)
+                  if alarm_error else alarms_table(alarms))
+    return ('<div class="grid"><section><h2>Data quality: quarantined share</h2>%s</section>'
+            '<section><h2>Alarms</h2>%s</section></div>' % (
+                chart or '<p class="note">No run with row counts yet.</p>', alarm_part))
+
+
 def _meta(summaries, limit, now, refresh):
     counts = {}
     for summary in summaries:
@@ -429,11 +523,13 @@ def _meta(summaries, limit, now, refresh):
                 _escape(_number(valid)), now.strftime("%Y-%m-%d %H:%M:%S"), refresh))
 
 
-def render(summaries, selected=None, stage="local", limit=20, now=None):
+def render(summaries, selected=None, stage="local", limit=20, now=None, alarms=None, alarm_error=None):
     """Returns the dashboard page (a str).
 
     ``summaries``: execution summaries, newest first (chalicelib.status.summarize);
-    ``selected``: the detail (with ``steps``) of the run whose timeline is shown, or None.
+    ``selected``: the detail (with ``steps``) of the run whose timeline is shown, or None;
+    ``alarms``: the stage's alarm states (chalicelib.monitoring.alarm_states), None when not
+    asked; ``alarm_error``: why they could not be read.
     """
     now = now or dt.datetime.now(dt.timezone.utc)
     running = any(s.get("status") == "RUNNING" for s in summaries) or (
@@ -449,6 +545,8 @@ def render(summaries, selected=None, stage="local", limit=20, now=None):
                 '<section><h2>Rows per run</h2>%s</section>' % rows_chart(summaries),
                 '<section><h2>Totals per run</h2>%s</section>' % totals_chart(summaries),
                 '</div>']
+        if alarms is not None or alarm_error:
+            body.append(quality_section(summaries, alarms, alarm_error))
         if selected is not None:
             chart = timeline_chart(selected)
             duration = selected.get("duration_seconds")

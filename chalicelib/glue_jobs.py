@@ -56,6 +56,7 @@ LIBRARY_ZIP_MEMBERS = (
     ("chalicelib/lake_table.py", "chalicelib/lake_table.py"),
     ("chalicelib/identifiers.py", "chalicelib/identifiers.py"),
     ("chalicelib/redact.py", "chalicelib/redact.py"),
+    ("chalicelib/jsonlog.py", "chalicelib/jsonlog.py"),
     ("jobio.py", "glue/jobio.py"),
     ("catalog.py", "glue/catalog.py"),
     ("jobentry.py", "glue/jobentry.py"),
@@ -185,6 +186,8 @@ def _job(resources, settings, name, step, script, description, native_wheel, glu
             # Into the stage's own log group (retention, the stage's key), not Glue's shared ones.
             "--enable-continuous-cloudwatch-log": "true",
             "--continuous-log-logGroup": resources.glue_job_log_group,
+            # The stage in every JSON log line of the job (chalicelib/jsonlog.py).
+            "--stage": resources.stage,
         },
     }
 

@@ -38,6 +38,24 @@ def execution_name(bucket, key, etag, version_id=None):
     return "%s-%s" % (stem[:room].rstrip("-") or "object", sid)
 
 
+_PRODUCER = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+NO_PRODUCER = "none"
+
+
+def producer(key):
+    """The producer of a landing object: the first folder of its key under ``incoming/``
+    (``incoming/<producer>/...``), the metrics' ``Producer`` dimension.
+
+    A file directly under incoming/, or under a folder that does not start with a letter (the
+    generator's date folders ``incoming/YYYY/...``) or is longer than 64 characters, has none:
+    ``"none"``. Each producer is a CloudWatch series of its own, so the value stays short.
+    """
+    parts = key.split("/")
+    if len(parts) >= 3 and _PRODUCER.match(parts[1]):
+        return parts[1]
+    return NO_PRODUCER
+
+
 def output_keys(sid):
     """Keys in the lake bucket that the pipeline writes for one source object.
 

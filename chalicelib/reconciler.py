@@ -18,7 +18,7 @@ import datetime
 import json
 import logging
 
-from chalicelib import identifiers, naming
+from chalicelib import identifiers, jsonlog, naming
 from chalicelib.resources import INCOMING_PREFIX
 
 _LOG = logging.getLogger(__name__)
@@ -81,7 +81,9 @@ class Reconciler:
             if result["outcome"] == "started":
                 started.append(name)
                 self.log.warning("Reconciler started %s for s3://%s/%s: its S3 event started nothing",
-                                 name, self.landing_bucket, key)
+                                 name, self.landing_bucket, key, extra=jsonlog.fields(
+                                     source_id=naming.source_id(self.landing_bucket, key, etag, version_id),
+                                     execution=name))
         summary = {"reconciled": len(started), "dead_letters_resolved": resolved, "started": started,
                    "checked": checked}
         self.log.info("Reconciler: %d object version(s) checked, %d execution(s) started, %d "

@@ -111,6 +111,15 @@ class Resources:
         return self._arn("sns", self.topic_name)
 
     @property
+    def alarm_topic_name(self):
+        """Where the stage's CloudWatch alarms notify (chalicelib/monitoring.py)."""
+        return "%s-alarms" % self.prefix
+
+    @property
+    def alarm_topic_arn(self):
+        return self._arn("sns", self.alarm_topic_name)
+
+    @property
     def state_machine_name(self):
         return "%s-pipeline" % self.prefix
 

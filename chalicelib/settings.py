@@ -50,6 +50,16 @@ DEPLOY_SETTINGS = (
     ("ATHENA_MAX_CONCURRENT_QUERIES", "athena_max_concurrent_queries",
      "queries the local Athena engine runs at once before it answers TooManyRequestsException "
      "(on AWS the account's Athena quota decides)"),
+    ("ALARM_EMAIL", "alarm_email",
+     "e-mail address subscribed to the alarm topic (CloudWatch alarms); empty for none"),
+    ("ALARM_PERIOD_MINUTES", "alarm_period_minutes",
+     "window of the count alarms (failed executions, Glue job failures, lost events, dead letters, "
+     "Lambda errors and throttles), in minutes"),
+    ("QUARANTINE_ALARM_PERCENT", "quarantine_alarm_percent",
+     "the quarantine alarm fires when more than this % of the rows read in its window were quarantined"),
+    ("QUARANTINE_ALARM_MINUTES", "quarantine_alarm_minutes", "window of the quarantine alarm, in minutes"),
+    ("STALE_ALARM_HOURS", "stale_alarm_hours",
+     "hours without a processed file before the no-files-processed alarm fires (at most 24; 0: no such alarm)"),
 )
 
 
@@ -85,7 +95,7 @@ def _email(environ, name):
     return raw
 
 
-def _int(environ, name, default, minimum=0):
+def _int(environ, name, default, minimum=0, maximum=None):
     raw = environ.get(name)
     if raw is None or raw == "":
         return default
@@ -95,6 +105,8 @@ def _int(environ, name, default, minimum=0):
         raise ValueError("%s must be a whole number, got %r" % (name, raw)) from None
     if value < minimum:
         raise ValueError("%s must be >= %d, got %d" % (name, minimum, value))
+    if maximum is not None and value > maximum:
+        raise ValueError("%s must be <= %d, got %d" % (name, maximum, value))
     return value
 
 
@@ -133,6 +145,13 @@ class Settings:
     glue_max_concurrent_runs: int = 20
     # Athena's default quota of active DML queries is in this range for a new account.
     athena_max_concurrent_queries: int = 20
+    # CloudWatch alarms (chalicelib/monitoring.py, docs/OPERATIONS.md).
+    alarm_email: str = ""
+    alarm_period_minutes: int = 5
+    quarantine_alarm_percent: int = 5
+    quarantine_alarm_minutes: int = 60
+    # The generator lands a file every SCHEDULE_MINUTES (10): two hours without one is an outage.
+    stale_alarm_hours: int = 2
 
     @classmethod
     def from_env(cls, environ=None):
@@ -172,6 +191,14 @@ class Settings:
                                           minimum=1),
             athena_max_concurrent_queries=_int(env, "ATHENA_MAX_CONCURRENT_QUERIES",
                                                d.athena_max_concurrent_queries, minimum=1),
+            alarm_email=_email(env, "ALARM_EMAIL"),
+            alarm_period_minutes=_int(env, "ALARM_PERIOD_MINUTES", d.alarm_period_minutes, minimum=1,
+                                      maximum=1440),
+            quarantine_alarm_percent=_int(env, "QUARANTINE_ALARM_PERCENT", d.quarantine_alarm_percent,
+                                          minimum=0, maximum=100),
+            quarantine_alarm_minutes=_int(env, "QUARANTINE_ALARM_MINUTES", d.quarantine_alarm_minutes,
+                                          minimum=1, maximum=1440),
+            stale_alarm_hours=_int(env, "STALE_ALARM_HOURS", d.stale_alarm_hours, minimum=0, maximum=24),
         )
 
     def lambda_environment(self):

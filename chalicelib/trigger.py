@@ -16,7 +16,7 @@ from urllib.parse import unquote_plus
 import boto3
 from botocore.exceptions import ClientError
 
-from chalicelib import identifiers, naming
+from chalicelib import identifiers, jsonlog, naming
 from chalicelib.resources import INCOMING_PREFIX, Resources
 
 STARTED = "started"
@@ -115,6 +115,7 @@ class PipelineTrigger:
             "size": size,
             "source_id": naming.source_id(bucket, key, etag, version_id),
             "source_uri": "s3://%s/%s" % (bucket, key),
+            "producer": naming.producer(key),
             "poll_seconds": self.poll_seconds,
         }
 
@@ -158,6 +159,7 @@ class PipelineTrigger:
         arn = execution_arn_for(self.state_machine_arn, name)
         result = {"bucket": bucket, "key": key, "version_id": version_id, "execution_name": name,
                   "execution_arn": arn}
+        context = jsonlog.fields(source_id=naming.source_id(bucket, key, etag, version_id), execution=name)
         asked = datetime.datetime.now(datetime.timezone.utc)
         try:
             response = self.sfn.start_execution(
@@ -169,14 +171,14 @@ class PipelineTrigger:
             if error.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
                 raise
             result["outcome"] = ALREADY_STARTED
-            self.log.info("Already started s3://%s/%s as %s", bucket, key, name)
+            self.log.info("Already started s3://%s/%s as %s", bucket, key, name, extra=context)
             return result
         started = response.get("startDate")
         if isinstance(started, datetime.datetime) and started.tzinfo is not None and (
                 asked - started).total_seconds() > _IDEMPOTENT_START_SECONDS:
             result.update(outcome=ALREADY_STARTED, status="RUNNING")
-            self.log.info("Already started s3://%s/%s as %s (RUNNING)", bucket, key, name)
+            self.log.info("Already started s3://%s/%s as %s (RUNNING)", bucket, key, name, extra=context)
             return result
         result.update(outcome=STARTED, execution_arn=response["executionArn"])
-        self.log.info("Started s3://%s/%s as %s", bucket, key, name)
+        self.log.info("Started s3://%s/%s as %s", bucket, key, name, extra=context)
         return result

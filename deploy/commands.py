@@ -28,6 +28,7 @@ from deploy import (
     kms,
     lake_table,
     logs,
+    monitoring,
     native_wheel,
     policies,
     queues,
@@ -222,6 +223,8 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
         topic.ensure_email_subscription(ctx, settings.notification_email)
         queues.ensure_failures_queue(ctx, resources)
         queues.wire_on_failure(ctx, resources)
+        # CloudWatch alarms (notifying their own topic) and the dashboard: docs/OPERATIONS.md.
+        monitoring.ensure(ctx, settings)
         # The Lambdas' groups too: made here, they get the retention and key before the
         # functions first log (chalice's log_retention_in_days breaks its terraform packaging).
         for group in resources.managed_log_groups:
@@ -310,6 +313,7 @@ def down(stage, region=None, delete_data=False, dry_run=False, session=None, env
         glue.delete_security_configuration(ctx, resources.glue_security_configuration)
         athena.delete_workgroup(ctx, resources.athena_workgroup)
         topic.delete_topic(ctx)
+        monitoring.delete(ctx)
         queues.delete_failures_queue(ctx, resources)
         for group in resources.managed_log_groups:
             logs.delete_log_group(ctx, group)

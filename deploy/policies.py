@@ -5,6 +5,7 @@ Resource wildcards stay inside this stage's buckets, prefixes, tables and log gr
 ``"Resource": "*"`` appears only with actions AWS offers no resource-level permission for
 (``STAR_ONLY_ACTIONS``).
 """
+from chalicelib.monitoring import NAMESPACE as METRICS_NAMESPACE
 from chalicelib.resources import (
     ATHENA_RESULTS_PREFIX,
     GLUE_ASSETS_PREFIX,
@@ -58,6 +59,17 @@ def _statement(sid, actions, resources, condition=None, effect="Allow", principa
     if condition:
         statement["Condition"] = condition
     return statement
+
+
+def _publish_metrics(sid="PublishPipelineMetrics"):
+    """PutMetricData takes no resource: the namespace condition keeps it to the pipeline's own."""
+    return _statement(sid, ["cloudwatch:PutMetricData"], ["*"],
+                      {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}})
+
+
+def _alarms(resources):
+    """ARNs of the stage's CloudWatch alarms (chalicelib/monitoring.py names them)."""
+    return [_arn(resources, "cloudwatch", "alarm:%s-*" % resources.prefix)]
 
 
 def _account_root(resources):
@@ -255,6 +267,8 @@ def state_machine_policy(resources, settings=None):
         _statement("ListLake", ["s3:ListBucket", "s3:GetBucketLocation",
                                 "s3:ListBucketMultipartUploads"], [_bucket_arn(lake)]),
         _statement("Notify", ["sns:Publish"], [resources.topic_arn]),
+        # Each execution's data-quality and timing figures (chalicelib/asl.py).
+        _publish_metrics(),
         # Athena reads the processed zone and writes results with the caller's permissions.
         _use_stage_key_through_s3(resources),
     ]
@@ -295,6 +309,8 @@ def lambda_policies(resources):
             read_executions,
             # /status/{name}: the per-step timeline comes from the execution history.
             _statement("ReadExecutionHistory", ["states:GetExecutionHistory"], [resources.execution_arn("*")]),
+            # The dashboard's data-quality view shows the stage's alarm states.
+            _statement("ReadAlarms", ["cloudwatch:DescribeAlarms"], _alarms(resources)),
             _function_logs(resources, api)),
         "on_landing": _document(
             start_pipeline,
@@ -309,6 +325,7 @@ def lambda_policies(resources):
                        ["arn:aws:s3:::%s" % resources.landing_bucket]),
             _statement("ReadDeadLetters", ["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage"],
                        [resources.landing_failures_queue_arn]),
+            _publish_metrics("PublishReconciledEvents"),
             _function_logs(resources, reconciler)),
         "generate_batch": _document(
             _statement("WriteLandingObjects", ["s3:PutObject"],
@@ -364,6 +381,25 @@ def topic_policy(resources):
     )
 
 
+def alarm_topic_policy(resources):
+    """The alarm topic's access policy: the account's IAM principals, and CloudWatch for this
+    stage's alarms only; over TLS only."""
+    topic = resources.alarm_topic_arn
+    return _document(
+        _statement("AccountUsesTopic", [
+            "sns:GetTopicAttributes", "sns:SetTopicAttributes", "sns:AddPermission",
+            "sns:RemovePermission", "sns:DeleteTopic", "sns:Subscribe",
+            "sns:ListSubscriptionsByTopic", "sns:Publish",
+        ], topic, principal=_account_root(resources)),
+        _statement("StageAlarmsPublish", ["sns:Publish"], topic,
+                   principal={"Service": "cloudwatch.amazonaws.com"},
+                   condition={"ArnLike": {"aws:SourceArn": _alarms(resources)},
+                              "StringEquals": {"aws:SourceAccount": resources.account_id}}),
+        _statement("DenyInsecureTransport", ["sns:Publish"], topic, effect="Deny", principal="*",
+                   condition={"Bool": {"aws:SecureTransport": "false"}}),
+    )
+
+
 def kms_key_policy(resources):
     """The key policy of the stage's customer managed key.
 
@@ -389,6 +425,11 @@ def kms_key_policy(resources):
                        "kms:ViaService": "sns.%s.amazonaws.com" % region,
                        "kms:EncryptionContext:aws:sns:topicArn": resources.topic_arn,
                    }}),
+        # The alarm topic is encrypted with the key too: CloudWatch publishes to it.
+        _statement("AlarmsPublishToAlarmTopic", ["kms:GenerateDataKey", "kms:Decrypt"], "*",
+                   principal={"Service": "cloudwatch.amazonaws.com"},
+                   condition={"StringEquals": {
+                       "kms:EncryptionContext:aws:sns:topicArn": resources.alarm_topic_arn}}),
         _statement("LogsEncryptGlueLogs", ["kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom",
                                            "kms:ReEncryptTo", "kms:GenerateDataKey",
                                            "kms:GenerateDataKeyWithoutPlaintext", "kms:DescribeKey"],

@@ -81,14 +81,15 @@ def _email_subscriptions(sns, topic_arn):
     return found
 
 
-def ensure_email_subscription(ctx, email):
-    """Subscribe ``email`` (none when empty) and remove other e-mail subscribers.
+def ensure_email_subscription(ctx, email, topic_arn=None):
+    """Subscribe ``email`` (none when empty) and remove other e-mail subscribers of the
+    notification topic (or of ``topic_arn``).
 
     Returns the Changes (none when there is nothing to report). A new subscriber must confirm
     from the e-mail SNS sends; an unconfirmed one cannot be removed (SNS drops it after 3 days).
     """
     sns = ctx.client("sns")
-    topic_arn = ctx.resources.topic_arn
+    topic_arn = topic_arn or ctx.resources.topic_arn
     current = _email_subscriptions(sns, topic_arn)
     changes = []
     for endpoint, arn in current:

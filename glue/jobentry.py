@@ -35,10 +35,23 @@ class Job:
         return catalog.recheck(self.args, self.storage)
 
 
+# What every run is told besides its own arguments: Glue's job name, the stage (a default argument
+# of the job) and the execution that started it, for the JSON log lines (jobio.log_context).
+LOG_OPTIONS = {"JOB_NAME": "", "stage": "", "execution_name": ""}
+
+
 def start(argv, required, optional, storage=None):
     """Parses Glue-style ``argv`` with the job's ``required`` names and ``optional`` defaults and
-    the catalog step's options. Returns a Job; raises JobError naming what is wrong."""
-    return Job(jobio.parse_args(argv, required, dict(optional, **catalog.OPTIONS)), storage)
+    the catalog step's options; from then on the job logs JSON lines naming its stage, source and
+    execution. Returns a Job; raises JobError naming what is wrong."""
+    options = dict(LOG_OPTIONS)
+    options.update(optional)
+    options.update(catalog.OPTIONS)
+    args = jobio.parse_args(argv, required, options)
+    script = os.path.splitext(os.path.basename(sys.argv[0] or "job"))[0].replace("_", "-")
+    jobio.log_context(args.get("JOB_NAME") or script, args.get("stage"), source_id=args.get("source_id"),
+                      execution=args.get("execution_name"))
+    return Job(args, storage)
 
 
 def main(job):

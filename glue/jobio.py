@@ -331,10 +331,36 @@ class WorkDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+_stderr_handler = []  # the handler configure_logging() made, if it made one
+
+
 def configure_logging():
-    """Progress and errors to stderr (Glue ships it to CloudWatch), one line each."""
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    """Progress and errors to stderr (Glue ships it to CloudWatch), one line each: JSON lines
+    (chalicelib/jsonlog.py) once ``log_context`` has named the run. Like logging.basicConfig, does
+    nothing when the process already logs somewhere (a test run)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    _stderr_handler[:] = [handler]
+
+
+def log_context(component, stage, source_id=None, execution=None):
+    """From now on the job's stderr lines are JSON objects naming ``component`` (the job), the
+    ``stage``, the landing object's ``source_id`` and the ``execution``, so one Logs Insights
+    query follows a landing object (docs/OPERATIONS.md). Returns None; a no-op unless
+    configure_logging() made the stderr handler (the job runs as a script)."""
+    try:
+        from chalicelib import jsonlog
+    except ImportError:  # a bare caller without chalicelib keeps the plain lines
+        return
+    for handler in _stderr_handler:
+        handler.setFormatter(jsonlog.JsonFormatter(
+            stage=stage or None, component=component,
+            context=jsonlog.fields(source_id=source_id, execution=execution)))
 
 
 def print_result(result):

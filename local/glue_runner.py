@@ -178,7 +178,7 @@ class GlueJobRunner:
         if timed_out:
             reason = "Job run timed out after %d minutes" % timeout_minutes
         else:
-            reason = last_error_line or "Command failed"
+            reason = _message_of(last_error_line) or "Command failed"
         return False, "%s (exit code %s; log: %s)" % (reason, exit_code, log_path)
 
     # -- internals ----------------------------------------------------------------------------
@@ -459,3 +459,16 @@ def run_forked_script(script, arguments, python_path, env, cwd, log_path, stderr
     sys.argv = [script] + list(arguments)
     sys.path[:] = [os.path.dirname(script)] + list(python_path) + _interpreter_paths()
     runpy.run_path(script, run_name="__main__")
+
+
+def _message_of(line):
+    """The message of a job's stderr line: the jobs log JSON lines (chalicelib/jsonlog.py), and
+    a run's ErrorMessage is the last one's message, as the job wrote it."""
+    if line and line.startswith("{"):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return line
+        if isinstance(entry, dict) and isinstance(entry.get("message"), str):
+            return entry["message"]
+    return line

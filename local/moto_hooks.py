@@ -90,6 +90,11 @@ _HOOK_POINTS = (
     ("moto.athena.responses", "AthenaResponse.get_query_results"),
     ("moto.athena.responses", "AthenaResponse.error"),
     ("moto.sns.models", "SNSBackend.publish"),
+    ("moto.iam.access_control", "IAMRequestBase.check_action_permitted"),
+    ("moto.iam.access_control", "IAMRequest"),
+    ("moto.iam.access_control", "IAMPolicy.is_action_permitted"),
+    ("moto.cloudwatch.responses", "CloudWatchResponse.put_metric_data"),
+    ("moto.cloudwatch.models", "CloudWatchBackend.get_metric_statistics"),
     ("moto.s3.notifications", "_get_s3_event"),
     ("moto.moto_server.threaded_moto_server", "ThreadedMotoServer._server_entry"),
     ("moto.moto_server.threaded_moto_server", "DomainDispatcherApplication"),
@@ -639,6 +644,63 @@ def _iam_enforcement_hooks():
 
     return [(IAMPolicyStatement, "_check_element_matches", check_element_matches),
             (S3IAMRequest, "_raise_access_denied", raise_access_denied)]
+
+
+def _cloudwatch_iam_hooks():
+    """CloudWatch signs as ``monitoring``, so moto names its actions ``monitoring:X``; IAM's prefix
+    is ``cloudwatch:``. PutMetricData is also checked against the ``cloudwatch:namespace``
+    condition of the caller's policies (the only way its permission is scoped), which moto
+    never evaluates."""
+    from moto import settings
+    from moto.cloudwatch.responses import CloudWatchResponse
+    from moto.iam.access_control import IAMPolicy, IAMRequest, IAMRequestBase, PermissionResult
+
+    original_check = IAMRequestBase.check_action_permitted
+    original_put = CloudWatchResponse.put_metric_data
+
+    def check_action_permitted(request, resource):
+        if request._action.startswith("monitoring:"):
+            request._action = "cloudwatch:" + request._action[len("monitoring:"):]
+        return original_check(request, resource)
+
+    def put_metric_data(response):
+        if settings.INITIAL_NO_AUTH_ACTION_COUNT == 0 and "Authorization" in response.headers:
+            request = IAMRequest(account_id=response.current_account, method=response.method,
+                                 path=response.raw_path, data=response.data, body=response.raw_body,
+                                 headers=response.headers, action="PutMetricData")
+            request._action = "cloudwatch:PutMetricData"
+            context = {"cloudwatch:namespace": response._get_param("Namespace")}
+            results = [IAMPolicy(policy).is_action_permitted(request._action, "*", None, context)
+                       for policy in request._access_key.collect_policies()]
+            if PermissionResult.DENIED in results or PermissionResult.PERMITTED not in results:
+                request._raise_access_denied()
+        return original_put(response)
+
+    return [(IAMRequestBase, "check_action_permitted", check_action_permitted),
+            (CloudWatchResponse, "put_metric_data", put_metric_data)]
+
+
+def _cloudwatch_statistics_hooks():
+    """GetMetricStatistics: moto counts every datum whose dimensions include the asked ones; AWS
+    only those with exactly the asked set. The pipeline publishes each figure per stage and per
+    stage and producer, so moto would count it twice."""
+    from moto.cloudwatch.models import CloudWatchBackend
+
+    original = CloudWatchBackend.get_metric_statistics
+
+    def get_metric_statistics(backend, namespace, metric_name, start_time, end_time, period, stats,
+                              dimensions, unit=None):
+        wanted = sorted((d["Name"], d.get("Value")) for d in dimensions or [])
+        result = []
+        for statistics in original(backend, namespace, metric_name, start_time, end_time, period, stats,
+                                   dimensions, unit):
+            statistics.metric_data = [datum for datum in statistics.metric_data
+                                      if sorted((d.name, d.value) for d in datum.dimensions) == wanted]
+            if statistics.metric_data:
+                result.append(statistics)
+        return result
+
+    return [(CloudWatchBackend, "get_metric_statistics", get_metric_statistics)]
 
 
 def _over_https(client, region, service):
@@ -1290,6 +1352,8 @@ def install(job_runner, crawler, query_engine, publish_fault=None, speed=True, c
             + (_speed_hooks() if speed else [])
             + _bucket_policy_hooks()
             + _iam_enforcement_hooks()
+            + _cloudwatch_iam_hooks()
+            + _cloudwatch_statistics_hooks()
         )
         _tls["ca_bundle"] = ca_bundle
         applied = []

@@ -9,7 +9,9 @@ Fault injection (docs/ORCHESTRATION.md): ``--redeliver N`` hands every S3 event 
 times at once; ``--fail STEP`` makes every attempt of a pipeline step fail, ``--fail-once STEP``
 only the first; ``--crawl-seconds S`` makes each local crawl take S seconds. The ``--json``
 report counts the crawls the stack ran during the run (``"crawls"``) and what the trigger
-answered to the deliveries (``"events"``).
+answered to the deliveries (``"events"``). At the end the stack evaluates the stage's CloudWatch alarms
+on the metrics the executions published (moto only stores alarms: local/alarms.py) and prints their states
+(``"alarms": {name: state}`` in the report; docs/OPERATIONS.md).
 """
 import contextlib
 import datetime as dt
@@ -183,7 +185,10 @@ def run(args, out=None, stack=None):
             except QueryFailed as error:
                 maintenance["totals_after"] = None
                 log.error("%s", error)
+        # After the executions (their metrics are in) and the maintenance: what CloudWatch would say now.
+        alarm_states = stack.evaluate_alarms()
         _print_results(out, notifications, status, totals, totals_error)
+        _print_alarms(out, alarm_states)
         failed = [e for e in executions if e["status"] != "SUCCEEDED"]
         for entry in failed:
             log.error("execution %s %s%s: %s", entry["name"], entry["status"],
@@ -191,7 +196,7 @@ def run(args, out=None, stack=None):
                       short_cause(entry["cause"]) or entry["error"] or "no cause recorded")
         if args.json:
             report = {"executions": executions, "totals": totals, "crawls": crawls, "events": events,
-                      "reconciled": reconciled}
+                      "reconciled": reconciled, "alarms": alarm_states}
             if maintenance is not None:
                 report["maintenance"] = maintenance
             if totals_error:
@@ -266,6 +271,13 @@ def _print_results(out, notifications, status, totals, totals_error):
         width = max(len(k) for k in totals)
         for key, value in totals.items():
             out.write("%-*s  %s\n" % (width, key, value))
+    out.flush()
+
+
+def _print_alarms(out, alarm_states):
+    out.write("== CloudWatch alarms (evaluated now)\n")
+    for name, state in sorted(alarm_states.items()):
+        out.write("%-17s %s\n" % (state, name))
     out.flush()
 
 

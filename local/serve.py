@@ -30,6 +30,7 @@ log = logging.getLogger("local.serve")
 LOOPBACK = "127.0.0.1"
 SCHEDULED_HANDLER = "generate_batch"
 RECONCILE_HANDLER = "reconcile"
+ALARM_EVALUATION_SECONDS = 60
 EXIT_FAILED = 1
 _RATE_SECONDS = {Rate.MINUTES: 60, Rate.HOURS: 3600, Rate.DAYS: 86400}
 # Headers the server sets itself from the body it sends.
@@ -357,6 +358,7 @@ class LocalService:
         self.server = None
         self.schedule = None
         self.reconcile_schedule = None
+        self.alarm_schedule = None
         self.watcher = None
 
     def start(self):
@@ -379,6 +381,9 @@ class LocalService:
             self.schedule = Schedule(self.generate_batch, interval, name="schedule").start()
             self.reconcile_schedule = Schedule(
                 self.reconcile, schedule_seconds(self.stack.app.app, RECONCILE_HANDLER), name="reconcile").start()
+            # CloudWatch evaluates alarms every minute; moto never does (local/alarms.py).
+            self.alarm_schedule = Schedule(self.stack.evaluate_alarms, ALARM_EVALUATION_SECONDS,
+                                           name="alarms").start()
         except BaseException:
             self.stop()
             raise
@@ -426,6 +431,8 @@ class LocalService:
             "  generator     %s every %g min%s, first batch now" % (
                 SCHEDULED_HANDLER, minutes, " (%d rows)" % self.rows if self.rows else ""),
             "  CA bundle     %s   (the endpoint's HTTPS certificate, made at start)" % ca_bundle,
+            "  alarms        the stage's CloudWatch alarms, evaluated every %d s (dashboard: data quality)"
+            % ALARM_EVALUATION_SECONDS,
             "Upload a file of NDJSON records to start a run:",
             "  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing AWS_DEFAULT_REGION=%s AWS_CA_BUNDLE=%s \\"
             % (self.stack.region, ca_bundle),
@@ -438,7 +445,7 @@ class LocalService:
 
     def stop(self):
         """Stop generating, watching and serving, then the stack. Idempotent."""
-        for attribute in ("schedule", "reconcile_schedule"):
+        for attribute in ("schedule", "reconcile_schedule", "alarm_schedule"):
             schedule = getattr(self, attribute)
             setattr(self, attribute, None)
             if schedule is not None:

@@ -87,12 +87,14 @@ class ChaliceApp:
     threads.
     """
 
-    def __init__(self, project_dir, stage):
+    def __init__(self, project_dir, stage, log_path=None):
         from chalice.cli.factory import CLIFactory
         from chalice.test import Client
 
         self.project_dir = project_dir
         self.stage = stage
+        # Where the app's log lines go, as Lambda ships them to CloudWatch Logs (JSON lines).
+        self.log_path = log_path
         self.environment = dict(
             CLIFactory(project_dir).create_config_obj(chalice_stage_name=stage).environment_variables or {})
         self.app = self._load_app()
@@ -133,11 +135,26 @@ class ChaliceApp:
 
     def _route_app_log(self):
         # Chalice logs to stdout, which Lambda ships to CloudWatch; here stdout carries results, and
-        # the event poller already reports each invocation: only the app's warnings are shown.
+        # the event poller already reports each invocation: only the app's warnings are shown. Every
+        # line, in the app's own (JSON) format, goes to ``log_path``, the local stand-in for the
+        # functions' log groups.
         app_log = self.app.log
+        app_format = None
         for handler in list(app_log.handlers):
-            if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.stderr):
+            if getattr(handler, "local_stack_file", False):
+                # An earlier stack's file: the app's logger is one per process (named after the app).
                 app_log.removeHandler(handler)
+                handler.close()
+            elif isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.stderr):
+                app_format = app_format or handler.formatter
+                app_log.removeHandler(handler)
+        if self.log_path:
+            os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+            to_file = logging.FileHandler(self.log_path, encoding="utf-8", delay=True)
+            to_file.setFormatter(app_format or logging.Formatter("%(levelname)s %(message)s"))
+            to_file.setLevel(logging.INFO)
+            to_file.local_stack_file = True
+            app_log.addHandler(to_file)
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("app %(name)s: %(levelname)s %(message)s"))
         handler.setLevel(logging.WARNING)
@@ -145,8 +162,7 @@ class ChaliceApp:
 
     def invoke(self, function_name, event):
         """Run a Lambda handler of the app with ``event``. Returns its result; raises what it raises."""
-        with self._lock:
-            return self._client.lambda_.invoke(function_name, event).payload
+        return self.invoke_with_environment(function_name, event, {})
 
     def get(self, path):
         """GET a route of the app. Returns (status code, parsed JSON body or None)."""
@@ -166,9 +182,12 @@ class ChaliceApp:
         from chalice.cli.factory import CLIFactory
         from chalice.test import TestLambdaClient
 
+        # As Lambda sets it: the function's name (``<app>-<stage>-<handler>``), which its log lines carry.
+        environment = dict({"AWS_LAMBDA_FUNCTION_NAME": "%s-%s-%s" % (self.app.app_name, self.stage, function_name)},
+                           **environment)
         config = CLIFactory(self.project_dir).create_config_obj(
             chalice_stage_name=self.stage,
-            user_provided_params={"environment_variables": dict(environment)})
+            user_provided_params={"environment_variables": environment})
         with self._lock:
             return TestLambdaClient(self.app, config).invoke(function_name, event).payload
 
@@ -275,7 +294,7 @@ class LocalStack:
                 self._deny(action)
             if self.enforce_iam:
                 self._enforce_iam()
-            self.app = ChaliceApp(self.project_dir, self.stage)
+            self.app = ChaliceApp(self.project_dir, self.stage, log_path=self.lambda_log_path)
             deliver = fault_injection.FaultyTrigger(self._invoke_handler, self.embedded.faults, HANDLER_NAME)
             failures_queue_url = self.client("sqs").get_queue_url(
                 QueueName=self.resources.landing_failures_queue)["QueueUrl"]
@@ -411,6 +430,18 @@ class LocalStack:
     def region(self):
         return self.embedded.region if self.embedded is not None else DEFAULT_REGION
 
+    @property
+    def lambda_log_path(self):
+        """The app's log lines (JSON, chalicelib/jsonlog.py), every function's: what Lambda would
+        ship to the functions' log groups. The Glue jobs' are under ``glue/logs/`` beside it."""
+        return os.path.join(self.work_dir, "lambda", "app.log")
+
+    def glue_log_paths(self):
+        """The Glue job runs' logs (stdout and stderr of each run), oldest first."""
+        import glob
+
+        return sorted(glob.glob(os.path.join(self.work_dir, "glue", "logs", "*", "*.log")), key=os.path.getmtime)
+
     # -- faults -------------------------------------------------------------------------------
     def inject_fault(self, step, once=False):
         """Make every attempt of ``step`` (local.faults.FAULT_STEPS) fail (``once``: only the first
@@ -462,6 +493,15 @@ class LocalStack:
 
         event = scheduled_event(self.resources, "%s-reconcile" % self.resources.prefix)
         return self.app.invoke("reconcile", event)
+
+    def evaluate_alarms(self):
+        """Evaluates the stage's CloudWatch alarms on the metrics published so far, as CloudWatch
+        would (moto only stores them: local/alarms.py), and notifies the alarm topic of each
+        change. Returns ``{alarm name: state}``."""
+        from local import alarms
+
+        return alarms.evaluate(self.client("cloudwatch"), self.resources.prefix + "-",
+                               sns=self.client("sns"))
 
     def wait_for_dead_letters(self, target, timeout=120.0):
         """Wait until ``target`` events in all have been given up on (Lambda's retries exhausted,

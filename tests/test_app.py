@@ -316,7 +316,9 @@ def test_dashboard_shows_runs_charts_and_the_newest_runs_steps(aws_stack, client
     for name in (older, failed, newest):
         assert 'href="?run=%s"' % name in page
     assert "Steps of %s" % newest in page
-    assert page.count("<svg") == 3  # rows, totals, steps
+    assert page.count("<svg") == 4  # rows, totals, quarantined share, steps
+    assert "Data quality: quarantined share" in page
+    assert "No alarms: deploy the stage" in page  # this account has none
     assert "failed at json-to-parquet: States.TaskFailed — no valid record" in page
 
 

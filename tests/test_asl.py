@@ -234,10 +234,13 @@ def test_every_state_belongs_to_a_step_or_to_the_failure_branch():
         assert recorder["Parameters"]["step"] == step
 
 
+METRIC_TASKS = {"PublishRunMetrics": "Done", asl.PUBLISH_FAILURE_METRICS: asl.FAILURE_NOTICE}
+
+
 def test_every_task_retries_catches_and_has_a_timeout():
     definition = asl.build_definition(RESOURCES)
     tasks = _tasks(definition)
-    assert len(tasks) == 13
+    assert len(tasks) == 15
     for name, task in tasks.items():
         assert 0 < task["TimeoutSeconds"] <= max(asl.GLUE_JOB_TIMEOUT_SECONDS.values()), name
         assert task["Retry"], name
@@ -257,6 +260,10 @@ def test_every_task_retries_catches_and_has_a_timeout():
         assert catch_all["ErrorEquals"] == ["States.ALL"], name
         if name == asl.FAILURE_NOTICE:
             assert catch_all["Next"] == asl.CHOOSE_FAIL_STATE
+        elif name in METRIC_TASKS:
+            # Metrics never fail the data's processing: the flow goes on to where it was going.
+            assert catch_all["Next"] == task["Next"] == METRIC_TASKS[name], name
+            assert catch_all["ResultPath"] == "$.metrics_error"
         else:
             assert catch_all["Next"] == asl.failure_recorder(asl.step_of(name)), name
             assert catch_all["ResultPath"] == "$.error"
@@ -382,7 +389,9 @@ def test_crawls_poll_until_ready_and_continue_only_on_succeeded():
             {"Variable": flag, "IsPresent": False, "Next": "Restart%sCrawl" % label}]
         assert states["Restart%sCrawl" % label] == {"Type": "Pass", "Result": True, "ResultPath": flag,
                                                    "Next": "Start%sCrawl" % label}
-        assert states[succeeded["Default"]]["Next"] == asl.FAILURE_NOTICE
+        # A failed crawl is counted (its metric) and notified like any failure.
+        assert states[succeeded["Default"]]["Next"] == asl.PUBLISH_FAILURE_METRICS
+        assert states[asl.PUBLISH_FAILURE_METRICS]["Next"] == asl.FAILURE_NOTICE
 
 
 def test_subjects_fit_sns_limit_for_every_step():
@@ -495,6 +504,7 @@ def test_json_to_parquet_job_gets_the_design_arguments(sfn_aws):
             "--catalog_crawler": RESOURCES.raw_crawler,
             "--catalog_decision_uri": "s3://%s/manifests/%s.raw-catalog.json" % (lake, SOURCE_ID),
             "--catalog_region": REGION,
+            "--execution_name": "run-1",  # for the job's JSON log lines
         }
     # moto 5.2.5 cannot wait for a Glue job (.sync): the task fails with States.Runtime, which
     # is no task failure (so not retried, as on AWS), and ends in the Fail state that reports it

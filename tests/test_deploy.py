@@ -79,6 +79,8 @@ def leftovers():
         "log_groups": [g["logGroupName"] for g in logs.describe_log_groups()["logGroups"]],
         "subscriptions": sns.list_subscriptions()["Subscriptions"],
         "queues": boto3.client("sqs").list_queues().get("QueueUrls", []),
+        "alarms": [a["AlarmName"] for a in boto3.client("cloudwatch").describe_alarms()["MetricAlarms"]],
+        "dashboards": [d["DashboardName"] for d in boto3.client("cloudwatch").list_dashboards()["DashboardEntries"]],
     }
 
 
@@ -91,10 +93,10 @@ def test_up_twice_then_down_leaves_nothing_behind(mocked, asl, project):
     # 3 buckets (landing, lake, access logs), 4 roles (one per Glue job, crawler, state machine),
     # key, 3 assets, database, 2 jobs, the raw crawler, the Glue security configuration, workgroup,
     # topic, subscription, the trigger's on-failure queue, 8 log groups (state machine, Glue jobs,
-    # 5 Lambdas, API access), state machine, the Iceberg table, 6 chalice files (config, 5 policies);
-    # and the jobs' library wheels.
+    # 5 Lambdas, API access), state machine, the Iceberg table, 6 chalice files (config, 5 policies),
+    # the alarm topic, 8 alarms and the dashboard; and the jobs' library wheels.
     wheels = len(glue_wheels.resolve(project).wheels)
-    assert len(second.changes) == len(first.changes) == 36 + wheels
+    assert len(second.changes) == len(first.changes) == 46 + wheels
     present = leftovers()
     assert all(present.values()), present
 

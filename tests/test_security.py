@@ -106,12 +106,13 @@ def test_each_lambda_may_do_only_its_own_job(deployed):
     logs = ["logs:CreateLogStream", "logs:PutLogEvents"]
     assert actions == {
         "policy-dev.json": sorted(["states:ListExecutions", "states:DescribeExecution",
-                                   "states:GetExecutionHistory"] + logs),
+                                   "states:GetExecutionHistory", "cloudwatch:DescribeAlarms"] + logs),
         "policy-dev-on_landing.json": sorted(["states:StartExecution", "sqs:SendMessage"] + logs),
         "policy-dev-generate_batch.json": sorted(["s3:PutObject", "kms:Decrypt", "kms:GenerateDataKey"] + logs),
         "policy-dev-reconcile.json": sorted(["states:StartExecution", "states:ListExecutions",
                                              "s3:ListBucketVersions", "sqs:GetQueueUrl",
-                                             "sqs:ReceiveMessage", "sqs:DeleteMessage"] + logs),
+                                             "sqs:ReceiveMessage", "sqs:DeleteMessage",
+                                                 "cloudwatch:PutMetricData"] + logs),
         "policy-dev-maintain_lake.json": sorted([
             "athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetWorkGroup",
             "glue:GetDatabase", "glue:GetTable", "glue:UpdateTable", "s3:GetObject", "s3:PutObject",

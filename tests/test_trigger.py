@@ -91,6 +91,7 @@ def test_execution_input_follows_the_design(sfn, trigger):
         "size": 1234,
         "source_id": naming.source_id(BUCKET, key, "abc"),
         "source_uri": "s3://%s/%s" % (BUCKET, key),
+        "producer": "none",  # a date folder names no producer (naming.producer)
         "poll_seconds": 7,
     }
     assert result["execution_arn"] == RESOURCES.execution_arn(result["execution_name"])
