@@ -209,11 +209,12 @@ def main(argv, storage=None, catalog=None):
             LOG.info("superseded: %s.%s already holds version %s of %s; nothing committed",
                      args["database"], args["table"], result["held_version_id"], source_key)
         else:
-            LOG.info("%d rows read: %d committed to %s.%s in %d data file(s) (snapshot %s, attempt %d%s), "
-                     "%d duplicates, %d quarantined earlier", row_counts["read"], row_counts["valid"],
-                     args["database"], args["table"], result["data_files"], result["snapshot_id"],
-                     result["attempts"], ", replacing the key's earlier rows" if result["replaced"] else "",
-                     row_counts["duplicates"], row_counts["quarantined"])
+            LOG.info("%d rows read: %d committed to %s.%s in %d data file(s) (snapshot %s, attempt %d%s; "
+                     "%.2f s, %.2f s of it writing the data files), %d duplicates, %d quarantined earlier",
+                     row_counts["read"], row_counts["valid"], args["database"], args["table"],
+                     result["data_files"], result["snapshot_id"], result["attempts"],
+                     ", replacing the key's earlier rows" if result["replaced"] else "",
+                     result["seconds"], result["write_seconds"], row_counts["duplicates"], row_counts["quarantined"])
         if summary_uri:
             storage.put_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", summary_uri, work)
             LOG.info("wrote %s", summary_uri)
