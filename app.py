@@ -103,7 +103,7 @@ def reconcile(event):
 def maintain_lake(event):
     """Compacts the processed Iceberg table and expires its old snapshots (docs/LAKE.md)."""
     settings = _settings()
-    results = maintenance.run(boto3.client("athena", region_name=settings.region), Resources.from_settings(settings))
+    results = maintenance.run(_client("athena", settings.region), Resources.from_settings(settings))
     for result in results:
         app.log.info("%s: %s, %s bytes scanned, %.1f s", result["statement"], result["state"],
                      result["scanned_bytes"], result["seconds"])

@@ -39,7 +39,11 @@ def burst(tmp_path_factory):
             data = generate_ndjson(250, seed=index, today=dt.date(2024, 1, 1), days=730).encode("utf-8")
         paths.append(datafiles.write(folder / ("burst-%02d.json" % index), data))
     args = [sys.executable, "-m", "local", "run", "--json", "--crawl-seconds", str(CRAWL_SECONDS),
-            "--work-dir", str(tmp_path_factory.mktemp("stack"))]
+            "--work-dir", str(tmp_path_factory.mktemp("stack")),
+            # Four job runs at a time, as a stage's quota may allow: the twenty commits still race
+            # (four from one base at a time), and the state machine's retry of Glue's
+            # ConcurrentRunsExceededException runs too. Twenty at once on two cores took twice as long.
+            "--set", "GLUE_MAX_CONCURRENT_RUNS=4"]
     for path in paths:
         args += ["--file", path]
     env = dict(os.environ)
