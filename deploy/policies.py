@@ -364,40 +364,39 @@ def tls_only_bucket_policy(bucket):
     })
 
 
-def topic_policy(resources):
-    """The topic's access policy: only this account's IAM principals use it, over TLS only.
-
-    Replaces SNS's default, which names every principal ``*`` narrowed by a source-owner condition.
-    """
-    topic = resources.topic_arn
+def _topic_document(resources, topic, *grants):
+    """A topic's access policy: this account's IAM principals use it, ``grants`` add to that,
+    and publishing is over TLS only."""
     return _document(
         _statement("AccountUsesTopic", [
             "sns:GetTopicAttributes", "sns:SetTopicAttributes", "sns:AddPermission",
             "sns:RemovePermission", "sns:DeleteTopic", "sns:Subscribe",
             "sns:ListSubscriptionsByTopic", "sns:Publish",
         ], topic, principal=_account_root(resources)),
+        *grants,
         _statement("DenyInsecureTransport", ["sns:Publish"], topic, effect="Deny", principal="*",
                    condition={"Bool": {"aws:SecureTransport": "false"}}),
     )
+
+
+def topic_policy(resources):
+    """The topic's access policy: only this account's IAM principals use it, over TLS only.
+
+    Replaces SNS's default, which names every principal ``*`` narrowed by a source-owner condition.
+    """
+    return _topic_document(resources, resources.topic_arn)
 
 
 def alarm_topic_policy(resources):
     """The alarm topic's access policy: the account's IAM principals, and CloudWatch for this
     stage's alarms only; over TLS only."""
     topic = resources.alarm_topic_arn
-    return _document(
-        _statement("AccountUsesTopic", [
-            "sns:GetTopicAttributes", "sns:SetTopicAttributes", "sns:AddPermission",
-            "sns:RemovePermission", "sns:DeleteTopic", "sns:Subscribe",
-            "sns:ListSubscriptionsByTopic", "sns:Publish",
-        ], topic, principal=_account_root(resources)),
+    return _topic_document(
+        resources, topic,
         _statement("StageAlarmsPublish", ["sns:Publish"], topic,
                    principal={"Service": "cloudwatch.amazonaws.com"},
                    condition={"ArnLike": {"aws:SourceArn": _alarms(resources)},
-                              "StringEquals": {"aws:SourceAccount": resources.account_id}}),
-        _statement("DenyInsecureTransport", ["sns:Publish"], topic, effect="Deny", principal="*",
-                   condition={"Bool": {"aws:SecureTransport": "false"}}),
-    )
+                              "StringEquals": {"aws:SourceAccount": resources.account_id}}))
 
 
 def kms_key_policy(resources):
