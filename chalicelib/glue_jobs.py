@@ -69,6 +69,7 @@ LIBRARY_ZIP_MEMBERS = (
     ("datapath/whole_file.py", "glue/datapath/whole_file.py"),
     ("datapath/writer.py", "glue/datapath/writer.py"),
     ("lake_commit.py", "glue/lake_commit.py"),
+    ("lake_io.py", "glue/lake_io.py"),
 )
 LIBRARY_ZIP_NAME = "shipping_etl_glue_libs.zip"
 # The json-to-parquet job's C module (shipping_ndjson, glue/native), as a wheel the deploy builds

@@ -43,6 +43,12 @@ FIRST_DELAY_SECONDS = 0.2
 MAX_DELAY_SECONDS = 10.0
 
 
+# Snapshot summary properties of every commit (set by commit()): the landing key whose rows the
+# commit replaced and the version it committed ("" for none).
+SOURCE_KEY_PROPERTY = "source-key"
+SOURCE_VERSION_PROPERTY = "source-version-id"
+
+
 class CommitConflict(jobio.JobError):
     """Every attempt lost the race against other writers of the table."""
 
@@ -54,7 +60,8 @@ def load_catalog(region=None, endpoint_url=None):
 
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-    properties = {"type": "glue"}
+    # Writes and metadata reads through boto3 (glue/lake_io.py: fewer requests per commit).
+    properties = {"type": "glue", "py-io-impl": "lake_io.BotoFileIO"}
     if region:
         properties.update({"glue.region": region, "s3.region": region})
     if endpoint_url:
@@ -146,7 +153,15 @@ def held_versions_since(table, source_key, known_snapshot_id, known):
     key_id = _field_id(table, lake_table.SOURCE_KEY_FIELD)
     version_id = _field_id(table, lake_table.SOURCE_VERSION_FIELD)
     versions = set(known)
-    for snapshot in newer:
+    for snapshot in reversed(newer):  # oldest first
+        # A commit of this job names its landing key in its summary (SOURCE_KEY_PROPERTY): one
+        # naming another key neither adds nor removes rows of ours, and one naming ours leaves
+        # exactly its own version. Settled from the table's metadata, with no manifest read.
+        committed_key = snapshot.summary[SOURCE_KEY_PROPERTY] if snapshot.summary else None
+        if committed_key is not None:
+            if committed_key == source_key:
+                versions = {snapshot.summary[SOURCE_VERSION_PROPERTY] or None}
+            continue
         operation = snapshot.summary.operation.value if snapshot.summary else None
         if operation != "append":
             return held_versions(table, source_key)
@@ -204,9 +219,12 @@ def newer_version(held, version_id, order):
     return newer[0] if newer else None
 
 
-def _backoff(attempt, rng):
-    # Full jitter: writers that collided spread out instead of colliding again.
-    return rng.uniform(0, min(MAX_DELAY_SECONDS, FIRST_DELAY_SECONDS * (2 ** (attempt - 1))))
+def _backoff(attempt, rng, attempt_seconds=0.0):
+    # Full jitter, on the scale of how long an attempt takes here (at least FIRST_DELAY_SECONDS):
+    # writers that collided spread out over a few attempts' time instead of colliding again,
+    # and fewer attempts at once make each one shorter.
+    scale = max(FIRST_DELAY_SECONDS, attempt_seconds)
+    return rng.uniform(0, min(MAX_DELAY_SECONDS, scale * (2 ** (attempt - 1))))
 
 
 def _month_slices(rows):
@@ -265,41 +283,57 @@ def commit(catalog, database, table_name, rows, source_key, source_version_id=No
     from pyiceberg.expressions import EqualTo
 
     rng = rng or random.Random()
+    # Every snapshot names the key and version it commits: held_versions_since relies on it.
+    properties = dict(snapshot_properties or {})
+    properties.update({SOURCE_KEY_PROPERTY: source_key, SOURCE_VERSION_PROPERTY: source_version_id or ""})
     started, write_seconds = time.monotonic(), 0.0
     write_uuid = uuid.uuid4()
     written, written_for = None, None
-    order, held, seen_snapshot = None, None, None
+    state = {"held": None, "seen": None, "order": None}
+
+    def newer_held(table):
+        """The version newer than ours the table holds, or None (``state`` follows the table)."""
+        if state["held"] is None:
+            state["held"] = held_versions(table, source_key)
+        else:
+            state["held"] = held_versions_since(table, source_key, state["seen"], state["held"])
+        current = table.current_snapshot()
+        state["seen"] = current.snapshot_id if current is not None else None
+        if source_version_id is None or not state["held"] - {source_version_id, None}:
+            return None
+        if state["order"] is None:
+            state["order"] = version_order(s3, source_key)
+        return newer_version(state["held"], source_version_id, state["order"])
+
     for attempt in range(1, max_attempts + 1):
         attempt_started = time.monotonic()
         table = load_table(catalog, database, table_name)
-        if held is None:
-            held = held_versions(table, source_key)
-        else:
-            held = held_versions_since(table, source_key, seen_snapshot, held)
-        current = table.current_snapshot()
-        seen_snapshot = current.snapshot_id if current is not None else None
-        if source_version_id is not None and held - {source_version_id, None}:
-            if order is None:
-                order = version_order(s3, source_key)
-            newer = newer_version(held, source_version_id, order)
-            if newer is not None:
-                LOG.info("table %s.%s holds version %s of %s, newer than %s: nothing to commit",
-                         database, table_name, newer, source_key, source_version_id)
-                return {"superseded": True, "held_version_id": newer, "attempts": attempt,
-                        "snapshot_id": None, "replaced": False, "data_files": 0, "write_seconds": 0.0,
-                        "seconds": round(time.monotonic() - started, 3)}
+        newer = newer_held(table)
         layout = (table.metadata.current_schema_id, table.metadata.default_spec_id)
-        if written_for != layout:
+        if newer is None and written_for != layout:
             write_started = time.monotonic()
             written, written_for = _write_data_files(table, rows, write_uuid), layout
             write_seconds += time.monotonic() - write_started
+            # Writing took a while: commit on the table as it is now, not as it was before.
+            attempt_started = time.monotonic()
+            table = load_table(catalog, database, table_name)
+            newer = newer_held(table)
+            if (table.metadata.current_schema_id, table.metadata.default_spec_id) != layout:
+                continue  # the schema or partitioning changed meanwhile: write again
+        if newer is not None:
+            LOG.info("table %s.%s holds version %s of %s, newer than %s: nothing to commit",
+                     database, table_name, newer, source_key, source_version_id)
+            return {"superseded": True, "held_version_id": newer, "attempts": attempt,
+                    "snapshot_id": None, "replaced": False, "data_files": 0, "write_seconds": 0.0,
+                    "seconds": round(time.monotonic() - started, 3)}
+        held = state["held"]
         transaction = table.transaction()
         if held:
             transaction.delete(EqualTo(lake_table.SOURCE_KEY_FIELD, source_key),
-                               snapshot_properties=dict(snapshot_properties or {}))
+                               snapshot_properties=dict(properties))
         # A merge append when the table enables manifest merging (chalicelib.lake_table): the
         # number of manifests every commit and query plans over stays bounded.
-        with transaction._append_snapshot_producer(dict(snapshot_properties or {})) as append:
+        with transaction._append_snapshot_producer(dict(properties)) as append:
             for data_file in written:
                 append.append_data_file(data_file)
         try:
@@ -310,10 +344,11 @@ def commit(catalog, database, table_name, rows, source_key, source_version_id=No
                     "gave up committing %s to %s.%s after %d attempts, each losing the race against "
                     "another writer (last: %s); the run can be retried as it is"
                     % (source_key, database, table_name, attempt, exc))
-            delay = _backoff(attempt, rng)
+            held_seconds = time.monotonic() - attempt_started
+            delay = _backoff(attempt, rng, held_seconds)
             # How long an attempt holds its base decides how often it loses: worth seeing in the log.
             LOG.info("commit attempt %d lost the race after %.2f s (%s): retrying in %.2f s",
-                     attempt, time.monotonic() - attempt_started, exc, delay)
+                     attempt, held_seconds, exc, delay)
             sleep(delay)
             continue
         snapshot = committed.current_snapshot()
@@ -321,4 +356,6 @@ def commit(catalog, database, table_name, rows, source_key, source_version_id=No
                 "snapshot_id": snapshot.snapshot_id if snapshot else None, "replaced": bool(held),
                 "data_files": len(written), "write_seconds": round(write_seconds, 3),
                 "seconds": round(time.monotonic() - started, 3)}
-    raise AssertionError("unreachable")
+    raise CommitConflict("gave up committing %s to %s.%s after %d attempts: the table's schema or partitioning "
+                         "kept changing while its data files were written; the run can be retried as it is"
+                         % (source_key, database, table_name, max_attempts))

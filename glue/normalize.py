@@ -199,8 +199,7 @@ def main(argv, storage=None, catalog=None):
         result = lake_commit.commit(
             catalog, args["database"], args["table"], rows, source_key, version_id,
             s3=storage.s3 if version_id else None, max_attempts=max_attempts,
-            snapshot_properties={"source-key": source_key, "source-id": source_id,
-                                 "source-version-id": version_id or ""})
+            snapshot_properties={"source-id": source_id})
         summary = summarize(source, source_id, counts, raw_rows, rows.num_rows, months_of(rows), result)
         summary["source_key"] = source_key
         summary["source_version_id"] = version_id

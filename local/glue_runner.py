@@ -293,22 +293,44 @@ class GlueJobRunner:
     def _fetch_extra_py_files(self, extra_py_files):
         """Local paths for PYTHONPATH: zip/whl/egg files as they are, .py files by directory."""
         paths = []
-        for uri in (u.strip() for u in extra_py_files.split(",")):
-            if not uri:
-                continue
-            local = self._fetch(uri)
+        uris = [u.strip() for u in extra_py_files.split(",") if u.strip()]
+        etags = self._listed_etags(uris)
+        for uri in uris:
+            local = self._fetch(uri, etags.get(uri))
             entry = os.path.dirname(local) if local.endswith(".py") else local
             if entry not in paths:
                 paths.append(entry)
         return paths
 
-    def _fetch(self, uri):
-        """Download an S3 object into the cache, reusing it while its ETag is unchanged.
+    def _listed_etags(self, uris):
+        """``{uri: ETag}`` of the objects among ``uris`` found by listing their folders: a job's
+        thirty-odd libraries take one or two List calls per run instead of a HEAD each (a burst
+        of job runs made these HEADs the endpoint's most frequent call)."""
+        folders = {}
+        for uri in uris:
+            bucket, key = _split_s3_uri(uri)
+            folders.setdefault((bucket, key.rpartition("/")[0]), set()).add(key)
+        etags = {}
+        for (bucket, folder), keys in folders.items():
+            if len(keys) < 2:
+                continue  # a HEAD is as cheap as a listing
+            prefix = folder + "/" if folder else ""
+            pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+            for page in pages:
+                for entry in page.get("Contents", []):
+                    if entry["Key"] in keys:
+                        etags["s3://%s/%s" % (bucket, entry["Key"])] = entry["ETag"].strip('"')
+        return etags
+
+    def _fetch(self, uri, etag=None):
+        """Download an S3 object into the cache, reusing it while its ETag (``etag``, else a
+        HEAD's) is unchanged.
 
         Returns the local path. Raises ClientError (e.g. NoSuchKey) or ValueError for a bad URI.
         """
         bucket, key = _split_s3_uri(uri)
-        etag = self.s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+        if etag is None:
+            etag = self.s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
         # The ETag is part of the path, so a new upload never overwrites a file a running job uses.
         local = os.path.join(self.work_dir, "cache", _safe(bucket), _safe(etag), *map(_safe, key.split("/")))
         if not os.path.exists(local):

@@ -24,7 +24,7 @@ those places so that the engines given to it do the work:
   lock, as one step.
 - ``moto.s3.notifications._get_s3_event``: an S3 event of a versioned bucket names the object's
   ``versionId`` (and a ``sequencer``), as S3's do; moto leaves both out.
-- ``threaded_server``: moto's threaded server over HTTPS, its WSGI app wrapped by
+- ``threaded_server``: moto's WSGI app over HTTPS (local.https_server, not moto's own server), wrapped by
   ``local.lockdown.LoopbackOnly`` (no CORS, loopback Host and Origin only).
 - ``SNSBackend.publish`` (only when a ``publish_fault`` is given): a publish the fault names is
   refused with SNS's throttling error (``Throttled``), before anything is delivered.
@@ -35,9 +35,10 @@ those places so that the engines given to it do the work:
   states reuse one boto3 client per service (moto makes a new one, with a new connection, for
   every call); the server's dispatcher lists moto's package folder once instead of on every
   request (under a global lock). With twenty executions at once these dominated the local
-  stack's CPU time. A ``.sync`` task (Glue job run, Athena query) is checked every 0.05 s instead
-  of moto's 0.5 s: AWS's ``.sync`` integrations follow events rather than a fixed interval, and
-  a 10-row file's jobs and query each waited up to half a second for moto's next check.
+  stack's CPU time. A ``.sync`` task (Glue job run, Athena query) is checked again when a job
+  run or query ends (at least every second) instead of every 0.5 s: AWS's ``.sync``
+  integrations follow events rather than a fixed interval, and a 10-row file's jobs and query
+  each waited up to half a second for moto's next check.
 - Step Functions: ``glue:startJobRun.sync`` works (moto's callback bug is avoided) and
   ``athena:startQueryExecution.sync`` is a supported integration; both fail the task with
   ``States.TaskFailed`` when the run/query fails, as AWS does, and a retried attempt gets a
@@ -96,11 +97,8 @@ _HOOK_POINTS = (
     ("moto.cloudwatch.responses", "CloudWatchResponse.put_metric_data"),
     ("moto.cloudwatch.models", "CloudWatchBackend.get_metric_statistics"),
     ("moto.s3.notifications", "_get_s3_event"),
-    ("moto.moto_server.threaded_moto_server", "ThreadedMotoServer._server_entry"),
-    ("moto.moto_server.threaded_moto_server", "DomainDispatcherApplication"),
-    ("moto.moto_server.threaded_moto_server", "MotoRequestHandler"),
-    ("moto.moto_server.threaded_moto_server", "create_backend_app"),
-    ("moto.moto_server.threaded_moto_server", "make_server"),
+    ("moto.moto_server.werkzeug_app", "DomainDispatcherApplication"),
+    ("moto.moto_server.werkzeug_app", "create_backend_app"),
     ("moto.sns.exceptions", "SNSException"),
     ("moto.core.utils", "utcnow"),
     ("moto.core.config", "default_user_config"),
@@ -284,6 +282,7 @@ def _job_run_hooks(job_runner):
         run.completed_on = run.modified_on = utcnow()
         if run.status == "RUNNING":  # a stop request meanwhile keeps its own state
             run.status = "SUCCEEDED" if succeeded else "FAILED"
+        _note_task_ended()
 
     def start_job_run(backend, name, *args, **kwargs):
         # moto checks the job's MaxConcurrentRuns against its runs STARTING or RUNNING
@@ -475,38 +474,22 @@ _request_context = threading.local()
 
 
 def threaded_server(ip_address, port, certificate=None, private_key=None, wrap=None):
-    """moto's ThreadedMotoServer, serving HTTPS with ``certificate``/``private_key`` (PEM files)
-    when given, noting for each request whether it came over TLS (aws:SecureTransport), its WSGI
-    app wrapped by ``wrap`` when given (local.lockdown.LoopbackOnly: no CORS, loopback only)."""
-    import ssl
+    """moto's WSGI app served over HTTPS (``certificate``/``private_key``: PEM files) by
+    local.https_server (keep-alive, a thread pool; moto's own server closes every connection),
+    noting for each request whether it came over TLS (aws:SecureTransport), wrapped by ``wrap``
+    when given (local.lockdown.LoopbackOnly: no CORS, loopback only)."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    from moto.moto_server.threaded_moto_server import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        ThreadedMotoServer,
-        create_backend_app,
-        make_server,
-    )
+    from local.https_server import HttpsServer
 
-    class Server(ThreadedMotoServer):
-        def _server_entry(self):
-            app = DomainDispatcherApplication(create_backend_app)
+    app = DomainDispatcherApplication(create_backend_app)
 
-            def noting_transport(environ, start_response):
-                _request_context.secure = environ.get("wsgi.url_scheme") == "https"
-                return app(environ, start_response)
+    def noting_transport(environ, start_response):
+        _request_context.secure = environ.get("wsgi.url_scheme") == "https"
+        return app(environ, start_response)
 
-            context = None
-            if certificate:
-                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-                context.load_cert_chain(certificate, private_key)
-            served = wrap(noting_transport) if wrap is not None else noting_transport
-            self._server = make_server(self._ip_address, self._port, served, True,
-                                       request_handler=MotoRequestHandler, ssl_context=context)
-            self._server_ready_event.set()
-            self._server.serve_forever()
-
-    return Server(ip_address=ip_address, port=port, verbose=False)
+    served = wrap(noting_transport) if wrap is not None else noting_transport
+    return HttpsServer(served, ip_address, port, certificate, private_key)
 
 
 def _condition_holds(operator, key, expected, context):
@@ -866,6 +849,7 @@ def _athena_hooks(query_engine):
         execution.end_time = time.time()
         if execution.status == "RUNNING":  # StopQueryExecution meanwhile leaves it CANCELLED
             execution.status = state
+        _note_task_ended()
 
     def start_query_execution(backend, query, context, config, workgroup, execution_parameters):
         _athena_queries.acquire()  # raises TooManyRequestsException past the limit
@@ -1200,9 +1184,40 @@ def _step_functions_hooks():
 
 # -- speed ----------------------------------------------------------------------------------------
 
-# Seconds between two checks of a running .sync task (moto: 0.5). A check is one GetJobRun or
-# GetQueryExecution against the in-process server: cheap enough to make twenty times a second.
+# A running .sync task (Glue job run, Athena query) is checked again as soon as some job run or
+# query of this process ends, and at least every SYNC_CHECK_CEILING_SECONDS (a run stopped by
+# StopJobRun, say); moto checks every 0.5 s, and a fixed 0.05 s made twenty running jobs cost
+# the endpoint 400 GetJobRun calls a second. SYNC_CHECK_SECONDS: the wait after a task's first check.
 SYNC_CHECK_SECONDS = 0.05
+SYNC_CHECK_CEILING_SECONDS = 1.0
+_task_ended = threading.Condition()
+_tasks_ended = [0]  # how many job runs and queries have ended: a change wakes the checks
+_check_state = threading.local()
+
+
+def _note_task_ended():
+    with _task_ended:
+        _tasks_ended[0] += 1
+        _task_ended.notify_all()
+
+
+class _UntilTaskEnds:
+    """Stands in for the ``time`` module of moto's .sync loop: its ``sleep`` between two checks
+    of a task returns when a job run or query ends (or at the ceiling), at once when one ended
+    while the task was being checked."""
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds):
+        seen = getattr(_check_state, "seen", None)
+        with _task_ended:
+            if seen is None:  # the task's first wait: nothing known about the check before it
+                _task_ended.wait(timeout=seconds)
+            elif seen == _tasks_ended[0]:
+                _task_ended.wait(timeout=SYNC_CHECK_CEILING_SECONDS)
+            _check_state.seen = _tasks_ended[0]
 
 _CLIENT_MODULES = (
     "moto.stepfunctions.parser.asl.utils.boto_client",
@@ -1238,8 +1253,9 @@ def _speed_hooks():
     patches = [(importlib.import_module(name), "boto_client_for", boto_client_for) for name in _CLIENT_MODULES]
     patches.append((backends, "list_of_moto_modules", list_of_moto_modules))
     # moto's poll loop looks the constant up on every pass, so setting it here is enough.
-    patches.append((importlib.import_module(_SFN_SERVICE + ".state_task_service_callback"),
-                    "_DELAY_SECONDS_SYNC_CONDITION_CHECK", SYNC_CHECK_SECONDS))
+    callback_module = importlib.import_module(_SFN_SERVICE + ".state_task_service_callback")
+    patches.append((callback_module, "_DELAY_SECONDS_SYNC_CONDITION_CHECK", SYNC_CHECK_SECONDS))
+    patches.append((callback_module, "time", _UntilTaskEnds()))
     return patches + _parse_once_hooks()
 
 

@@ -229,18 +229,23 @@ def test_a_failed_commit_leaves_the_table_as_it_was(tmp_path, lake, monkeypatch)
     assert sorted(map(json.dumps, processed_rows(lake))) == before
 
 
-class RacingCatalog:
-    """The catalog, with another writer committing right after each of the first ``races`` loads
-    of the table: the commit built on that load is then from an outdated base."""
+# A commit's first attempt loads the table, writes its data files, then loads it again as the
+# base of its commit: its second load is the one another writer must beat.
+FIRST_ATTEMPT_LOADS = 2
 
-    def __init__(self, lake, races, rows_of):
-        self.lake, self.races, self.rows_of = lake, races, rows_of
+
+class RacingCatalog:
+    """The catalog, with another writer committing right after each load of the table numbered in
+    ``at``: a commit built on that load is then from an outdated base."""
+
+    def __init__(self, lake, at, rows_of):
+        self.lake, self.at, self.rows_of = lake, set(at), rows_of
         self.loads = 0
 
     def load_table(self, identifier):
         table = self.lake.catalog.load_table(identifier)
         self.loads += 1
-        if self.loads <= self.races:
+        if self.loads in self.at:
             key = "s3://landing/incoming/rival-%d.json" % self.loads
             lake_commit.commit(self.lake.catalog, DATABASE, self.lake.table, self.rows_of(key), key)
         return table
@@ -271,13 +276,13 @@ def test_two_commits_from_the_same_base_both_land(tmp_path, lake, ours_first):
 
             def load_table(self, identifier):
                 Stale.calls += 1
-                return stale if Stale.calls == 1 else lake.catalog.load_table(identifier)
+                return stale if Stale.calls <= FIRST_ATTEMPT_LOADS else lake.catalog.load_table(identifier)
 
         other = lake_commit.commit(Stale(), DATABASE, lake.table, theirs, "s3://landing/incoming/theirs.json",
                                    sleep=waited.append)
         assert other["attempts"] == 2
     else:
-        racing = RacingCatalog(lake, 1, lambda key: theirs)
+        racing = RacingCatalog(lake, [FIRST_ATTEMPT_LOADS], lambda key: theirs)
         result = lake_commit.commit(racing, DATABASE, lake.table, ours, "s3://landing/incoming/ours.json",
                                     sleep=waited.append)
         assert result["attempts"] == 2
@@ -290,7 +295,7 @@ def test_two_commits_from_the_same_base_both_land(tmp_path, lake, ours_first):
 
 def test_a_commit_that_keeps_losing_gives_up_with_a_clear_error(tmp_path, lake):
     ours = _rows(tmp_path, "s3://landing/incoming/ours.json", 3, 1)
-    racing = RacingCatalog(lake, 10, lambda key: ours.set_column(
+    racing = RacingCatalog(lake, range(1, 11), lambda key: ours.set_column(
         ours.schema.get_field_index("source_key"), "source_key",
         __import__("pyarrow").array([key] * ours.num_rows)))
     waited = []

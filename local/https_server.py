@@ -1,0 +1,85 @@
+"""The local endpoint's HTTP server: moto's WSGI app served by cheroot, over HTTPS, with keep-alive.
+
+Why not moto's own ``ThreadedMotoServer`` (werkzeug's development server): it answers every
+request with ``Connection: close`` (werkzeug cannot drain an unread request body) and starts a
+thread per connection, so every AWS call made a new TCP connection, a TLS handshake on both sides
+and a thread. One landing file costs the pipeline ~690 calls (Glue job runs polled, job
+libraries checked, the Iceberg commit's objects written, ...): twenty files landing together
+were ~14,000 handshakes, and the endpoint process spent most of its CPU on them. cheroot (the
+CherryPy project's WSGI server) keeps HTTP/1.1 connections open, so each client (a boto3
+client, pyarrow's S3 filesystem) pays one handshake, and serves requests from a pool of
+threads while idle connections wait in its selector.
+
+What moto's request handler adds and this one does not: the original spelling of headers with
+an underscore (S3 user metadata such as ``x-amz-meta-my_key`` reads back as ``my-key``); nothing
+in the pipeline writes such metadata.
+"""
+import io
+import threading
+
+# Requests served at once. A request holds its thread for as long as it runs (an SQS long poll up
+# to its WaitTimeSeconds); idle keep-alive connections hold none.
+WORKER_THREADS = 48
+# Connections waiting to be accepted (the listen backlog): a burst of job processes connects at once.
+LISTEN_BACKLOG = 256
+# Seconds an idle keep-alive connection (or a slow request's socket read) is kept before the
+# server closes it; clients reconnect by themselves.
+SOCKET_TIMEOUT_SECONDS = 60
+
+
+class HttpsServer:
+    """``app`` (a WSGI callable) served at ``ip_address:port`` (0: any free port), over HTTPS
+    when ``certificate`` and ``private_key`` (PEM files) are given. ``start()``, ``stop()`` and
+    ``get_host_and_port()`` as moto's ``ThreadedMotoServer``."""
+
+    def __init__(self, app, ip_address, port, certificate=None, private_key=None):
+        from cheroot import wsgi
+
+        def with_raw_uri(environ, start_response):
+            # moto matches and verifies signatures against the path as sent (S3 keys such as
+            # ``month=2024-01`` arrive percent-encoded); werkzeug's server names it RAW_URI.
+            environ.setdefault("RAW_URI", environ.get("REQUEST_URI"))
+            if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+                # cheroot's chunked reader copies its buffer on every small read (quadratic); the
+                # SDK behind pyarrow uploads chunked: read the body once, in whole chunks.
+                body = environ["wsgi.input"].read()
+                environ["wsgi.input"] = io.BytesIO(body)
+                environ["CONTENT_LENGTH"] = str(len(body))
+            return app(environ, start_response)
+
+        self._server = wsgi.Server((ip_address, port), with_raw_uri, numthreads=WORKER_THREADS,
+                                   timeout=SOCKET_TIMEOUT_SECONDS, server_name="shipping-etl-local",
+                                   shutdown_timeout=1, request_queue_size=LISTEN_BACKLOG)
+        if certificate:
+            self._server.ssl_adapter = _handshake_in_worker(certificate, private_key)
+        self._thread = None
+
+    def start(self):
+        """Binds the port and serves on a daemon thread; returns once connections are accepted."""
+        self._server.prepare()
+        self._thread = threading.Thread(target=self._server.serve, name="aws-endpoint", daemon=True)
+        self._thread.start()
+
+    def get_host_and_port(self):
+        host, port = self._server.bind_addr[:2]
+        return str(host), port
+
+    def stop(self):
+        self._server.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+def _handshake_in_worker(certificate, private_key):
+    """cheroot's TLS adapter, but the handshake happens on the connection's first read, in the
+    worker thread that serves it: cheroot's own adapter handshakes in its one accepting thread,
+    where a client slow to answer (a job process starved of CPU on a busy laptop) held up every
+    other connection until clients gave up connecting."""
+    from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+    class Adapter(BuiltinSSLAdapter):
+        def wrap(self, sock):
+            tls = self.context.wrap_socket(sock, do_handshake_on_connect=False, server_side=True)
+            return tls, {"wsgi.url_scheme": "https", "HTTPS": "on"}
+
+    return Adapter(certificate, private_key)
