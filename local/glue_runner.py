@@ -61,6 +61,8 @@ _site_lock = threading.Lock()
 SITE_INSTALL_TIMEOUT_SECONDS = 900
 # The installed wheel sets, under the checkout (git ignores /build/), shared by every stack.
 SITES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build", "glue-sites")
+_download_locks = {}  # cache path -> the lock of its one download
+_download_locks_lock = threading.Lock()
 _installs = set()  # pip processes installing a wheel set now: close() ends them
 
 
@@ -333,12 +335,21 @@ class GlueJobRunner:
             etag = self.s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
         # The ETag is part of the path, so a new upload never overwrites a file a running job uses.
         local = os.path.join(self.work_dir, "cache", _safe(bucket), _safe(etag), *map(_safe, key.split("/")))
-        if not os.path.exists(local):
-            os.makedirs(os.path.dirname(local), exist_ok=True)
-            partial = "%s.%s.partial" % (local, uuid.uuid4().hex)
-            self.s3.download_file(bucket, key, partial)
-            os.replace(partial, local)
+        if os.path.exists(local):
+            return local
+        # Runs starting together (twenty files landing at once on a new stack) would each
+        # download the same ~100 MB of libraries: one downloads, the others wait for it.
+        with self._download_lock(local):
+            if not os.path.exists(local):
+                os.makedirs(os.path.dirname(local), exist_ok=True)
+                partial = "%s.%s.partial" % (local, uuid.uuid4().hex)
+                self.s3.download_file(bucket, key, partial)
+                os.replace(partial, local)
         return local
+
+    def _download_lock(self, local):
+        with _download_locks_lock:
+            return _download_locks.setdefault(local, threading.Lock())
 
 
 INSTALLED_MARKER = "wheel-set.json"

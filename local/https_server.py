@@ -20,6 +20,8 @@ import threading
 # Requests served at once. A request holds its thread for as long as it runs (an SQS long poll up
 # to its WaitTimeSeconds); idle keep-alive connections hold none.
 WORKER_THREADS = 48
+# A chunked request body is read in pieces of this size.
+_READ_PIECE_BYTES = 1024 * 1024
 # Connections waiting to be accepted (the listen backlog): a burst of job processes connects at once.
 LISTEN_BACKLOG = 256
 # Seconds an idle keep-alive connection (or a slow request's socket read) is kept before the
@@ -40,9 +42,15 @@ class HttpsServer:
             # ``month=2024-01`` arrive percent-encoded); werkzeug's server names it RAW_URI.
             environ.setdefault("RAW_URI", environ.get("REQUEST_URI"))
             if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-                # cheroot's chunked reader copies its buffer on every small read (quadratic); the
-                # SDK behind pyarrow uploads chunked: read the body once, in whole chunks.
-                body = environ["wsgi.input"].read()
+                # boto3 uploads chunked. cheroot's chunked reader appends chunk after chunk to one
+                # bytes object (quadratic: a 40 MB wheel took seconds): read it in bounded pieces.
+                pieces = []
+                while True:
+                    piece = environ["wsgi.input"].read(_READ_PIECE_BYTES)
+                    if not piece:
+                        break
+                    pieces.append(piece)
+                body = b"".join(pieces)
                 environ["wsgi.input"] = io.BytesIO(body)
                 environ["CONTENT_LENGTH"] = str(len(body))
             return app(environ, start_response)
