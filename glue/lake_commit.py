@@ -7,13 +7,16 @@ The commit protocol (docs/DESIGN.md, "The processed table"):
    statistics on ``source_key``/``source_version_id``, reading data only for files that mix
    sources, as compacted ones do); when that version is NEWER than ours in S3's order of the
    key's versions (``ListObjectVersions``), stop: the job reports ``"superseded": true`` and the
-   table is left alone;
+   table is left alone. The first attempt then writes the data files and loads the table again,
+   so its commit is built on the table as it is after the writing. A retry settles what changed
+   since from the snapshots' summaries (every commit names its key and version there);
 3. one transaction: delete the key's earlier rows (whole data files, dropped from metadata alone
    when they hold nothing else; rewritten when they do), append ours (one data file per month of
    ``shipping_date``), commit. Readers see the old rows or the new ones, never a mix;
 4. a commit that loses the race against another writer (Glue's optimistic check of the table's
    version: ``CommitFailedException``; pyiceberg 0.10.0, the version Glue installs, does not retry
-   it) starts again at 1 after a jittered exponential backoff, up to ``max_attempts``. The data
+   it) starts again at 1 after a jittered exponential backoff on the scale of the attempt's own
+   length, up to ``max_attempts``. The data
    files written once are reused by every attempt while the table's schema and partition spec
    stay the same.
 
@@ -37,7 +40,8 @@ import jobio
 
 LOG = logging.getLogger("shipping_etl.lake_commit")
 
-# Twenty files landing together on a loaded two-core machine needed up to 12 attempts (measured).
+# Twenty files landing together on a two-core machine needed up to 12 attempts, 7 since attempts
+# got shorter (measured, docs/LAKE.md).
 DEFAULT_MAX_ATTEMPTS = 30
 FIRST_DELAY_SECONDS = 0.2
 MAX_DELAY_SECONDS = 10.0

@@ -113,10 +113,38 @@ def test_check_hook_points_names_a_renamed_sync_check_interval(monkeypatch):
         moto_hooks.check_hook_points()
 
 
-def test_sync_tasks_are_checked_every_50_ms_on_the_local_stack(stack):
+def test_a_sync_task_is_checked_again_when_a_run_ends_not_on_a_fixed_beat(stack):
+    """Between two checks of a .sync task moto sleeps; on the local stack that sleep ends when a
+    job run or query ends (or at the ceiling), and at once when one ended during the check."""
+    import threading
+
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_callback
 
-    assert state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK == moto_hooks.SYNC_CHECK_SECONDS == 0.05
+    waits = {}
+
+    def checks():
+        sleep = state_task_service_callback.time.sleep
+        sleep(moto_hooks.SYNC_CHECK_SECONDS)  # after a task's first check
+        started = time.monotonic()
+        sleep(moto_hooks.SYNC_CHECK_SECONDS)  # nothing ends: the ceiling
+        waits["idle"] = time.monotonic() - started
+        threading.Timer(0.3, moto_hooks._note_task_ended).start()
+        started = time.monotonic()
+        sleep(moto_hooks.SYNC_CHECK_SECONDS)  # a run ends 0.3 s in
+        waits["ended"] = time.monotonic() - started
+        moto_hooks._note_task_ended()  # one ends while the task is being checked
+        started = time.monotonic()
+        sleep(moto_hooks.SYNC_CHECK_SECONDS)
+        waits["ended_during_check"] = time.monotonic() - started
+
+    thread = threading.Thread(target=checks)
+    thread.start()
+    thread.join(timeout=10)
+
+    assert state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK == moto_hooks.SYNC_CHECK_SECONDS
+    assert moto_hooks.SYNC_CHECK_CEILING_SECONDS - 0.05 <= waits["idle"] < moto_hooks.SYNC_CHECK_CEILING_SECONDS + 0.5
+    assert 0.25 <= waits["ended"] < 0.8
+    assert waits["ended_during_check"] < 0.1
 
 
 # -- Glue job runs ----------------------------------------------------------------------------
