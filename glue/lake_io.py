@@ -14,25 +14,20 @@ which reads only the byte ranges a scan needs.
 
 Named to pyiceberg by the ``py-io-impl`` catalog property (lake_commit.load_catalog).
 """
+import io
 import os
 import tempfile
 import threading
-from urllib.parse import urlparse
 
 from pyiceberg.io import InputFile, InputStream, OutputFile, OutputStream
 from pyiceberg.io.pyarrow import PyArrowFileIO
+
+import jobio
 
 # A written file stays in memory up to this size (pyiceberg writes up to four at once).
 SPOOL_BYTES = 16 * 1024 * 1024
 # boto3 uploads larger files in parts of this size, one part at a time.
 PART_BYTES = 64 * 1024 * 1024
-
-
-def _split(location):
-    parsed = urlparse(location)
-    if parsed.scheme not in ("s3", "s3a", "s3n"):
-        raise ValueError("not an S3 location: %r" % location)
-    return parsed.netloc, parsed.path.lstrip("/")
 
 
 class _MetadataFile(InputFile):
@@ -43,7 +38,7 @@ class _MetadataFile(InputFile):
         self._s3 = s3
 
     def __len__(self):
-        bucket, key = _split(self.location)
+        bucket, key = jobio.split_s3(self.location)
         return self._s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
 
     def exists(self):
@@ -56,7 +51,7 @@ class _MetadataFile(InputFile):
             return False
 
     def open(self, seekable=True):
-        bucket, key = _split(self.location)
+        bucket, key = jobio.split_s3(self.location)
         try:
             body = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except self._s3.exceptions.NoSuchKey:
@@ -64,33 +59,8 @@ class _MetadataFile(InputFile):
         return _BytesStream(body)
 
 
-class _BytesStream(InputStream):
-    def __init__(self, data):
-        import io
-
-        self._buffer = io.BytesIO(data)
-
-    def read(self, size=-1):
-        return self._buffer.read(size)
-
-    def seek(self, offset, whence=0):
-        return self._buffer.seek(offset, whence)
-
-    def tell(self):
-        return self._buffer.tell()
-
-    def close(self):
-        self._buffer.close()
-
-    @property
-    def closed(self):
-        return self._buffer.closed
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
+class _BytesStream(io.BytesIO, InputStream):
+    pass
 
 
 class _SpooledUpload(OutputStream):
@@ -144,7 +114,7 @@ class _UploadedFile(OutputFile):
     def _upload(self, fileobj, size):
         from boto3.s3.transfer import TransferConfig
 
-        bucket, key = _split(self.location)
+        bucket, key = jobio.split_s3(self.location)
         self._s3.upload_fileobj(fileobj, bucket, key, Config=TransferConfig(
             multipart_threshold=PART_BYTES, multipart_chunksize=PART_BYTES, use_threads=False))
         self._size = size
