@@ -66,7 +66,6 @@ LIBRARY_ZIP_MEMBERS = (
     ("datapath/pipeline.py", "glue/datapath/pipeline.py"),
     ("datapath/provers.py", "glue/datapath/provers.py"),
     ("datapath/rules_sql.py", "glue/datapath/rules_sql.py"),
-    ("datapath/whole_file.py", "glue/datapath/whole_file.py"),
     ("datapath/writer.py", "glue/datapath/writer.py"),
     ("lake_commit.py", "glue/lake_commit.py"),
     ("lake_io.py", "glue/lake_io.py"),

@@ -433,78 +433,20 @@ def test_both_provers_give_the_same_file_and_counts(tmp_path):
     assert not (tmp_path / "q1.jsonl").exists()
 
 
-def convert_both_routes(tmp_path, data):
-    """``data`` converted with the DuckDB prover by the whole-file route (tried first) and by
-    the block pipeline alone: [(counts, rows, quarantine entries)] of each."""
-    results = []
-    for whole in (True, False):
-        folder = tmp_path / ("whole" if whole else "blocks")
-        folder.mkdir()
-        results.append(run_convert(folder, data, prover="duckdb", whole=whole))
-    return results
-
-
-def test_the_whole_file_route_gives_what_the_block_pipeline_gives(tmp_path, caplog):
-    data = datafiles.clean_bytes(3000, seed=4)
-    caplog.set_level("INFO", logger="shipping_etl.json_to_parquet")
-    (counts, rows, entries), (block_counts, block_rows, block_entries) = convert_both_routes(tmp_path, data)
-    assert "not every line proven valid at once" not in caplog.text  # the whole file was proven at once
-    assert counts == block_counts == {"source": "s3://landing/landing.json", "read": 3000, "valid": 3000,
-                                      "quarantined": 0}
-    assert sorted(map(as_tuple, rows), key=repr) == sorted(map(as_tuple, block_rows), key=repr) == valid_records(data)
-    assert entries == block_entries == []
-    whole, blocks_only = tmp_path / "whole" / "raw.parquet", tmp_path / "blocks" / "raw.parquet"
-    assert pq.read_schema(whole).remove_metadata() == pq.read_schema(blocks_only).remove_metadata()
-    assert json.loads(pq.read_metadata(whole).metadata[b"shipping_etl.counts"]) == counts
-
-
 @pytest.mark.parametrize("extra", [
     b'{"note": NaN}', b'{"note": [1, 2, ]}', b"\x0b{}", b"", b" \t", b"not json",
 ], ids=["nan-in-another-member", "trailing-comma", "vertical-tab", "blank", "blank-spaces", "not-json"])
-def test_the_whole_file_route_gives_way_at_the_first_doubt(tmp_path, extra, caplog):
+def test_what_duckdbs_reader_would_accept_beyond_strict_json_is_judged_by_the_rules(tmp_path, extra, prover):
     lines = datafiles.clean_bytes(500, seed=6).splitlines(keepends=True)
     record = json.loads(lines[7])
     if extra.startswith(b"{"):  # a valid record but for its extra member
         extra = extra[:-1] + b", " + json.dumps(record).encode()[1:]
     data = b"".join(lines[:250]) + extra + b"\n" + b"".join(lines[250:])
-    caplog.set_level("INFO", logger="shipping_etl.json_to_parquet")
-    (counts, rows, entries), (block_counts, block_rows, block_entries) = convert_both_routes(tmp_path, data)
+    counts, rows, entries = run_convert(tmp_path, data, prover=prover)
     expected = reference.analyze(data)
-    assert caplog.text.count("not every line proven valid at once") == 1
-    assert counts == block_counts and counts["read"] == expected.read
+    assert counts["read"] == expected.read
     assert [entry["line"] for entry in entries] == [number for number, _why, _raw in expected.bad]
-    assert entries == block_entries
-    assert sorted(map(as_tuple, rows), key=repr) == sorted(map(as_tuple, block_rows), key=repr) == valid_records(data)
-
-
-def test_rows_lost_by_the_whole_file_route_fail_the_job(tmp_path, monkeypatch):
-    real = writer.ParquetWriter.copy
-
-    def claiming_more(self, cursor, relation):
-        return real(self, cursor, relation) + 1  # a row DuckDB's file does not hold
-
-    monkeypatch.setattr(writer.ParquetWriter, "copy", claiming_more)
-    with pytest.raises(pipeline.CountsDoNotReconcile, match="1001 rows proven valid but 1000 in the Parquet file"):
-        run_convert(tmp_path, datafiles.clean_bytes(1000), prover="duckdb")
-    assert not (tmp_path / "raw.parquet").exists()
-
-
-def test_a_source_that_changes_during_the_whole_file_route_fails_naming_it(tmp_path, monkeypatch):
-    path = tmp_path / "landing.json"
-    path.write_bytes(datafiles.clean_bytes(1000))
-    real = writer.ParquetWriter.copy
-
-    def growing(self, cursor, relation):
-        written = real(self, cursor, relation)
-        with open(path, "ab") as source:
-            source.write(datafiles.clean_bytes(1))
-        return written
-
-    monkeypatch.setattr(writer.ParquetWriter, "copy", growing)
-    with pytest.raises(blocks.SourceChanged, match="s3://landing/x.json changed while it was read"):
-        json_to_parquet.convert(str(path), str(tmp_path / "raw.parquet"), str(tmp_path / "q.jsonl"),
-                                "s3://landing/x.json", "sid", prover="duckdb")
-    assert not (tmp_path / "raw.parquet").exists()
+    assert sorted(map(as_tuple, rows), key=repr) == valid_records(data)
 
 
 def test_a_metadata_value_is_replaced_in_place(tmp_path):
@@ -604,7 +546,7 @@ def test_rows_lost_between_the_prover_and_the_writer_fail_the_job(tmp_path, monk
 
     monkeypatch.setattr(pipeline, "_settle", losing)
     with pytest.raises(pipeline.CountsDoNotReconcile, match="proven valid but"):
-        run_convert(tmp_path, datafiles.clean_bytes(50), whole=False)
+        run_convert(tmp_path, datafiles.clean_bytes(50))
     assert not (tmp_path / "raw.parquet").exists()
 
 

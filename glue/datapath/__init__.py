@@ -5,8 +5,6 @@
 - ``judge``: the exact rules for the lines a prover cannot vouch for, with the reason;
 - ``writer``: the one writer of the raw Parquet file and of the quarantine file;
 - ``rules_sql``: the rules of chalicelib.schema as DuckDB SQL, derived from its data;
-- ``whole_file``: the DuckDB prover's first try, the whole file in one COPY (the pipeline at
-  the first doubt);
 - ``pipeline``: ``convert``, which joins them.
 
 Shipped to Glue as the package ``datapath`` in the ``--extra-py-files`` zip, beside ``jobio``.

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import duckdb
 
 import jobio
-from datapath import blocks, provers, whole_file, writer
+from datapath import blocks, provers, writer
 from datapath.judge import Judge
 from datapath.writer import CountsDoNotReconcile
 
@@ -144,14 +144,12 @@ def _connection(memory_limit, threads, temp_dir):
 
 
 def convert(source_path, target_path, quarantine_path, source, source_id, memory_limit=DEFAULT_MEMORY_LIMIT,
-            threads=None, temp_dir=None, block_bytes=None, prover="auto", max_line=None, whole=True):
+            threads=None, temp_dir=None, block_bytes=None, prover="auto", max_line=None):
     """NDJSON file (gzip or not) -> raw Parquet at ``target_path`` + quarantine JSON lines at
     ``quarantine_path``, all local files. ``source`` is the URI named in the quarantine entries,
     the counts and the errors; ``source_id`` fills the ``source_id`` column. ``prover``: ``"c"``,
     ``"duckdb"`` or ``"auto"`` (the C prover when installed). ``block_bytes``: the blocks' size
     (each prover has its default); ``max_line``: the longest line read (schema.MAX_LINE_BYTES).
-    The DuckDB prover first tries the whole file at once (datapath.whole_file), unless ``whole``
-    is false; both routes give the same result.
 
     Writes the Parquet file only if a line is valid and the quarantine file only if one is not.
     Returns the counts ``{"source", "read", "valid", "quarantined"}``. Raises JobError (e.g.
@@ -170,12 +168,6 @@ def convert(source_path, target_path, quarantine_path, source, source_id, memory
         LOG.info("checking lines with the %s prover%s", "C" if chosen.name == "c" else "DuckDB",
                  " (the C prover, glue/native, is not installed)" if provers.shipping_ndjson is None else "")
         plain = plain_copy(source_path, temp_dir)
-        if chosen.name == "duckdb" and whole:
-            rows = whole_file.convert(writing, parquet, plain, source)
-            if rows:
-                counts = {"source": source, "read": rows, "valid": rows, "quarantined": 0}
-                parquet.finish(counts)
-                return counts
         reader = blocks.BlockReader(plain, source, block_bytes or chosen.block_bytes, chosen.in_flight + 1,
                                     max_line=max_line)
         tally = _Tally()
