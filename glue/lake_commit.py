@@ -45,6 +45,13 @@ LOG = logging.getLogger("shipping_etl.lake_commit")
 DEFAULT_MAX_ATTEMPTS = 30
 FIRST_DELAY_SECONDS = 0.2
 MAX_DELAY_SECONDS = 10.0
+# Rows per data file at most (about 30 MB of Parquet here), and rows written at once by up to
+# WRITERS threads: each writer holds a copy of its rows (pyiceberg filters them by partition), so
+# these bound the commit's memory beside the rows themselves (a 4M-row file: 1.3 GB peak with two
+# 1M-row writers, 1.7 GB with four). Maintenance bin-packs small files later.
+ROWS_PER_DATA_FILE = 1000000
+ROWS_IN_FLIGHT = 2000000
+WRITERS = 4
 
 
 # Snapshot summary properties of every commit (set by commit()): the landing key whose rows the
@@ -233,25 +240,41 @@ def _backoff(attempt, rng, attempt_seconds=0.0):
 
 def _month_slices(rows):
     """``rows`` sorted by month of ``shipping_date``, as one slice per month (pyiceberg's writer
-    filters the whole table once per partition: 25 months of a two-year file cost 25 passes)."""
+    filters the whole table once per partition: 25 months of a two-year file cost 25 passes).
+    Rows that come sorted (normalize.transform sorts them) are sliced without a copy."""
     import pyarrow.compute as pc
 
     dates = rows.column(lake_table.PARTITION_SPEC[0][0])
-    months = pc.add(pc.multiply(pc.year(dates), 12), pc.month(dates))
-    order = pc.sort_indices(months)
-    rows, months = rows.take(order), months.take(order)
+    months = pc.add(pc.multiply(pc.year(dates), 12), pc.month(dates)).combine_chunks()
+    if not _sorted_nulls_last(months):
+        order = pc.sort_indices(months)  # nulls at the end
+        rows, months = rows.take(order), months.take(order)
     counts = sorted((entry["values"].as_py() is None, entry["values"].as_py() or 0, entry["counts"].as_py())
                     for entry in pc.value_counts(months))
     slices, offset = [], 0
-    for _null, _month, count in sorted(counts, key=lambda c: (c[0], c[1])):
+    for _null, _month, count in counts:
         slices.append(rows.slice(offset, count))
         offset += count
     return slices
 
 
+def _sorted_nulls_last(values):
+    import pyarrow.compute as pc
+
+    valid = len(values) - values.null_count
+    if values.null_count and pc.any(pc.is_valid(values.slice(valid))).as_py():
+        return False
+    head = values.slice(0, valid)
+    return valid < 2 or pc.all(pc.greater_equal(head.slice(1), head.slice(0, valid - 1))).as_py()
+
+
+def _chunks(part):
+    return [part.slice(offset, ROWS_PER_DATA_FILE) for offset in range(0, part.num_rows, ROWS_PER_DATA_FILE)]
+
+
 def _write_data_files(table, rows, write_uuid):
-    """Writes ``rows`` as the table's data files (one per partition, in parallel); returns
-    pyiceberg DataFiles."""
+    """Writes ``rows`` as the table's data files (one per partition and ROWS_PER_DATA_FILE rows,
+    at most ROWS_IN_FLIGHT rows at a time); returns pyiceberg DataFiles."""
     import itertools
     from concurrent.futures import ThreadPoolExecutor
 
@@ -267,9 +290,10 @@ def _write_data_files(table, rows, write_uuid):
         return list(_dataframe_to_data_files(table_metadata=table.metadata, df=part, io=table.io,
                                              write_uuid=write_uuid, counter=counter))
 
-    slices = _month_slices(rows)
-    with ThreadPoolExecutor(max_workers=min(4, len(slices))) as pool:
-        return [data_file for written in pool.map(write, slices) for data_file in written]
+    parts = [chunk for part in _month_slices(rows) for chunk in _chunks(part)]
+    writers = max(1, min(WRITERS, len(parts), ROWS_IN_FLIGHT // max(part.num_rows for part in parts)))
+    with ThreadPoolExecutor(max_workers=writers) as pool:
+        return [data_file for written in pool.map(write, parts) for data_file in written]
 
 
 def commit(catalog, database, table_name, rows, source_key, source_version_id=None, s3=None,

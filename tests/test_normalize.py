@@ -410,3 +410,23 @@ def test_s3_end_to_end_with_both_jobs(tmp_path, stack, lake):
     assert summary["source"] == "s3://landing/incoming/a.json.gz"
     assert json.loads(s3.get_object(Bucket="lake", Key="manifests/sid7.json")["Body"].read()) == summary
     assert len(lake.rows()) == expected["valid"]
+
+
+def test_a_large_month_is_cut_into_data_files_of_bounded_rows(tmp_path, lake, monkeypatch):
+    """A month with more rows than a data file holds is written as several files, every row
+    kept; rows arriving in any order are cut into months alike."""
+    import pyarrow as pa
+
+    monkeypatch.setattr(lake_commit, "ROWS_PER_DATA_FILE", 7)
+    rows = _rows(tmp_path, "s3://landing/incoming/big.json", 40, 3)
+    shuffled = rows.take(pa.array(list(range(1, rows.num_rows, 2)) + list(range(0, rows.num_rows, 2))))
+    result = lake_commit.commit(lake.catalog, DATABASE, lake.table, shuffled, "s3://landing/incoming/big.json")
+
+    table = lake.load()
+    files = list(table.scan().plan_files())
+    months = {row["shipping_date"][:7] for row in processed_rows(lake)}
+    assert result["data_files"] == len(files) >= max(len(months), -(-rows.num_rows // 7))
+    assert all(task.file.record_count <= 7 for task in files)
+    assert sorted(map(json.dumps, processed_rows(lake))) == sorted(
+        json.dumps(dict(row, shipping_date=row["shipping_date"].isoformat())) for row in rows.to_pylist())
+    assert len({tuple(task.file.partition) for task in files}) == len(months)  # a file holds one month
