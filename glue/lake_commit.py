@@ -241,7 +241,7 @@ def _backoff(attempt, rng, attempt_seconds=0.0):
 def _month_slices(rows):
     """``rows`` sorted by month of ``shipping_date``, as one slice per month (pyiceberg's writer
     filters the whole table once per partition: 25 months of a two-year file cost 25 passes).
-    Rows that come sorted (normalize.transform sorts them) are sliced without a copy."""
+    Rows already in month order (a file of one month: most files) are sliced without a copy."""
     import pyarrow.compute as pc
 
     dates = rows.column(lake_table.PARTITION_SPEC[0][0])
