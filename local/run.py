@@ -39,9 +39,12 @@ EXIT_INTERRUPTED = 130
 
 def execution_result(name, described, summary):
     """One entry of the report's ``executions``: from the ``/status`` summary when it lists the
-    execution (more than /status shows at once: summarized here the same way), else from
-    describe_execution (``described`` may be None: never started)."""
-    if summary is None and described is not None:
+    execution described, else from describe_execution, summarized the same way (``described``
+    may be None: never started)."""
+    if described is not None and (summary is None or summary.get("source") is None):
+        # /status describes at most MAX_DESCRIBES_PER_REQUEST executions per request and
+        # summarizes the rest from their list entries, which carry no input or output (so no
+        # source): a run of more files than that would report no rows or scanned bytes for them.
         summary = status_summaries.summarize(described)
     summary = summary or {}
     status = summary.get("status") or (described or {}).get("status") or "NOT_STARTED"

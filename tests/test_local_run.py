@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from chalicelib import naming
+from chalicelib import status as status_summaries
 from chalicelib.resources import Resources
 from local.events import LandingEvents
 from local.run import execution_result, short_cause
@@ -243,6 +244,25 @@ def test_execution_result_prefers_the_status_summary():
     }
     assert execution_result("m", None, None)["status"] == "NOT_STARTED"
     assert execution_result("m", {"status": "RUNNING"}, None)["status"] == "RUNNING"
+
+
+def test_execution_result_of_an_execution_status_only_listed_comes_from_its_description():
+    """/status describes 20 executions per request; a run of 100 files still reports every one's
+    rows and scanned bytes (from the run's own description of it)."""
+    import datetime
+
+    started = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    listed = {"name": "n", "status": "SUCCEEDED", "startDate": started,
+              "stopDate": started + datetime.timedelta(seconds=2)}
+    output = {"source": "s3://b/incoming/h000.json", "notification_id": "m1", "superseded": False,
+              "rows": {"read": 250, "valid": 250, "quarantined": 0, "duplicates": 0},
+              "query": {"scanned_bytes": 142061}}
+    described = dict(listed, input=json.dumps({"source_uri": "s3://b/incoming/h000.json"}), output=json.dumps(output))
+
+    result = execution_result("n", described, status_summaries.summarize(listed))
+
+    assert result["source"] == "s3://b/incoming/h000.json" and result["scanned_bytes"] == 142061
+    assert result["rows"]["read"] == 250 and result["notification_id"] == "m1" and result["duration_seconds"] == 2.0
 
 
 def test_short_cause_keeps_only_a_glue_job_runs_error_message():
