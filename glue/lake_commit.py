@@ -45,13 +45,10 @@ LOG = logging.getLogger("shipping_etl.lake_commit")
 DEFAULT_MAX_ATTEMPTS = 30
 FIRST_DELAY_SECONDS = 0.2
 MAX_DELAY_SECONDS = 10.0
-# Rows per data file at most (about 30 MB of Parquet here), and rows written at once by up to
-# WRITERS threads: each writer holds a copy of its rows (pyiceberg filters them by partition), so
-# these bound the commit's memory beside the rows themselves (a 4M-row file: 1.3 GB peak with two
-# 1M-row writers, 1.7 GB with four). Maintenance bin-packs small files later.
+# Rows per data file at most (about 30 MB of Parquet here); maintenance bin-packs small files
+# later. The rows are written from slices of the job's table, without copies: what a data file
+# adds in memory is its encoded row groups.
 ROWS_PER_DATA_FILE = 1000000
-ROWS_IN_FLIGHT = 2000000
-WRITERS = 4
 
 
 # Snapshot summary properties of every commit (set by commit()): the landing key whose rows the
@@ -77,7 +74,13 @@ def load_catalog(region=None, endpoint_url=None):
         properties.update({"glue.region": region, "s3.region": region})
     if endpoint_url:
         properties.update({"glue.endpoint": endpoint_url, "s3.endpoint": endpoint_url})
-    return pyiceberg_catalog("glue", **properties)
+    catalog = pyiceberg_catalog("glue", **properties)
+    # The FileIO's module and S3 client, made now rather than at the first table load: normalize
+    # makes the catalog on a helper thread while DuckDB works.
+    import lake_io
+
+    lake_io.client(endpoint_url, region)
+    return catalog
 
 
 def load_table(catalog, database, table):
@@ -239,9 +242,9 @@ def _backoff(attempt, rng, attempt_seconds=0.0):
 
 
 def _month_slices(rows):
-    """``rows`` sorted by month of ``shipping_date``, as one slice per month (pyiceberg's writer
-    filters the whole table once per partition: 25 months of a two-year file cost 25 passes).
-    Rows already in month order (a file of one month: most files) are sliced without a copy."""
+    """``rows`` sorted by month of ``shipping_date`` (nulls last), as one slice per month. Rows
+    already in month order (normalize sorts them) are sliced without a copy; others are sorted
+    into one copy first."""
     import pyarrow.compute as pc
 
     dates = rows.column(lake_table.PARTITION_SPEC[0][0])
@@ -272,28 +275,52 @@ def _chunks(part):
     return [part.slice(offset, ROWS_PER_DATA_FILE) for offset in range(0, part.num_rows, ROWS_PER_DATA_FILE)]
 
 
+def _partitioned_by_month(metadata):
+    """The table's partition field when its spec is lake_table's (month of shipping_date), else None."""
+    [(column, transform, _name)] = lake_table.PARTITION_SPEC
+    fields = metadata.spec().fields
+    if len(fields) != 1 or str(fields[0].transform) != transform:
+        return None
+    return fields[0] if metadata.schema().find_column_name(fields[0].source_id) == column else None
+
+
 def _write_data_files(table, rows, write_uuid):
-    """Writes ``rows`` as the table's data files (one per partition and ROWS_PER_DATA_FILE rows,
-    at most ROWS_IN_FLIGHT rows at a time); returns pyiceberg DataFiles."""
-    import itertools
-    from concurrent.futures import ThreadPoolExecutor
+    """Writes ``rows`` as the table's data files (one per partition and ROWS_PER_DATA_FILE rows);
+    returns pyiceberg DataFiles.
 
-    from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _dataframe_to_data_files
+    With lake_table's partitioning, each month's rows are one slice of ``rows`` (already in month
+    order from normalize: no copy) and go straight to pyiceberg's file writer with their partition:
+    pyiceberg's own partitioning filters a copy of the whole table per partition and re-reads its
+    configuration per file (a 1M-row file over 25 months: 0.73 s here, against 0.15 s this way).
+    A table partitioned otherwise (changed since) is written through pyiceberg's generic path."""
+    from pyiceberg.io.pyarrow import (_check_pyarrow_schema_compatible, _dataframe_to_data_files,
+                                      pyarrow_to_schema, write_file)
+    from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
+    from pyiceberg.table import WriteTask
 
-    _check_pyarrow_schema_compatible(table.schema(), provided_schema=rows.schema,
-                                     format_version=table.metadata.format_version)
+    metadata = table.metadata
+    _check_pyarrow_schema_compatible(metadata.schema(), provided_schema=rows.schema,
+                                     format_version=metadata.format_version)
     if not rows.num_rows:
         return []
-    counter = itertools.count(0)  # shared: file names stay unique across the slices
-
-    def write(part):
-        return list(_dataframe_to_data_files(table_metadata=table.metadata, df=part, io=table.io,
-                                             write_uuid=write_uuid, counter=counter))
-
-    parts = [chunk for part in _month_slices(rows) for chunk in _chunks(part)]
-    writers = max(1, min(WRITERS, len(parts), ROWS_IN_FLIGHT // max(part.num_rows for part in parts)))
-    with ThreadPoolExecutor(max_workers=writers) as pool:
-        return [data_file for written in pool.map(write, parts) for data_file in written]
+    field = _partitioned_by_month(metadata)
+    if field is None:
+        return list(_dataframe_to_data_files(table_metadata=metadata, df=rows, io=table.io, write_uuid=write_uuid))
+    schema, spec = metadata.schema(), metadata.spec()
+    source = schema.find_field(field.source_id)
+    to_month = field.transform.pyarrow_transform(source.field_type)
+    file_schema = pyarrow_to_schema(rows.schema, name_mapping=schema.name_mapping,
+                                    format_version=metadata.format_version)
+    tasks = []
+    for part in _month_slices(rows):
+        month = to_month(part.column(source.name).slice(0, 1))[0].as_py()
+        key = PartitionKey(field_values=[PartitionFieldValue(field=field, value=month)], partition_spec=spec,
+                           schema=schema)
+        for chunk in _chunks(part):
+            tasks.append(WriteTask(write_uuid=write_uuid, task_id=len(tasks), schema=file_schema,
+                                   record_batches=chunk.to_batches(), partition_key=key))
+    # pyiceberg's writer pool writes the files in parallel (pyarrow releases the GIL).
+    return list(write_file(table.io, metadata, iter(tasks)))
 
 
 def commit(catalog, database, table_name, rows, source_key, source_version_id=None, s3=None,

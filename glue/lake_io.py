@@ -138,7 +138,7 @@ _clients = {}
 _clients_lock = threading.Lock()
 
 
-def _client(endpoint_url, region):
+def client(endpoint_url, region):
     """One S3 client per endpoint and region for the process: pyiceberg makes a FileIO for every
     table load and commit (five and more per commit attempt), and a new boto3 client costs a
     read of botocore's service model and a new connection."""
@@ -160,7 +160,7 @@ class BotoFileIO(PyArrowFileIO):
 
     def __init__(self, properties=None):
         super().__init__(properties or {})
-        self._s3 = _client(self.properties.get("s3.endpoint") or None, self.properties.get("s3.region") or None)
+        self._s3 = client(self.properties.get("s3.endpoint") or None, self.properties.get("s3.region") or None)
 
     def new_input(self, location):
         # Data files are read by pyarrow (ranges); a table outside S3 (file://, as the bench's) too.

@@ -30,6 +30,7 @@ newer version of the key: nothing was committed.
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import jobentry
 import jobio
@@ -132,7 +133,11 @@ def transform(raw_path, source_id, source_key, source_version_id=None, memory_li
                                               _identifier(name)))
             else:
                 selected.append(_identifier(name))
-        table = connection.execute("SELECT %s FROM (%s)" % (", ".join(selected), rows)).fetch_arrow_table()
+        # In month order (nulls last), sorted by DuckDB on all its threads: the commit cuts the
+        # rows into per-month data files as slices, without a sorted copy in pyarrow (a 730-date
+        # file of 1M rows: 0.08 s here against 0.35 s for pyarrow's sort and take).
+        table = connection.execute("SELECT %s FROM (%s) ORDER BY date_trunc('month', %s) NULLS LAST" % (
+            ", ".join(selected), rows, _identifier(schema.PARTITION_FIELD))).fetch_arrow_table()
     finally:
         connection.close()
     return table, raw_rows
@@ -180,7 +185,10 @@ def main(argv, storage=None, catalog=None):
     source, summary_uri = args["source_uri"], args["summary_uri"]
     source_id = args["source_id"] or jobio.stem(source)
     version_id = args["source_version_id"] or None
-    with jobio.WorkDir() as work:
+    with jobio.WorkDir() as work, ThreadPoolExecutor(max_workers=1) as helper:
+        # pyiceberg's import and the catalog's boto3 clients cost about half a second of Python:
+        # made on a helper thread while DuckDB, which releases the GIL, reads the raw file.
+        catalog_ready = helper.submit(lake_commit.load_catalog, args["region"]) if catalog is None else None
         LOG.info("reading %s", source)
         local_raw = storage.fetch(source, work)
         try:
@@ -195,7 +203,7 @@ def main(argv, storage=None, catalog=None):
                                  "object as --source_key s3://bucket/key" % source)
         rows, raw_rows = transform(local_raw, source_id, source_key, version_id,
                                    memory_limit=args["memory_limit"], threads=threads, temp_dir=work)
-        catalog = catalog or lake_commit.load_catalog(args["region"])
+        catalog = catalog or catalog_ready.result()
         result = lake_commit.commit(
             catalog, args["database"], args["table"], rows, source_key, version_id,
             s3=storage.s3 if version_id else None, max_attempts=max_attempts,

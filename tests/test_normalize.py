@@ -430,3 +430,37 @@ def test_a_large_month_is_cut_into_data_files_of_bounded_rows(tmp_path, lake, mo
     assert sorted(map(json.dumps, processed_rows(lake))) == sorted(
         json.dumps(dict(row, shipping_date=row["shipping_date"].isoformat())) for row in rows.to_pylist())
     assert len({tuple(task.file.partition) for task in files}) == len(months)  # a file holds one month
+    assert_files_hold_their_partitions_month(table)
+
+
+def assert_files_hold_their_partitions_month(table):
+    """Every data file's partition value is the month (months since 1970-01) of each of its rows."""
+    import pyarrow.parquet as pq
+
+    for task in table.scan().plan_files():
+        [month] = task.file.partition
+        with table.io.new_input(task.file.file_path).open() as stream:
+            dates = pq.read_table(stream, columns=["shipping_date"]).column(0).to_pylist()
+        assert {(d.year - 1970) * 12 + d.month - 1 for d in dates} == {month}, task.file.file_path
+
+
+def test_a_table_partitioned_otherwise_is_written_through_pyicebergs_own_partitioning(tmp_path, lake):
+    """The commit writes month slices itself only for lake_table's spec; a table whose
+    partitioning was changed (here: by day) still gets one data file per partition value."""
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.transforms import DayTransform
+
+    table = lake.load()
+    date_id = table.schema().find_field("shipping_date").field_id
+    name = "by_day_%s" % uuid.uuid4().hex[:8]
+    lake.catalog.create_table((DATABASE, name), schema=table.schema(), location="s3://%s/%s" % (LAKE_BUCKET, name),
+                              partition_spec=PartitionSpec(PartitionField(date_id, 1000, DayTransform(), "day")),
+                              properties=lake_table.table_properties(86400))
+    rows = _rows(tmp_path, KEY, 30, 5)
+
+    result = lake_commit.commit(lake.catalog, DATABASE, name, rows, KEY)
+
+    written = lake.catalog.load_table((DATABASE, name))
+    days = {row["shipping_date"] for row in rows.to_pylist()}
+    assert result["data_files"] == len(days)
+    assert written.scan().to_arrow().num_rows == rows.num_rows
