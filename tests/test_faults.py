@@ -241,6 +241,36 @@ def test_rerun_after_a_failure_loads_every_row_once(stack, new_file, loaded):
     assert_totals_cover(stack.query_totals(), loaded)
 
 
+def _table_version(stack):
+    """The processed table's current Iceberg metadata file, as the Glue catalog names it."""
+    table = stack.client("glue").get_table(DatabaseName=stack.resources.glue_database,
+                                           Name=stack.resources.processed_table)["Table"]
+    return table["Parameters"]["metadata_location"]
+
+
+def test_a_corrected_file_whose_normalize_fails_leaves_the_keys_rows_as_they_were(stack, new_file, loaded):
+    # A loaded file is corrected and re-uploaded at its key; normalize fails on the correction:
+    # the table keeps the first version's rows, untouched (no half source). Fixed, the correction
+    # replaces them.
+    first, corrected = new_file(), new_file()
+    run = run_here(stack, "--file", first)
+    assert run.returncode == 0, run
+    loaded.append(first)
+    key = run.execution["source"].split("/", 3)[3]
+    before = _table_version(stack)
+
+    failed = run_here(stack, "--file", corrected, "--key", key, "--fail", "normalize")
+
+    assert_failed_at(failed, "normalize")
+    assert _table_version(stack) == before
+    assert_totals_cover(stack.query_totals(), loaded)
+
+    fixed = run_here(stack, "--file", corrected, "--key", key)
+    assert fixed.returncode == 0, fixed
+    loaded[loaded.index(first)] = corrected
+    assert_totals_cover(fixed.report["totals"], loaded)
+
+
 # -- crawl steps and redelivery, through the command line on new stacks -----------------------
 
 @pytest.mark.parametrize("step", CRAWL_STEPS)
