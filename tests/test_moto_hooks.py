@@ -90,6 +90,24 @@ def _task(resource, parameters, **extra):
 # -- hook points ------------------------------------------------------------------------------
 
 
+def test_aws_chunked_bodies_decode_to_their_payload_without_the_trailer():
+    payload = bytes(range(256)) * 5000  # 1.28 MB: two chunks of 1 MB and a short one
+    body = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece)
+                    for piece in (payload[:1 << 20], payload[1 << 20:])) + b"0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n"
+    for given in (body, io.BytesIO(body)):
+        assert moto_hooks.decode_aws_chunked(given) == payload
+    assert moto_hooks.decode_aws_chunked(b"") == b""
+
+
+def test_a_large_put_object_round_trips_through_the_aws_chunked_decoder(stack):
+    s3 = stack.client("s3")
+    body = bytes(range(256)) * (12 << 12)  # 12 MB, sent by boto3 as aws-chunked over HTTPS
+
+    s3.put_object(Bucket=BUCKET, Key="large/object.bin", Body=body)
+
+    assert s3.get_object(Bucket=BUCKET, Key="large/object.bin")["Body"].read() == body
+
+
 def test_check_hook_points_passes_on_the_pinned_moto():
     assert moto_hooks.check_hook_points() is None
 
