@@ -291,7 +291,7 @@ def _write_data_files(table, rows, write_uuid):
     With lake_table's partitioning, each month's rows are one slice of ``rows`` (already in month
     order from normalize: no copy) and go straight to pyiceberg's file writer with their partition:
     pyiceberg's own partitioning filters a copy of the whole table per partition and re-reads its
-    configuration per file (a 1M-row file over 25 months: 0.73 s here, against 0.15 s this way).
+    configuration per file (a 1M-row file over 25 months: 0.73 s here, against 0.38 s this way).
     A table partitioned otherwise (changed since) is written through pyiceberg's generic path."""
     from pyiceberg.io.pyarrow import (_check_pyarrow_schema_compatible, _dataframe_to_data_files,
                                       pyarrow_to_schema, write_file)

@@ -34,10 +34,11 @@ those places so that the engines given to it do the work:
   each) and each JSONPath once (jsonpath-ng builds its parser tables on every ``parse``); Task
   states reuse one boto3 client per service (moto makes a new one, with a new connection, for
   every call); the server's dispatcher lists moto's package folder once instead of on every
-  request (under a global lock); S3 decodes an ``aws-chunked`` upload body in linear time
-  (moto's decoder is quadratic: a 260 MB ``put_object`` took 23 s). With twenty executions at once these dominated the local
-  stack's CPU time. A ``.sync`` task (Glue job run, Athena query) is checked again when a job
-  run or query ends (at least every second) instead of every 0.5 s: AWS's ``.sync``
+  request (under a global lock). With twenty executions at once these dominated the local
+  stack's CPU time. S3 decodes an ``aws-chunked`` upload body in linear time (moto's decoder
+  is quadratic: a 260 MB ``put_object`` took 23 s). A ``.sync`` task (Glue job run, Athena
+  query) is checked again when a job run or query ends (at least every second) instead of
+  every 0.5 s: AWS's ``.sync``
   integrations follow events rather than a fixed interval, and a 10-row file's jobs and query
   each waited up to half a second for moto's next check.
 - Step Functions: ``glue:startJobRun.sync`` works (moto's callback bug is avoided) and
