@@ -191,6 +191,28 @@ def test_block_boundaries_do_not_change_the_result(tmp_path, prover):
     assert counts_large["read"] == reference.evaluate(data)["read"]
 
 
+@pytest.mark.parametrize("batch_bytes", [700, 1 << 20])
+def test_doubtful_lines_judged_across_blocks_keep_their_numbers_and_order(tmp_path, prover, monkeypatch, batch_bytes):
+    """Doubtful lines are gathered over blocks and judged together (pipeline._Judging): with
+    small blocks, small or large judge batches and few pending ones, bad lines of many blocks, lines
+    longer than a block and lines over the maximum still come out in file order, each with its
+    own number, and every valid line is kept."""
+    monkeypatch.setattr(pipeline, "JUDGE_BATCH_BYTES", batch_bytes)
+    monkeypatch.setattr(pipeline, "JUDGE_BATCHES_PENDING", 2)
+    long_valid = json.dumps(dict(datafiles.clean_records(1, seed=8)[0], street_address="z" * 3000)).encode()
+    too_long = b'{"shipping_id": 2, "note": "' + b"y" * 9000 + b'"}'
+    data = (datafiles.messy_bytes(seed=3) + long_valid + b"\n" + datafiles.messy_bytes(seed=4) + too_long + b"\n"
+            + datafiles.clean_bytes(40, seed=6, crlf=True) + datafiles.messy_bytes(seed=5))
+
+    counts, rows, entries = run_convert(tmp_path, data, prover=prover, block_bytes=1024, max_line=8192)
+
+    analysis = reference.analyze(data.replace(too_long, b"[]"))  # the reference has no length limit
+    lines = [entry["line"] for entry in entries]
+    assert lines == sorted(number for number, _reason, _raw in analysis.bad)
+    assert counts["read"] == counts["valid"] + counts["quarantined"] == len(rows) + len(entries)
+    assert sorted(map(as_tuple, rows), key=repr) == valid_records(data.replace(too_long + b"\n", b""))
+
+
 def test_file_without_a_final_newline_and_empty_file(tmp_path, prover):
     data = datafiles.clean_bytes(3).rstrip(b"\n")
     counts, rows, _entries = run_convert(tmp_path, data, prover=prover)
@@ -539,8 +561,8 @@ def test_the_prover_option(tmp_path, monkeypatch):
 def test_rows_lost_between_the_prover_and_the_writer_fail_the_job(tmp_path, monkeypatch):
     real = pipeline._settle
 
-    def losing(prover, judge, item):
-        outcome = real(prover, judge, item)
+    def losing(prover, item):
+        outcome = real(prover, item)
         outcome.proven += 1  # claims a row the writer never gets
         return outcome
 
