@@ -55,3 +55,14 @@ def test_a_client_trusts_the_ca_file_set_after_the_default_session_was_made(name
 
     for client in FACTORIES[name]():
         assert _verify_of(client) == current
+
+
+def test_deploys_iceberg_fileios_share_one_client_until_the_endpoint_or_ca_file_changes(aws_credentials, tmp_path,
+                                                                                         monkeypatch):
+    # pyiceberg makes a FileIO for every table load and commit: each used to parse botocore's S3 model.
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "first-ca.pem"))
+    first, second = Boto3FileIO({"s3.region": "us-east-1"}), Boto3FileIO({"s3.region": "us-east-1"})
+    assert first._s3 is second._s3
+    assert Boto3FileIO({"s3.region": "eu-west-1"})._s3 is not first._s3
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "second-ca.pem"))
+    assert Boto3FileIO({"s3.region": "us-east-1"})._s3 is not first._s3
