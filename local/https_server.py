@@ -27,6 +27,7 @@ LISTEN_BACKLOG = 256
 # Seconds an idle keep-alive connection (or a slow request's socket read) is kept before the
 # server closes it; clients reconnect by themselves.
 SOCKET_TIMEOUT_SECONDS = 60
+SHUTDOWN_SECONDS = 0.2
 
 
 class HttpsServer:
@@ -55,9 +56,11 @@ class HttpsServer:
                 environ["CONTENT_LENGTH"] = str(len(body))
             return app(environ, start_response)
 
+        # On stop, a worker still in a request (an SQS long poll) is waited for SHUTDOWN_SECONDS,
+        # then left to end on its own: every stop of a stack waited a whole second.
         self._server = wsgi.Server((ip_address, port), with_raw_uri, numthreads=WORKER_THREADS,
                                    timeout=SOCKET_TIMEOUT_SECONDS, server_name="shipping-etl-local",
-                                   shutdown_timeout=1, request_queue_size=LISTEN_BACKLOG)
+                                   shutdown_timeout=SHUTDOWN_SECONDS, request_queue_size=LISTEN_BACKLOG)
         if certificate:
             self._server.ssl_adapter = _handshake_in_worker(certificate, private_key)
         self._thread = None
