@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -226,12 +227,29 @@ def _download(directory, pins, python):
                     "platforms": list(GLUE_PLATFORMS),
                     "wheels": [dataclasses.asdict(wheel) for wheel in wanted]}
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        if directory.exists():
-            import shutil
+        return _publish(partial, directory, pins) or WheelSet(pins, tuple(wanted), directory)
 
-            shutil.rmtree(directory, ignore_errors=True)
-        os.replace(partial, directory)
-    return WheelSet(pins, tuple(wanted), directory)
+
+def _publish(partial, directory, pins):
+    """Moves the wheels downloaded to ``partial`` to the cache folder ``directory``. When another
+    process (a parallel test worker, a second deploy) has put the same pins there meanwhile, its
+    folder is kept, since it may be reading from it, and returned as a WheelSet; else None."""
+    theirs = _read_cached(directory, pins)
+    if theirs is None and directory.exists():
+        # A stale or broken folder: renamed aside first, so it is never half removed in place.
+        stale = Path(str(directory) + ".%d.stale" % os.getpid())
+        os.replace(directory, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    if theirs is None:
+        try:
+            os.replace(partial, directory)
+            return None
+        except OSError:
+            theirs = _read_cached(directory, pins)  # another process won the rename
+            if theirs is None:
+                raise
+    shutil.rmtree(partial, ignore_errors=True)
+    return theirs
 
 
 # -- checks --------------------------------------------------------------------------------------

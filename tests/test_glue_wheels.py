@@ -3,6 +3,7 @@
 The first two tests ask the package index (through pip and its cache) afresh, so they fail as
 soon as a pin loses its wheel for Glue's platform.
 """
+import json
 import zipfile
 
 import pytest
@@ -107,3 +108,38 @@ def test_the_local_runner_installs_loadable_wheels_as_uploaded(tmp_path):
     assert local_requirement(str(pure)) == str(pure)
     # CPython 3.11 cannot load a cp39 binary: the same release, built for this interpreter.
     assert local_requirement(str(cp39)) == "pyarrow==20.0.0"
+
+
+def _cache_folder(path, pins, content):
+    wheel = glue_wheels.Wheel("example", "1.0", "example-1.0-py3-none-any.whl", "0" * 64)
+    path.mkdir()
+    (path / wheel.filename).write_bytes(content)
+    manifest = {"pins": list(pins), "wheels": [{"name": wheel.name, "version": wheel.version,
+                                                 "filename": wheel.filename, "sha256": wheel.sha256}]}
+    (path / glue_wheels.MANIFEST).write_text(json.dumps(manifest))
+    return wheel
+
+
+def test_a_download_finished_second_keeps_the_cache_another_process_put_there(tmp_path):
+    # Two test workers (or deploys) on a fresh checkout download the same pins at once: the one
+    # that finishes second must not remove the folder the first is reading its wheels from.
+    pins = ("example==1.0",)
+    directory, partial = tmp_path / "key", tmp_path / "key.123.partial"
+    _cache_folder(directory, pins, b"theirs")
+    _cache_folder(partial, pins, b"ours")
+    kept = glue_wheels._publish(partial, directory, pins)
+    assert kept.directory == directory and [w.name for w in kept.wheels] == ["example"]
+    assert (directory / "example-1.0-py3-none-any.whl").read_bytes() == b"theirs"
+    assert not partial.exists()
+
+
+def test_a_download_replaces_a_stale_cache_folder(tmp_path):
+    pins = ("example==1.0",)
+    directory, partial = tmp_path / "key", tmp_path / "key.123.partial"
+    directory.mkdir()
+    (directory / "leftover.whl").write_bytes(b"old")  # no manifest: a folder left half written
+    _cache_folder(partial, pins, b"ours")
+    assert glue_wheels._publish(partial, directory, pins) is None
+    assert (directory / "example-1.0-py3-none-any.whl").read_bytes() == b"ours"
+    assert not (directory / "leftover.whl").exists() and not partial.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["key"]
