@@ -165,7 +165,7 @@ class Judge:
                                          names=["line_no", "line"])
             cursor = self.connection.cursor()
             try:
-                cursor.register("lines", table)
+                cursor.register("lines", provers.ArrowStream(table))
                 checked = cursor.execute(self._sql).fetch_arrow_table()
             finally:
                 cursor.close()
