@@ -39,7 +39,9 @@ DEFAULT_MEMORY_LIMIT = "900MB"
 PROGRESS_EVERY_BLOCKS = 16
 # Doubtful lines are judged together once this many bytes of them are gathered (or at a line
 # judged otherwise, and at the end); at most JUDGE_BATCHES_PENDING such batches wait at once.
-JUDGE_BATCH_BYTES = 4 * 1024 * 1024
+# 256 KB (about 2,000 short lines) is judged while later blocks are proven; with 4 MB, a file of
+# 1% bad lines had its 10,000 judged in one batch after the last block (0.83 s against 0.86 s).
+JUDGE_BATCH_BYTES = 256 * 1024
 JUDGE_BATCHES_PENDING = 4
 GZIP_MAGIC = b"\x1f\x8b"
 
