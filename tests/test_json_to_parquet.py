@@ -479,6 +479,15 @@ def test_both_provers_give_the_same_file_and_counts(tmp_path):
     assert not (tmp_path / "q1.jsonl").exists()
 
 
+@pytest.mark.parametrize("text, beyond", [
+    ('{"a": NaN}', True), ('{"a": [1, -Infinity]}', True), ('{"a": 1, }', True), ('{"a": [1,\t]}', True),
+    ('{"a": 1}\x0c', True), ('{"a": "x: NaN, }"}', False), ('{"a": "[inf]", "b": "\\", NaN"}', False),
+    ('{"a": "\\"", "b": 1,}', True), ('{"nan": "infinity", "b": [1, 2]}', False), ('{"a": 1}', False),
+])
+def test_leniencies_count_outside_strings_only(text, beyond):
+    assert judge.beyond_strict_json(text) is beyond
+
+
 @pytest.mark.parametrize("extra", [
     b'{"note": NaN}', b'{"note": [1, 2, ]}', b"\x0b{}", b"", b" \t", b"not json",
 ], ids=["nan-in-another-member", "trailing-comma", "vertical-tab", "blank", "blank-spaces", "not-json"])

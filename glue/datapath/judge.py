@@ -48,9 +48,14 @@ def beyond_strict_json(text):
     """Whether a line DuckDB's parser accepted uses what it accepts beyond strict JSON (NaN,
     Infinity, trailing commas, vertical tab or form feed as whitespace) outside its strings.
     Iterative: a line nested 100,000 deep is looked at like any other."""
-    outside = _STRING_LITERAL.sub('""', text)
-    return any(char in outside for char in rules_sql.NON_JSON_WHITESPACE) or any(
-        pattern.search(outside) for pattern in _LENIENT)
+    # A match outside the strings (the patterns hold no quote) is a match in the whole line too:
+    # most lines have none, and are spared taking their strings out (a third of the time).
+    return _lenient(text) and _lenient(_STRING_LITERAL.sub('""', text))
+
+
+def _lenient(text):
+    return any(char in text for char in rules_sql.NON_JSON_WHITESPACE) or any(
+        pattern.search(text) for pattern in _LENIENT)
 
 
 # A line longer than this is judged in Python (python_rules): DuckDB's JSON functions take many
