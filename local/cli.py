@@ -108,9 +108,7 @@ def add_run_arguments(parser):
                         help="remove this IAM action (e.g. s3:PutObject, glue:GetTable) from every policy "
                         "of the stage before the run (repeatable): the run then fails where AWS would, "
                         "with AccessDenied naming the action")
-    parser.add_argument("--work-dir", default=None, metavar="DIR",
-                        help="where the stack keeps job logs and caches (default: .local-stack in the "
-                        "project directory)")
+    _add_work_dir(parser)
     faults = parser.add_argument_group(
         "fault injection", "make the local stack misbehave as AWS sometimes does (steps: %s)" % ", ".join(fault_injection.FAULT_STEPS))
     faults.add_argument("--redeliver", type=_positive_int, default=1, metavar="N",
@@ -152,9 +150,7 @@ def add_up_arguments(parser):
                         "schedule, SCHEDULE_MINUTES of the stage); it also runs once at start")
     parser.add_argument("--rows", type=_positive_int, default=None, metavar="N",
                         help="records per generated batch (default: the stage's GENERATOR_ROWS)")
-    parser.add_argument("--work-dir", default=None, metavar="DIR",
-                        help="where the stack keeps job logs and caches (default: .local-stack in the "
-                        "project directory)")
+    _add_work_dir(parser)
     return parser
 
 
@@ -191,3 +187,10 @@ def build_parser():
         "Ctrl-C or SIGTERM stops everything; exit status 0, or 1 when it cannot start.",
     ))
     return parser
+
+
+def _add_work_dir(parser):
+    parser.add_argument("--work-dir", default=None, metavar="DIR",
+                        help="where the stack keeps its TLS certificate, job logs and caches, one stack "
+                        "at a time (default: .local-stack in the project directory, or .local-stack-2 "
+                        "and on while another stack, such as a `local up`, uses it)")

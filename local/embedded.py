@@ -12,6 +12,7 @@ Roles: ``EmulatedAws`` (here) is the AWS endpoint alone: moto plus the engines t
 only records. ``local.stack.LocalStack`` deploys the ``local`` stage onto it and wires the app
 (S3 events, notifications); ``local.serve.LocalService`` serves that stack for ``local up``.
 """
+import fcntl
 import logging
 import os
 import socket
@@ -43,6 +44,40 @@ _running_lock = threading.Lock()
 _running = None  # the EmulatedAws of this process, while started
 
 
+# In a work dir while a stack uses it: holds the lock (flock, released when the process ends)
+# and that process's id.
+IN_USE_FILE = ".in-use"
+
+
+class WorkDirInUse(OSError):
+    """Another local stack (another process) is using the work dir."""
+
+    def __init__(self, work_dir, holder):
+        self.work_dir = work_dir
+        super().__init__("%s is in use by another local stack (%s): stop it, or give this one another "
+                         "folder with --work-dir" % (work_dir, "process %s" % holder if holder else "another process"))
+
+
+def _claim(work_dir):
+    """Locks ``work_dir`` for this process's stack; returns the open lock file. Two stacks in one
+    folder would overwrite each other's TLS certificate (the other's clients then fail with
+    CERTIFICATE_VERIFY_FAILED) and share job and query caches. Raises WorkDirInUse."""
+    path = os.path.join(work_dir, IN_USE_FILE)
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        raise WorkDirInUse(work_dir, holder) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 class EmulatedAws:
     """A running embedded stack. Use ``stop()`` or a ``with`` block to shut it down."""
 
@@ -63,6 +98,7 @@ class EmulatedAws:
         self._saved_log_levels = saved_log_levels
         self._stopped = False
         self.ca_bundle = None  # the CA file clients trust the HTTPS endpoint with (start() sets it)
+        self.claim = None  # the work dir's lock file (start() sets it, stop() releases it)
 
     @property
     def crawl_counts(self):
@@ -106,6 +142,8 @@ class EmulatedAws:
             with _running_lock:
                 if _running is self:
                     _running = None
+            if self.claim is not None:
+                self.claim.close()
 
     def __enter__(self):
         return self
@@ -162,11 +200,10 @@ def start(port=0, work_dir=".local-stack", speed_patches=None):
     fake credentials and ``AWS_DEFAULT_REGION``/``AWS_REGION`` in os.environ; turns on Step
     Functions' execution of state machines. Returns the EmulatedAws. Raises RuntimeError when a
     stack is already running in this process (moto's backends and the hooks are per process),
-    HookPointMissing when the installed moto does not fit the hooks, OSError when the port is taken.
+    HookPointMissing when the installed moto does not fit the hooks, OSError when the port is taken,
+    WorkDirInUse when another process's stack uses ``work_dir``.
     """
     global _running
-    from local.lockdown import LoopbackOnly
-
     if speed_patches is None:
         speed_patches = speed_patches_wanted()
 
@@ -179,53 +216,67 @@ def start(port=0, work_dir=".local-stack", speed_patches=None):
             _ensure_port_free(port)
         work_dir = os.path.abspath(work_dir)
         os.makedirs(work_dir, exist_ok=True)
-        saved_log_levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
-        for name in _QUIET_LOGGERS:
-            logging.getLogger(name).setLevel(logging.CRITICAL if name != "werkzeug" else logging.ERROR)
-
-        # HTTPS, as AWS: a certificate made now, trusted through the stack's own CA file.
-        ca_bundle, certificate, private_key = tls.make_certificates(os.path.join(work_dir, "tls"))
-        server = moto_hooks.threaded_server("127.0.0.1", port, certificate, private_key, wrap=LoopbackOnly)
-        server.start()
-        host, bound_port = server.get_host_and_port()
-        endpoint_url = "https://%s:%d" % (host, bound_port)
-        environment = dict(_FAKE_CREDENTIALS)
-        environment.update({
-            "AWS_CA_BUNDLE": ca_bundle,
-            "SSL_CERT_FILE": tls.trust(ca_bundle),
-            "AWS_ENDPOINT_URL": endpoint_url,
-            "MOTO_PORT": str(bound_port),
-            "AWS_DEFAULT_REGION": DEFAULT_REGION,
-            "AWS_REGION": DEFAULT_REGION,
-        })
-        saved_environment = _set_environment(environment)
-        saved_sfn_setting = moto_hooks.set_state_machine_execution(True)
+        claim = _claim(work_dir)
         try:
-            session = boto3.session.Session(region_name=DEFAULT_REGION, aws_access_key_id="testing",
-                                            aws_secret_access_key="testing", aws_session_token="testing")
-            s3 = session.client("s3", endpoint_url=endpoint_url, verify=ca_bundle)
-            glue = session.client("glue", endpoint_url=endpoint_url, verify=ca_bundle)
-            job_runner = GlueJobRunner(s3, os.path.join(work_dir, "glue"))
-            crawler = S3Crawler(glue, s3, os.path.join(work_dir, "crawler"))
-            query_engine = AthenaEngine(glue, s3, os.path.join(work_dir, "athena"))
-            stack = EmulatedAws(server, endpoint_url, bound_port, DEFAULT_REGION, work_dir, job_runner, crawler,
-                                  query_engine, saved_environment, saved_sfn_setting, saved_log_levels)
-            stack.ca_bundle = ca_bundle
-            stack._counted_crawler = fault_injection.FaultyCrawler(crawler, stack.faults)
-            moto_hooks.install(fault_injection.FaultyJobRunner(job_runner, stack.faults), stack._counted_crawler,
-                               fault_injection.FaultyQueryEngine(query_engine, stack.faults),
-                               publish_fault=fault_injection.publish_fault(stack.faults),
-                               speed=speed_patches, ca_bundle=ca_bundle)
+            stack = _start_in(work_dir, port, speed_patches)
         except BaseException:
-            moto_hooks.set_state_machine_execution(saved_sfn_setting)
-            _restore_environment(saved_environment)
-            for name, level in saved_log_levels.items():
-                logging.getLogger(name).setLevel(level)
-            server.stop()
+            claim.close()
             raise
+        stack.claim = claim
         _running = stack
-        LOG.info("embedded stack at %s (work dir %s)", endpoint_url, work_dir)
+        LOG.info("embedded stack at %s (work dir %s)", stack.endpoint_url, work_dir)
         return stack
+
+
+def _start_in(work_dir, port, speed_patches):
+    """start()'s work, in a work dir this process has claimed: the EmulatedAws."""
+    from local.lockdown import LoopbackOnly
+
+    saved_log_levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL if name != "werkzeug" else logging.ERROR)
+
+    # HTTPS, as AWS: a certificate made now, trusted through the stack's own CA file.
+    ca_bundle, certificate, private_key = tls.make_certificates(os.path.join(work_dir, "tls"))
+    server = moto_hooks.threaded_server("127.0.0.1", port, certificate, private_key, wrap=LoopbackOnly)
+    server.start()
+    host, bound_port = server.get_host_and_port()
+    endpoint_url = "https://%s:%d" % (host, bound_port)
+    environment = dict(_FAKE_CREDENTIALS)
+    environment.update({
+        "AWS_CA_BUNDLE": ca_bundle,
+        "SSL_CERT_FILE": tls.trust(ca_bundle),
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "MOTO_PORT": str(bound_port),
+        "AWS_DEFAULT_REGION": DEFAULT_REGION,
+        "AWS_REGION": DEFAULT_REGION,
+    })
+    saved_environment = _set_environment(environment)
+    saved_sfn_setting = moto_hooks.set_state_machine_execution(True)
+    try:
+        session = boto3.session.Session(region_name=DEFAULT_REGION, aws_access_key_id="testing",
+                                        aws_secret_access_key="testing", aws_session_token="testing")
+        s3 = session.client("s3", endpoint_url=endpoint_url, verify=ca_bundle)
+        glue = session.client("glue", endpoint_url=endpoint_url, verify=ca_bundle)
+        job_runner = GlueJobRunner(s3, os.path.join(work_dir, "glue"))
+        crawler = S3Crawler(glue, s3, os.path.join(work_dir, "crawler"))
+        query_engine = AthenaEngine(glue, s3, os.path.join(work_dir, "athena"))
+        stack = EmulatedAws(server, endpoint_url, bound_port, DEFAULT_REGION, work_dir, job_runner, crawler,
+                            query_engine, saved_environment, saved_sfn_setting, saved_log_levels)
+        stack.ca_bundle = ca_bundle
+        stack._counted_crawler = fault_injection.FaultyCrawler(crawler, stack.faults)
+        moto_hooks.install(fault_injection.FaultyJobRunner(job_runner, stack.faults), stack._counted_crawler,
+                           fault_injection.FaultyQueryEngine(query_engine, stack.faults),
+                           publish_fault=fault_injection.publish_fault(stack.faults),
+                           speed=speed_patches, ca_bundle=ca_bundle)
+    except BaseException:
+        moto_hooks.set_state_machine_execution(saved_sfn_setting)
+        _restore_environment(saved_environment)
+        for name, level in saved_log_levels.items():
+            logging.getLogger(name).setLevel(level)
+        server.stop()
+        raise
+    return stack
 
 
 def running():

@@ -30,6 +30,9 @@ log = logging.getLogger("local")
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGE = "local"
+# The work dir of a stack given none, in the project; while taken, the next free of -2 .. -N.
+DEFAULT_WORK_DIR = ".local-stack"
+DEFAULT_WORK_DIRS = 9
 # The local crawler stand-in finishes in milliseconds: the state machine need not wait between polls.
 POLL_SECONDS = 0
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
@@ -261,7 +264,10 @@ class LocalStack:
         # Crawler poll interval new executions get; None: the stage's (POLL_SECONDS).
         self.poll_seconds = None
         self.port = port
-        self.work_dir = work_dir or os.path.join(self.project_dir, ".local-stack")
+        # None: .local-stack in the project, or .local-stack-2, -3, ... while another stack (a
+        # `local up` in another terminal) uses it.
+        self._work_dir_chosen = work_dir is not None
+        self.work_dir = work_dir or os.path.join(self.project_dir, DEFAULT_WORK_DIR)
         self.stage = stage
         self.resources = None
         self.embedded = None
@@ -273,12 +279,31 @@ class LocalStack:
         self._clients = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
+    def _start_embedded(self):
+        from local import embedded
+
+        if self._work_dir_chosen:
+            return embedded.start(port=self.port, work_dir=self.work_dir)
+        default = self.work_dir
+        for number in range(1, DEFAULT_WORK_DIRS + 1):
+            candidate = default if number == 1 else "%s-%d" % (default, number)
+            try:
+                started = embedded.start(port=self.port, work_dir=candidate)
+            except embedded.WorkDirInUse as exc:
+                in_use = exc
+                continue
+            if number > 1:
+                log.info("%s is in use by another local stack: this one works in %s", default, candidate)
+            self.work_dir = candidate
+            return started
+        raise in_use
+
     def start(self):
         """Start the server, deploy the stage, wire events and notifications. Returns self."""
         from local import embedded
 
         try:
-            self.embedded = embedded.start(port=self.port, work_dir=self.work_dir)
+            self.embedded = self._start_embedded()
             # moto keeps its resources per process, past a stopped server: a new stack starts
             # from an empty account, as a new deployment would.
             self.embedded.reset()

@@ -2,6 +2,8 @@
 in-process, the Glue job runner against the embedded server (its subprocess needs an endpoint)."""
 import io
 import os
+import subprocess
+import sys
 import time
 import zipfile
 
@@ -317,3 +319,33 @@ def test_stopping_the_stack_restores_moto_and_the_environment(tmp_path, aws_cred
     assert state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK == 0.5
     assert "AWS_ENDPOINT_URL" not in os.environ
     assert embedded.running() is None
+
+
+def test_a_work_dir_serves_one_stack_and_a_default_one_moves_aside(tmp_path):
+    # A second stack in the same folder would overwrite the first's TLS certificate: the first
+    # one's job processes then fail with CERTIFICATE_VERIFY_FAILED. The folder is claimed by
+    # another process here (a `local up` in another terminal), and freed when that one ends.
+    from local.stack import LocalStack
+
+    work = tmp_path / "stack"
+    work.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from local import embedded; held = embedded._claim(sys.argv[1]); "
+         "print('claimed', flush=True); sys.stdin.read()", str(work)],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        with pytest.raises(embedded.WorkDirInUse, match=r"stack is in use by another local stack \(process %d\)"
+                           % holder.pid):
+            embedded.start(work_dir=str(work))
+        assert embedded.running() is None
+        # Given no work dir, a stack takes the next free folder beside the default one.
+        stack = LocalStack()
+        stack.work_dir = str(work)  # as if this were the project's .local-stack
+        assert stack._start_embedded().work_dir == str(work) + "-2" == stack.work_dir
+        embedded.running().stop()
+    finally:
+        holder.communicate("")
+    with embedded.start(work_dir=str(work)) as running_stack:
+        assert running_stack.work_dir == str(work)
