@@ -6,6 +6,7 @@ routes the landing bucket's S3 events to the Chalice ``on_landing`` handler and 
 SNS topic publishes. Everything after
 ``land()`` is driven by the S3 event, as on AWS.
 """
+import fcntl
 import importlib.util
 import json
 import io
@@ -33,6 +34,9 @@ STAGE = "local"
 # The work dir of a stack given none, in the project; while taken, the next free of -2 .. -N.
 DEFAULT_WORK_DIR = ".local-stack"
 DEFAULT_WORK_DIRS = 9
+# Locked (flock) in the project while a run deploys the stage, and while a run with settings of its
+# own (--set) has written them into .chalice/: runs in one checkout then never read another's.
+STAGE_FILES_LOCK = ".local-stage.lock"
 # The local crawler stand-in finishes in milliseconds: the state machine need not wait between polls.
 POLL_SECONDS = 0
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
@@ -260,6 +264,7 @@ class LocalStack:
         self.deny = tuple(deny or ())
         self.enforce_iam = enforce_iam
         self._saved_chalice_files = None
+        self._stage_files_lock = None
         self.redeliver = redeliver
         # Crawler poll interval new executions get; None: the stage's (POLL_SECONDS).
         self.poll_seconds = None
@@ -402,6 +407,9 @@ class LocalStack:
         # A local run lasts minutes: maintenance keeps a minute of the processed table's snapshots.
         environ["SNAPSHOT_RETENTION_SECONDS"] = str(LOCAL_SNAPSHOT_RETENTION_SECONDS)
         output = io.StringIO()
+        # The deploy reads the stage's settings from .chalice/ and writes them back; --set values
+        # stay written there until this run stops (then the files are put back).
+        self._stage_files_lock = _lock_stage_files(self.project_dir, exclusive=bool(self.overrides))
         if self.overrides:
             self._saved_chalice_files = _read_files(os.path.join(self.project_dir, ".chalice"))
             log.info("settings for this run: %s", ", ".join(
@@ -413,6 +421,9 @@ class LocalStack:
             if output.getvalue().strip():
                 log.error("deploy of stage %s failed; its output:\n%s", self.stage, output.getvalue().rstrip())
             raise
+        finally:
+            if not self.overrides:
+                self._release_stage_files()
         log.debug("%s", output.getvalue().rstrip())
         counts = ", ".join("%d %s" % (n, action) for action, n in sorted(result.counts().items()))
         log.info("deployed stage %s (%d resources: %s)", self.stage, len(result.changes), counts)
@@ -430,6 +441,12 @@ class LocalStack:
         saved, self._saved_chalice_files = self._saved_chalice_files, None
         if saved is not None:
             _restore_files(os.path.join(self.project_dir, ".chalice"), saved)
+        self._release_stage_files()
+
+    def _release_stage_files(self):
+        held, self._stage_files_lock = self._stage_files_lock, None
+        if held is not None:
+            held.close()
 
     def __enter__(self):
         return self.start() if self.embedded is None else self
@@ -582,6 +599,20 @@ class LocalStack:
         if len(rows) < 2:
             raise QueryFailed("totals query %s returned no data row" % qid)
         return parse_totals([cell.get("VarCharValue") for cell in rows[1]["Data"]])
+
+
+def _lock_stage_files(project_dir, exclusive):
+    """The project's STAGE_FILES_LOCK, held shared (a run deploying) or exclusive (a run with
+    --set settings); waits, and says so, while another run holds it the other way."""
+    handle = open(os.path.join(project_dir, STAGE_FILES_LOCK), "a")
+    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    try:
+        fcntl.flock(handle.fileno(), mode | fcntl.LOCK_NB)
+    except OSError:
+        log.info("waiting for another local run in this project: it is deploying the stage, or its "
+                 "--set settings are in .chalice/ until it ends")
+        fcntl.flock(handle.fileno(), mode)
+    return handle
 
 
 def _read_files(folder):

@@ -38,6 +38,9 @@ def burst(tmp_path_factory):
         else:
             data = generate_ndjson(250, seed=index, today=dt.date(2024, 1, 1), days=730).encode("utf-8")
         paths.append(datafiles.write(folder / ("burst-%02d.json" % index), data))
+    # A copy of the project: the run's --set settings stay in its .chalice/ while it runs, and
+    # other test files' runs (make test runs two at once) would wait for them in this checkout.
+    project = _project_copy(tmp_path_factory.mktemp("project") / "shipping-etl")
     args = [sys.executable, "-m", "local", "run", "--json", "--crawl-seconds", str(CRAWL_SECONDS),
             "--work-dir", str(tmp_path_factory.mktemp("stack")),
             # Four job runs at a time, as a stage's quota may allow: the twenty commits still race
@@ -49,11 +52,24 @@ def burst(tmp_path_factory):
     env = dict(os.environ)
     env.pop("AWS_ENDPOINT_URL", None)
     started = time.monotonic()
-    completed = subprocess.run(args, cwd=PROJECT_DIR, env=env, capture_output=True, text=True,
+    completed = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True,
                                timeout=RUN_TIMEOUT)
     seconds = time.monotonic() - started
     report = json.loads(completed.stdout.strip().splitlines()[-1]) if completed.stdout.strip() else None
     return {"paths": paths, "completed": completed, "report": report, "seconds": seconds}
+
+
+def _project_copy(target):
+    """The project's files at ``target``, with the checkout's build/ caches (the Glue jobs'
+    wheels, the C module's wheel) linked in, not copied or built again."""
+    import shutil
+
+    shutil.copytree(PROJECT_DIR, target, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "node_modules", "build", ".local-stack*", ".local-stage.lock", ".hypothesis",
+        ".pytest_cache", "__pycache__", ".cache", "results"))
+    os.makedirs(os.path.join(PROJECT_DIR, "build"), exist_ok=True)
+    os.symlink(os.path.join(PROJECT_DIR, "build"), target / "build")
+    return target
 
 
 def _explain(burst):

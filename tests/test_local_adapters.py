@@ -349,3 +349,35 @@ def test_a_work_dir_serves_one_stack_and_a_default_one_moves_aside(tmp_path):
         holder.communicate("")
     with embedded.start(work_dir=str(work)) as running_stack:
         assert running_stack.work_dir == str(work)
+
+
+def test_a_run_waits_while_another_runs_settings_are_in_the_stage_files(tmp_path):
+    # A run with --set writes its settings into .chalice/ until it ends; another run's deploy
+    # reading them meanwhile would deploy them too (and could put them back for good).
+    import threading
+
+    from local import stack as local_stack
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys; held = open(sys.argv[1], 'a'); "
+         "fcntl.flock(held.fileno(), fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
+         str(tmp_path / local_stack.STAGE_FILES_LOCK)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    locked = threading.Event()
+    taken = []
+
+    def deploy_side():
+        taken.append(local_stack._lock_stage_files(str(tmp_path), exclusive=False))
+        locked.set()
+
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        waiter = threading.Thread(target=deploy_side, daemon=True)
+        waiter.start()
+        assert not locked.wait(1.0)
+    finally:
+        holder.communicate("")
+    assert locked.wait(30)
+    # Runs without --set only read the files: they share the lock.
+    again = local_stack._lock_stage_files(str(tmp_path), exclusive=False)
+    again.close()
+    taken[0].close()
