@@ -20,6 +20,7 @@ import threading
 import urllib.request
 
 import boto3
+from botocore.config import Config
 
 from chalicelib.settings import DEFAULT_REGION
 from local import faults as fault_injection
@@ -44,6 +45,8 @@ _running_lock = threading.Lock()
 _running = None  # the EmulatedAws of this process, while started
 
 
+# Connections each of the stack's own S3 and Glue clients keeps open (see _start_in).
+SHARED_CLIENT_CONNECTIONS = 64
 # In a work dir while a stack uses it: holds the lock (flock, released when the process ends)
 # and that process's id.
 IN_USE_FILE = ".in-use"
@@ -256,8 +259,12 @@ def _start_in(work_dir, port, speed_patches):
     try:
         session = boto3.session.Session(region_name=DEFAULT_REGION, aws_access_key_id="testing",
                                         aws_secret_access_key="testing", aws_session_token="testing")
-        s3 = session.client("s3", endpoint_url=endpoint_url, verify=ca_bundle)
-        glue = session.client("glue", endpoint_url=endpoint_url, verify=ca_bundle)
+        # Shared by the job runner, the crawler and every query's thread: with boto3's default of
+        # 10 pooled connections, a burst's concurrent queries opened (and TLS-handshook, both ends
+        # in this process) a new connection for most object downloads.
+        pooled = Config(max_pool_connections=SHARED_CLIENT_CONNECTIONS)
+        s3 = session.client("s3", endpoint_url=endpoint_url, verify=ca_bundle, config=pooled)
+        glue = session.client("glue", endpoint_url=endpoint_url, verify=ca_bundle, config=pooled)
         job_runner = GlueJobRunner(s3, os.path.join(work_dir, "glue"))
         crawler = S3Crawler(glue, s3, os.path.join(work_dir, "crawler"))
         query_engine = AthenaEngine(glue, s3, os.path.join(work_dir, "athena"))
