@@ -114,4 +114,4 @@ bench: $(VENV)/.bench-installed $(VENV)/.native-installed  ## our jobs against t
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(GLUE_VENV) $(CHECKOV_VENV) .local-stack build/native-wheel build/glue-wheels build/glue-sites
+	rm -rf $(VENV) $(GLUE_VENV) $(CHECKOV_VENV) .local-stack .local-stack-* .local-stage.lock build/native-wheel build/glue-wheels build/glue-sites build/glue-downloads

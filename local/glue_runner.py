@@ -61,6 +61,10 @@ _site_lock = threading.Lock()
 SITE_INSTALL_TIMEOUT_SECONDS = 900
 # The installed wheel sets, under the checkout (git ignores /build/), shared by every stack.
 SITES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build", "glue-sites")
+# The S3 objects job runs read (scripts, --extra-py-files: ~100 MB of wheels), as
+# <bucket>/<ETag>/<key>: an object's ETag names its content, so every stack shares one download
+# (a new work dir, as each test has, paid a second or more per stack for it).
+DOWNLOADS_DIR = os.path.join(os.path.dirname(SITES_DIR), "glue-downloads")
 _download_locks = {}  # cache path -> the lock of its one download
 _download_locks_lock = threading.Lock()
 _installs = set()  # pip processes installing a wheel set now: close() ends them
@@ -80,8 +84,8 @@ def _safe(part):
 class GlueJobRunner:
     """Executes Glue job runs as subprocesses.
 
-    ``s3_client`` reads the script and extra files; ``work_dir`` holds the download cache
-    (``cache/``), one log per run (``logs/<job>/<run id>.log``) and the runs' working directories.
+    ``s3_client`` reads the script and extra files (kept in DOWNLOADS_DIR, shared by every stack);
+    ``work_dir`` holds one log per run (``logs/<job>/<run id>.log``) and the runs' working directories.
     ``python`` is the interpreter that runs the scripts; ``extra_env`` is added to the inherited
     environment (which carries ``AWS_ENDPOINT_URL`` and the credentials of the local stack).
     """
@@ -261,8 +265,7 @@ class GlueJobRunner:
             return None
         # Named by the wheels' bucket, ETag and key: the same set has the same folder whatever
         # the work dir, so a new stack does not install it again.
-        cache = os.path.join(self.work_dir, "cache")
-        key = hashlib.sha256(json.dumps(sorted(os.path.relpath(p, cache) for p in wheel_paths)).encode())
+        key = hashlib.sha256(json.dumps(sorted(os.path.relpath(p, DOWNLOADS_DIR) for p in wheel_paths)).encode())
         site = os.path.join(SITES_DIR, key.hexdigest()[:24])
         with _site_lock:
             if not os.path.exists(os.path.join(site, INSTALLED_MARKER)):
@@ -334,7 +337,7 @@ class GlueJobRunner:
         if etag is None:
             etag = self.s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
         # The ETag is part of the path, so a new upload never overwrites a file a running job uses.
-        local = os.path.join(self.work_dir, "cache", _safe(bucket), _safe(etag), *map(_safe, key.split("/")))
+        local = os.path.join(DOWNLOADS_DIR, _safe(bucket), _safe(etag), *map(_safe, key.split("/")))
         if os.path.exists(local):
             return local
         # Runs starting together (twenty files landing at once on a new stack) would each
