@@ -124,17 +124,16 @@ class _Judging:
         """Takes an outcome's doubtful and bad lines (``first_line``: the file's number of its
         first line)."""
         owned = all(isinstance(raw, bytes) for _number, raw in outcome.doubtful)
-        if outcome.bad or not owned:
-            self.flush()
         if not owned:
             # Lines that point into the reader's buffer (a line longer than a block), which the
-            # reader reuses once this outcome is taken: judged now.
+            # reader reuses once this outcome is taken: judged now, after the earlier lines.
+            self.flush()
             self.results.append(_ready(_judged(self.judge, [(first_line + n, raw) for n, raw in outcome.doubtful])))
         else:
             self.gathered.extend((first_line + number, raw) for number, raw in outcome.doubtful)
             self.gathered_bytes += sum(len(raw) for _number, raw in outcome.doubtful)
         if outcome.bad:
-            self.flush()
+            self.flush()  # the earlier lines' results come first
             self.results.append(_ready((None, [(first_line + number, reason, raw, more)
                                                for number, reason, raw, more in outcome.bad])))
         if self.gathered_bytes >= self.limit:
