@@ -711,6 +711,30 @@ def _over_https(client, region, service):
                       read_timeout=client.meta.config.read_timeout))
 
 
+# Attempts of a Step Functions task's call that never reached the service.
+UNSENT_CALL_ATTEMPTS = 4
+
+
+def _retry_unsent_calls(client):
+    """``client`` retries a call whose connection failed before the request was sent (refused,
+    timed out connecting, or a failed TLS handshake), up to UNSENT_CALL_ATTEMPTS, and nothing
+    else. On AWS a task's call to Glue or SNS is the service's own and never fails that way;
+    here it crosses the local endpoint's TLS, and under load one handshake in several thousand
+    has failed (the execution then ended in States.Runtime, which no Retry matches). moto makes
+    the client with retries off, rightly for everything else: a call that may have reached the
+    service (StartJobRun) must not be sent twice."""
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, SSLError
+
+    def needs_retry(attempts, caught_exception=None, **_):
+        if isinstance(caught_exception, (SSLError, EndpointConnectionError, ConnectTimeoutError)) \
+                and attempts < UNSENT_CALL_ATTEMPTS:
+            return 0.1 * attempts
+        return None
+
+    client.meta.events.register("needs-retry", needs_retry, unique_id="local-retry-unsent-calls")
+    return client
+
+
 # -- Athena -----------------------------------------------------------------------------------
 
 
@@ -1245,7 +1269,8 @@ def _speed_hooks():
         key = (region, service, moto_server_port(), _tls["ca_bundle"], _task_credentials["value"])
         with lock:
             if key not in clients:
-                clients[key] = _over_https(original_client_for(region=region, service=service), region, service)
+                clients[key] = _retry_unsent_calls(
+                    _over_https(original_client_for(region=region, service=service), region, service))
             return clients[key]
 
     modules = tuple(backends.list_of_moto_modules())  # the installed package does not change

@@ -352,3 +352,114 @@ def test_athena_start_query_execution_sync_fails_the_task_with_the_reason(stack)
     assert execution["error"] == "States.TaskFailed"
     assert execution["cause"].startswith("COLUMN_NOT_FOUND: ")
     assert "missing_column" in execution["cause"]
+
+
+class _FlakyTlsProxy:
+    """A TCP relay to the stack's endpoint that answers the first ``failures`` connections'
+    ClientHello with a TLS decode_error alert and closes them, as the endpoint once did under
+    load; the client sees the same SSLError."""
+    DECODE_ERROR_ALERT = b"\x15\x03\x03\x00\x02\x02\x32"
+
+    def __init__(self, target, failures):
+        import socket
+        import threading
+
+        self.target, self.failures, self.connections = target, failures, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            if self.connections <= self.failures:
+                client.recv(65536)
+                client.sendall(self.DECODE_ERROR_ALERT)
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink):
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.close()
+                except OSError:
+                    pass
+
+    def close(self):
+        self.listener.close()
+
+
+def _task_client(stack, proxy, service):
+    import boto3
+    from botocore.config import Config
+
+    # As moto makes a task's client: no retries of its own.
+    client = boto3.client(service, endpoint_url="https://localhost:%d" % proxy.port, region_name=stack.region,
+                          aws_access_key_id="testing", aws_secret_access_key="testing", verify=stack.ca_bundle,
+                          config=Config(retries={"max_attempts": 0, "total_max_attempts": 1}))
+    sent = []
+    client.meta.events.register("before-send", lambda **_: sent.append(1))
+    return moto_hooks._retry_unsent_calls(client), sent
+
+
+def test_a_task_call_whose_tls_handshake_failed_is_made_again(stack):
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(stack.endpoint_url)
+    proxy = _FlakyTlsProxy((endpoint.hostname, endpoint.port), failures=2)
+    try:
+        glue, sent = _task_client(stack, proxy, "glue")
+        assert glue.get_job(JobName="ok-job")["Job"]["Name"] == "ok-job"
+        assert (len(sent), proxy.connections) == (3, 3)
+    finally:
+        proxy.close()
+
+
+def test_a_task_call_that_reached_the_service_is_not_made_again(stack):
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(stack.endpoint_url)
+    proxy = _FlakyTlsProxy((endpoint.hostname, endpoint.port), failures=0)
+    try:
+        glue, sent = _task_client(stack, proxy, "glue")
+        with pytest.raises(ClientError, match="EntityNotFoundException"):
+            glue.start_job_run(JobName="no-such-job")
+        assert len(sent) == 1
+    finally:
+        proxy.close()
+
+
+def test_a_task_call_gives_up_after_its_attempts_when_every_handshake_fails(stack):
+    from urllib.parse import urlparse
+
+    from botocore.exceptions import SSLError
+
+    endpoint = urlparse(stack.endpoint_url)
+    proxy = _FlakyTlsProxy((endpoint.hostname, endpoint.port), failures=100)
+    try:
+        glue, sent = _task_client(stack, proxy, "glue")
+        with pytest.raises(SSLError, match="DECODE_ERROR"):
+            glue.get_job(JobName="ok-job")
+        assert len(sent) == moto_hooks.UNSENT_CALL_ATTEMPTS
+    finally:
+        proxy.close()
