@@ -338,6 +338,11 @@ def test_newest_version_of_a_key_wins_whatever_the_commit_order(tmp_path, stack,
     late = run(old_raw, old_version)  # the older version's execution ends last
 
     assert late["superseded"] is True and late["commit"]["held_version_id"] == new_version
+    old_rows = reference.evaluate(datafiles.clean_bytes(4, seed=1))
+    assert late["rows"]["valid"] == old_rows["valid"]  # counted, though nothing was committed
+    old_months = {json.loads(line)["shipping_date"][:7].replace("/", "-")
+                  for line in datafiles.clean_bytes(4, seed=1).splitlines()}
+    assert late["partitions"] == sorted(old_months)
     rows = lake.rows()
     assert len(rows) == 6 and {r["source_version_id"] for r in rows} == {new_version}
 
@@ -464,3 +469,70 @@ def test_a_table_partitioned_otherwise_is_written_through_pyicebergs_own_partiti
     days = {row["shipping_date"] for row in rows.to_pylist()}
     assert result["data_files"] == len(days)
     assert written.scan().to_arrow().num_rows == rows.num_rows
+
+
+class _Stream:
+    """Rows handed to the commit as batches of ``batch_rows`` (in month order), noting at each
+    batch read how many rows the data files written by then hold."""
+
+    def __init__(self, rows, batch_rows, written):
+        self.rows, self.batch_rows, self.written, self.seen = rows, batch_rows, written, []
+
+    def batches(self):
+        import pyarrow as pa
+
+        def read():
+            for batch in self.rows.to_batches(max_chunksize=self.batch_rows):
+                self.seen.append((sum(self.written), batch.num_rows))
+                yield batch
+
+        return pa.RecordBatchReader.from_batches(self.rows.schema, read())
+
+
+def test_rows_stream_into_data_files_as_they_come_holding_a_bounded_number(tmp_path, lake, monkeypatch):
+    """The rows reach the commit as a stream: data files are written while later rows are read,
+    and no more rows are held than the files being written plus the one being filled; months
+    that straddle batches are cut right, and the result counts the rows and the months."""
+    monkeypatch.setattr(lake_commit, "ROWS_PER_DATA_FILE", 10)
+    monkeypatch.setattr(lake_commit, "ROWS_IN_FLIGHT", 10)
+    written = []
+    original_write = lake_commit._MonthFiles._write
+
+    def write(files, task):
+        data_files = original_write(files, task)
+        written.append(sum(f.record_count for f in data_files))
+        return data_files
+
+    monkeypatch.setattr(lake_commit._MonthFiles, "_write", write)
+    rows = lake_commit._in_month_order(_rows(tmp_path, KEY, 120, 11))
+    stream = _Stream(rows, 7, written)
+
+    result = lake_commit.commit(lake.catalog, DATABASE, lake.table, stream, KEY)
+
+    months = sorted({row["shipping_date"].strftime("%Y-%m") for row in rows.to_pylist()})
+    assert (result["rows"], result["months"]) == (rows.num_rows, months)
+    assert sorted(map(json.dumps, processed_rows(lake))) == sorted(
+        json.dumps(dict(row, shipping_date=row["shipping_date"].isoformat())) for row in rows.to_pylist())
+    files = lake.data_files()
+    assert all(f.record_count <= 10 for f in files) and len(files) == result["data_files"]
+    assert_files_hold_their_partitions_month(lake.load())
+    read = 0
+    for rows_written, batch_rows in stream.seen:
+        # held: read but not yet in a written file; at most the files being written (10 rows),
+        # the file being filled (10) and the batch in hand
+        assert read - rows_written <= 10 + 10 + 7
+        read += batch_rows
+    assert stream.seen[-1][0] > 0  # files were written before the last rows were read
+
+
+def test_rows_out_of_month_order_fail_the_commit_and_leave_the_table(tmp_path, lake):
+    """A stream promises month order; one that breaks it fails with a clear error, nothing committed."""
+    import pyarrow as pa
+
+    rows = lake_commit._in_month_order(_rows(tmp_path, KEY, 60, 12))
+    reversed_rows = rows.take(pa.array(range(rows.num_rows - 1, -1, -1)))
+    assert len({d.month for d in rows.column("shipping_date").to_pylist()}) > 1
+
+    with pytest.raises(jobio.JobError, match="not in month order"):
+        lake_commit.commit(lake.catalog, DATABASE, lake.table, _Stream(reversed_rows, 5, []), KEY)
+    assert lake.load().current_snapshot() is None
