@@ -15,6 +15,7 @@ an underscore (S3 user metadata such as ``x-amz-meta-my_key`` reads back as ``my
 in the pipeline writes such metadata.
 """
 import io
+import socket
 import threading
 
 # Requests served at once. A request holds its thread for as long as it runs (an SQS long poll up
@@ -89,8 +90,62 @@ def _handshake_in_worker(certificate, private_key):
     from cheroot.ssl.builtin import BuiltinSSLAdapter
 
     class Adapter(BuiltinSSLAdapter):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.context.sslsocket_class = _socket_class()
+
         def wrap(self, sock):
             tls = self.context.wrap_socket(sock, do_handshake_on_connect=False, server_side=True)
             return tls, {"wsgi.url_scheme": "https", "HTTPS": "on"}
 
     return Adapter(certificate, private_key)
+
+
+_PLAIN_HTTP_ANSWER = b"This endpoint speaks HTTPS only: use https:// and trust the stack's CA (AWS_CA_BUNDLE).\n"
+
+
+def _socket_class():
+    import ssl
+
+    from cheroot import errors
+
+    class HandshakeOnFirstRead(ssl.SSLSocket):
+        """A server-side TLS socket that completes its handshake on the first read. A failed
+        handshake (a client that does not trust the stack's CA, one that hangs up, plain HTTP)
+        ends the connection quietly, as cheroot's own adapter does: read implicitly, the
+        failure reached cheroot as a socket error mid-request, which it logged with a traceback
+        before failing again to send a 500 over the broken TLS. A plain-HTTP client gets a
+        plain 400 saying to use HTTPS."""
+
+        _handshaken = False
+
+        def _handshake(self):
+            if self._handshaken:
+                return
+            try:
+                self.do_handshake()
+            except ssl.SSLError as exc:
+                if getattr(exc, "reason", None) == "HTTP_REQUEST":
+                    self._answer_plain_http()
+                raise errors.FatalSSLAlert(str(exc)) from exc
+            except OSError as exc:  # reset, EOF or timeout mid-handshake
+                raise errors.FatalSSLAlert(str(exc)) from exc
+            self._handshaken = True
+
+        def _answer_plain_http(self):
+            head = ("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                    "Connection: close\r\n\r\n" % len(_PLAIN_HTTP_ANSWER)).encode("ascii")
+            try:
+                socket.socket.sendall(self, head + _PLAIN_HTTP_ANSWER)  # on the TCP socket, unencrypted
+            except OSError:
+                pass
+
+        def recv_into(self, buffer, nbytes=0, flags=0):
+            self._handshake()
+            return super().recv_into(buffer, nbytes, flags)
+
+        def recv(self, buflen=1024, flags=0):
+            self._handshake()
+            return super().recv(buflen, flags)
+
+    return HandshakeOnFirstRead

@@ -26,10 +26,13 @@ def server(tmp_path_factory):
         return [reply]
 
     running = HttpsServer(app, "127.0.0.1", 0, certificate, key)
+    errors = []
+    # What cheroot would log (to stderr): every message, tracebacks included.
+    running._server.error_log = lambda msg="", level=20, traceback=False: errors.append((msg, traceback))
     running.start()
     host, port = running.get_host_and_port()
     context = ssl.create_default_context(cafile=ca)
-    yield {"host": host, "port": port, "context": context, "seen": seen}
+    yield {"host": host, "port": port, "context": context, "seen": seen, "errors": errors}
     running.stop()
 
 
@@ -82,3 +85,34 @@ def test_a_client_stuck_before_its_handshake_blocks_no_one(server):
         assert time.monotonic() - started < 5
     finally:
         stuck.close()
+
+
+def _server_errors(server):
+    return list(server["errors"])
+
+
+def test_a_client_that_does_not_trust_the_ca_is_refused_quietly(server):
+    """The client sees the certificate failure; the server logs no traceback and goes on serving."""
+    server["errors"].clear()
+    untrusted = http.client.HTTPSConnection(server["host"], server["port"], context=ssl.create_default_context(),
+                                            timeout=10)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        untrusted.request("GET", "/bucket/key")
+    untrusted.close()
+    connection = _connection(server)
+    connection.request("GET", "/bucket/key")
+    assert connection.getresponse().status == 200
+    connection.close()
+    time.sleep(0.2)
+    assert _server_errors(server) == []
+
+
+def test_plain_http_gets_a_400_saying_to_use_https(server):
+    server["errors"].clear()
+    plain = http.client.HTTPConnection(server["host"], server["port"], timeout=10)
+    plain.request("GET", "/bucket/key")
+    response = plain.getresponse()
+    assert response.status == 400 and b"HTTPS" in response.read()
+    plain.close()
+    time.sleep(0.2)
+    assert _server_errors(server) == []
