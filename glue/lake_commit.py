@@ -23,6 +23,7 @@ The commit protocol (docs/DESIGN.md, "The processed table"):
 Python 3.9 (Glue's Python shell): pyiceberg 0.10.0 and pyiceberg-core 0.6.x.
 """
 import collections
+import functools
 import logging
 import os
 import random
@@ -426,6 +427,31 @@ def _write_data_files(table, rows, write_uuid):
             raise
 
 
+@functools.lru_cache(maxsize=None)
+def _transaction_class():
+    from pyiceberg.table import Transaction
+
+    class MetadataOnceTransaction(Transaction):
+        """pyiceberg's Transaction, whose ``table_metadata`` is computed once per change of the
+        table or of the staged updates. pyiceberg 0.10.0 recomputes it on every access as a deep
+        copy of the whole table metadata (every snapshot), and a commit reads it twice per data
+        file it adds (the snapshot summary): a 24-file commit on a table of 100 snapshots spent
+        1.4 s there, growing with every commit. The metadata is immutable (frozen models), so one
+        copy serves every reader until the next update."""
+
+        _cached = None
+
+        @property
+        def table_metadata(self):
+            key = (self._table.metadata, self._updates)
+            cached = self._cached
+            if cached is None or cached[0][0] is not key[0] or cached[0][1] is not key[1]:
+                cached = self._cached = (key, Transaction.table_metadata.fget(self))
+            return cached[1]
+
+    return MetadataOnceTransaction
+
+
 def commit(catalog, database, table_name, rows, source_key, source_version_id=None, s3=None,
            snapshot_properties=None, max_attempts=DEFAULT_MAX_ATTEMPTS, sleep=time.sleep, rng=None):
     """Replaces the table's rows of ``source_key`` with ``rows``, unless the table holds a newer
@@ -493,7 +519,7 @@ def commit(catalog, database, table_name, rows, source_key, source_version_id=No
                     "write_seconds": 0.0,
                     "seconds": round(time.monotonic() - started, 3)}
         held = state["held"]
-        transaction = table.transaction()
+        transaction = _transaction_class()(table)
         if held:
             transaction.delete(EqualTo(lake_table.SOURCE_KEY_FIELD, source_key),
                                snapshot_properties=dict(properties))

@@ -536,3 +536,29 @@ def test_rows_out_of_month_order_fail_the_commit_and_leave_the_table(tmp_path, l
     with pytest.raises(jobio.JobError, match="not in month order"):
         lake_commit.commit(lake.catalog, DATABASE, lake.table, _Stream(reversed_rows, 5, []), KEY)
     assert lake.load().current_snapshot() is None
+
+
+def test_a_commit_computes_the_tables_metadata_a_bounded_number_of_times(tmp_path, lake, monkeypatch):
+    """pyiceberg 0.10.0 deep-copies the whole table metadata each time a transaction's metadata
+    is read, twice per data file added: the commit reads it once per staged change instead, so
+    a commit's cost does not grow with its data files times the table's snapshots."""
+    import pyarrow as pa
+    import pyiceberg.table
+
+    rows = _rows(tmp_path, KEY, 120, 13)
+    spread = [datetime.date(2024, 1 + n % 12, 1 + n % 28) for n in range(rows.num_rows)]  # twelve months
+    rows = rows.set_column(rows.schema.get_field_index("shipping_date"), rows.schema.field("shipping_date"),
+                           pa.array(spread, pa.date32()))
+    months = 12
+    calls = []
+    original = pyiceberg.table.update_table_metadata
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pyiceberg.table, "update_table_metadata", counted)
+    result = lake_commit.commit(lake.catalog, DATABASE, lake.table, rows, KEY)
+
+    assert result["data_files"] == months
+    assert len(calls) <= 4, len(calls)
