@@ -327,7 +327,8 @@ class _MonthFiles:
                 self._flush()
             if self.months and _order(month) < _order(self.months[-1]):
                 raise jobio.JobError("the rows are not in month order (%s after %s): commit() needs "
-                                     "them sorted by month of %s" % (month, self.months[-1], self.source.name))
+                                     "them sorted by month of %s, nulls last"
+                                     % (_month_text(month), _month_text(self.months[-1]), self.source.name))
             if not self.months or self.months[-1] != month:
                 self.months.append(month)
             self.month = month
@@ -373,6 +374,10 @@ class _MonthFiles:
         while self.writing:
             self._take_oldest()
         return self.files
+
+
+def _month_text(month):
+    return "no date" if month is None else month_name(month)
 
 
 def _order(month):
