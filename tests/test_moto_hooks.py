@@ -1,8 +1,12 @@
 """The moto hooks through the AWS APIs of the embedded stack: Glue job runs, crawlers and Athena
 queries really run, and Step Functions can wait for them (.sync) as on AWS."""
+import contextlib
 import io
 import json
+import socket
+import threading
 import time
+import urllib.parse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -361,18 +365,12 @@ class _FlakyTlsProxy:
     DECODE_ERROR_ALERT = b"\x15\x03\x03\x00\x02\x02\x32"
 
     def __init__(self, target, failures):
-        import socket
-        import threading
-
         self.target, self.failures, self.connections = target, failures, 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
-        import socket
-        import threading
-
         while True:
             try:
                 client, _ = self.listener.accept()
@@ -409,57 +407,44 @@ class _FlakyTlsProxy:
         self.listener.close()
 
 
-def _task_client(stack, proxy, service):
+@contextlib.contextmanager
+def _flaky_task_client(stack, failures):
+    """``(glue, sent, proxy)``: a Glue client made as moto makes a task's (no retries of its own)
+    with the retry of unsent calls, reaching the stack through a _FlakyTlsProxy that fails the
+    first ``failures`` handshakes; ``sent`` grows by one per request sent."""
     import boto3
     from botocore.config import Config
 
-    # As moto makes a task's client: no retries of its own.
-    client = boto3.client(service, endpoint_url="https://localhost:%d" % proxy.port, region_name=stack.region,
-                          aws_access_key_id="testing", aws_secret_access_key="testing", verify=stack.ca_bundle,
-                          config=Config(retries={"max_attempts": 0, "total_max_attempts": 1}))
-    sent = []
-    client.meta.events.register("before-send", lambda **_: sent.append(1))
-    return moto_hooks._retry_unsent_calls(client), sent
+    endpoint = urllib.parse.urlparse(stack.endpoint_url)
+    proxy = _FlakyTlsProxy((endpoint.hostname, endpoint.port), failures)
+    try:
+        client = boto3.client("glue", endpoint_url="https://localhost:%d" % proxy.port, region_name=stack.region,
+                              aws_access_key_id="testing", aws_secret_access_key="testing", verify=stack.ca_bundle,
+                              config=Config(retries={"max_attempts": 0, "total_max_attempts": 1}))
+        sent = []
+        client.meta.events.register("before-send", lambda **_: sent.append(1))
+        yield moto_hooks._retry_unsent_calls(client), sent, proxy
+    finally:
+        proxy.close()
 
 
 def test_a_task_call_whose_tls_handshake_failed_is_made_again(stack):
-    from urllib.parse import urlparse
-
-    endpoint = urlparse(stack.endpoint_url)
-    proxy = _FlakyTlsProxy((endpoint.hostname, endpoint.port), failures=2)
-    try:
-        glue, sent = _task_client(stack, proxy, "glue")
+    with _flaky_task_client(stack, failures=2) as (glue, sent, proxy):
         assert glue.get_job(JobName="ok-job")["Job"]["Name"] == "ok-job"
         assert (len(sent), proxy.connections) == (3, 3)
-    finally:
-        proxy.close()
 
 
 def test_a_task_call_that_reached_the_service_is_not_made_again(stack):
-    from urllib.parse import urlparse
-
-    endpoint = urlparse(stack.endpoint_url)
-    proxy = _FlakyTlsProxy((endpoint.hostname, endpoint.port), failures=0)
-    try:
-        glue, sent = _task_client(stack, proxy, "glue")
+    with _flaky_task_client(stack, failures=0) as (glue, sent, _proxy):
         with pytest.raises(ClientError, match="EntityNotFoundException"):
             glue.start_job_run(JobName="no-such-job")
         assert len(sent) == 1
-    finally:
-        proxy.close()
 
 
 def test_a_task_call_gives_up_after_its_attempts_when_every_handshake_fails(stack):
-    from urllib.parse import urlparse
-
     from botocore.exceptions import SSLError
 
-    endpoint = urlparse(stack.endpoint_url)
-    proxy = _FlakyTlsProxy((endpoint.hostname, endpoint.port), failures=100)
-    try:
-        glue, sent = _task_client(stack, proxy, "glue")
+    with _flaky_task_client(stack, failures=100) as (glue, sent, _proxy):
         with pytest.raises(SSLError, match="DECODE_ERROR"):
             glue.get_job(JobName="ok-job")
         assert len(sent) == moto_hooks.UNSENT_CALL_ATTEMPTS
-    finally:
-        proxy.close()
