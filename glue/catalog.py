@@ -328,10 +328,7 @@ def catalog_only(args):
 
 
 def _glue_client(args):
-    import boto3
-
-    # Not boto3's default session: one inherited through a fork keeps its parent's environment.
-    return boto3.session.Session().client("glue", region_name=args.get("catalog_region") or None)
+    return jobio.aws_client("glue", region_name=args.get("catalog_region") or None)
 
 
 def settle(args, storage, work_dir, request=None, glue=None):

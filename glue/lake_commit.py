@@ -72,7 +72,8 @@ class CommitConflict(jobio.JobError):
 def load_catalog(region=None, endpoint_url=None):
     """pyiceberg's Glue catalog for the job's account and region. ``endpoint_url`` (default:
     ``AWS_ENDPOINT_URL``, set only for an emulator) reaches Glue and S3 there."""
-    from pyiceberg.catalog import load_catalog as pyiceberg_catalog
+    from botocore.config import Config
+    from pyiceberg.catalog.glue import MAX_RETRIES, STANDARD_RETRY_MODE, GlueCatalog
 
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
@@ -82,7 +83,11 @@ def load_catalog(region=None, endpoint_url=None):
         properties.update({"glue.region": region, "s3.region": region})
     if endpoint_url:
         properties.update({"glue.endpoint": endpoint_url, "s3.endpoint": endpoint_url})
-    catalog = pyiceberg_catalog("glue", **properties)
+    # The Glue client pyiceberg would make (its retry settings), but from the job's one boto3
+    # session: a session of its own parses botocore's data files again.
+    glue = jobio.aws_client("glue", region_name=region, endpoint_url=endpoint_url,
+                            config=Config(retries={"max_attempts": MAX_RETRIES, "mode": STANDARD_RETRY_MODE}))
+    catalog = GlueCatalog("glue", client=glue, **properties)
     # The FileIO's module and S3 client, made now rather than at the first table load: normalize
     # makes the catalog on a helper thread while DuckDB works.
     import lake_io

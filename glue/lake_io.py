@@ -142,14 +142,12 @@ def client(endpoint_url, region):
     """One S3 client per endpoint and region for the process: pyiceberg makes a FileIO for every
     table load and commit (five and more per commit attempt), and a new boto3 client costs a
     read of botocore's service model and a new connection."""
-    import boto3
     from botocore.config import Config
 
     key = (endpoint_url, region, os.environ.get("AWS_ACCESS_KEY_ID"))
     with _clients_lock:
         if key not in _clients:
-            # A session of its own: boto3's default one keeps the environment it was born in.
-            _clients[key] = boto3.session.Session().client(
+            _clients[key] = jobio.aws_client(
                 "s3", endpoint_url=endpoint_url, region_name=region, config=Config(max_pool_connections=16))
         return _clients[key]
 
