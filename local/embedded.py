@@ -27,7 +27,7 @@ from local import faults as fault_injection
 from local import moto_hooks, tls
 from local.athena_engine import AthenaEngine
 from local.crawler import S3Crawler
-from local.glue_runner import GlueJobRunner
+from local.glue_runner import PRELOAD_MODULES, GlueJobRunner
 
 LOG = logging.getLogger(__name__)
 
@@ -265,7 +265,9 @@ def _start_in(work_dir, port, speed_patches):
         pooled = Config(max_pool_connections=SHARED_CLIENT_CONNECTIONS)
         s3 = session.client("s3", endpoint_url=endpoint_url, verify=ca_bundle, config=pooled)
         glue = session.client("glue", endpoint_url=endpoint_url, verify=ca_bundle, config=pooled)
-        job_runner = GlueJobRunner(s3, os.path.join(work_dir, "glue"))
+        # The fork server's speed-only warm-up (local/fork_warmup.py) goes with moto's.
+        preload = PRELOAD_MODULES + (("local.fork_warmup",) if speed_patches else ())
+        job_runner = GlueJobRunner(s3, os.path.join(work_dir, "glue"), preload=preload)
         crawler = S3Crawler(glue, s3, os.path.join(work_dir, "crawler"))
         query_engine = AthenaEngine(glue, s3, os.path.join(work_dir, "athena"))
         stack = EmulatedAws(server, endpoint_url, bound_port, DEFAULT_REGION, work_dir, job_runner, crawler,
