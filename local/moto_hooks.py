@@ -285,7 +285,7 @@ def _job_run_hooks(job_runner):
         run.completed_on = run.modified_on = utcnow()
         if run.status == "RUNNING":  # a stop request meanwhile keeps its own state
             run.status = "SUCCEEDED" if succeeded else "FAILED"
-        _note_task_ended()
+        _note_task_ended(run.job_run_id)
 
     def start_job_run(backend, name, *args, **kwargs):
         # moto checks the job's MaxConcurrentRuns against its runs STARTING or RUNNING
@@ -876,7 +876,7 @@ def _athena_hooks(query_engine):
         execution.end_time = time.time()
         if execution.status == "RUNNING":  # StopQueryExecution meanwhile leaves it CANCELLED
             execution.status = state
-        _note_task_ended()
+        _note_task_ended(execution.id)
 
     def start_query_execution(backend, query, context, config, workgroup, execution_parameters):
         _athena_queries.acquire()  # raises TooManyRequestsException past the limit
@@ -1073,6 +1073,7 @@ def _task_service_classes():
             super()._eval_integration_pattern(env, *args, **kwargs)
 
         def _sync_to_start_job_run(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+            run_id = env.stack[-1]["JobRunId"]  # StartJobRun's output, which moto's method pops
             poll = super()._sync_to_start_job_run(env, resource_runtime_part, normalised_parameters,
                                                   state_credentials)
 
@@ -1080,7 +1081,7 @@ def _task_service_classes():
                 job_run = poll()
                 return None if job_run is None else _json_safe(job_run)
 
-            return poll_json_safe
+            return _watching(run_id, poll_json_safe)
 
     supported_athena_parameters = {
         "startqueryexecution": {
@@ -1173,7 +1174,7 @@ def _task_service_classes():
                     )
                 )
 
-            return poll_query_execution
+            return _watching(query_id, poll_query_execution)
 
     class AwsSdkTaskService(StateTaskServiceAwsSdk):
         """moto's aws-sdk integration, with a streamed response member (S3 GetObject's Body) read
@@ -1211,35 +1212,58 @@ def _step_functions_hooks():
 
 # -- speed ----------------------------------------------------------------------------------------
 
-# A running .sync task (Glue job run, Athena query) is checked again as soon as some job run or
-# query of this process ends, and at least every SYNC_CHECK_CEILING_SECONDS (a run stopped by
-# StopJobRun, say); moto checks every 0.5 s, and a fixed 0.05 s made twenty running jobs cost
-# the endpoint 400 GetJobRun calls a second. SYNC_CHECK_SECONDS: the wait after a task's first check.
+# A running .sync task (Glue job run, Athena query) is checked again as soon as it ends, and at
+# least every SYNC_CHECK_CEILING_SECONDS (a run stopped by StopJobRun, say); moto checks every
+# 0.5 s, and a fixed 0.05 s made twenty running jobs cost the endpoint 400 GetJobRun calls a
+# second. Waking every waiting task whenever any one ended still cost a 20-file burst about 1,000
+# GetJobRun calls (20 waiting x 60 ends), so a task whose resolver names it (``_watching``) waits
+# for its own end. SYNC_CHECK_SECONDS: the wait after the first check of a task without a name.
 SYNC_CHECK_SECONDS = 0.05
 SYNC_CHECK_CEILING_SECONDS = 1.0
 _task_ended = threading.Condition()
-_tasks_ended = [0]  # how many job runs and queries have ended: a change wakes the checks
+_tasks_ended = [0]  # how many job runs and queries have ended: a change wakes the unnamed checks
+_ended_tasks = set()  # the job run and query ids that ended and that no check has seen end yet
 _check_state = threading.local()
 
 
-def _note_task_ended():
+def _note_task_ended(task_id=None):
     with _task_ended:
         _tasks_ended[0] += 1
+        if task_id is not None:
+            _ended_tasks.add(task_id)
         _task_ended.notify_all()
+
+
+def _watching(task_id, resolve):
+    """A .sync task's resolver that tells the sleep after it which task it waits for."""
+
+    def resolve_watched():
+        _check_state.task = None
+        result = resolve()
+        if result is None:  # still running: the next sleep waits for this task's end
+            _check_state.task = task_id
+        return result
+
+    return resolve_watched
 
 
 class _UntilTaskEnds:
     """Stands in for the ``time`` module of moto's .sync loop: its ``sleep`` between two checks
-    of a task returns when a job run or query ends (or at the ceiling), at once when one ended
-    while the task was being checked."""
+    of a task returns when that task ends (or at the ceiling), at once when it ended while the
+    task was being checked. A task not named by its resolver wakes when any run or query ends."""
 
     def __getattr__(self, name):
         return getattr(time, name)
 
     @staticmethod
     def sleep(seconds):
+        task = getattr(_check_state, "task", None)
         seen = getattr(_check_state, "seen", None)
         with _task_ended:
+            if task is not None:
+                if _task_ended.wait_for(lambda: task in _ended_tasks, timeout=SYNC_CHECK_CEILING_SECONDS):
+                    _ended_tasks.discard(task)
+                return
             if seen is None:  # the task's first wait: nothing known about the check before it
                 _task_ended.wait(timeout=seconds)
             elif seen == _tasks_ended[0]:

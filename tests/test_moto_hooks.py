@@ -169,6 +169,51 @@ def test_a_sync_task_is_checked_again_when_a_run_ends_not_on_a_fixed_beat(stack)
     assert waits["ended_during_check"] < 0.1
 
 
+def test_a_named_sync_task_wakes_for_its_own_end_only(stack):
+    """A .sync task whose resolver names its run (Glue, Athena) is not checked again when some
+    other run ends: a burst of twenty files made ~1,000 GetJobRun calls when every end woke all."""
+    import threading
+
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_callback
+
+    waits, checks = {}, []
+    states = iter([None, None, None, {"JobRunState": "SUCCEEDED"}])
+
+    def poll():
+        checks.append(time.monotonic())
+        return next(states)
+
+    resolve = moto_hooks._watching("jr_mine", poll)
+
+    def task():
+        sleep = state_task_service_callback.time.sleep
+        assert resolve() is None
+        threading.Timer(0.2, moto_hooks._note_task_ended, ["jr_other"]).start()
+        threading.Timer(0.5, moto_hooks._note_task_ended, ["jr_mine"]).start()
+        started = time.monotonic()
+        sleep(moto_hooks.SYNC_CHECK_SECONDS)  # another run ends at 0.2 s, this one at 0.5 s
+        waits["own_end"] = time.monotonic() - started
+        assert resolve() is None
+        moto_hooks._note_task_ended("jr_mine")  # it ends while being checked: no wait
+        started = time.monotonic()
+        sleep(moto_hooks.SYNC_CHECK_SECONDS)
+        waits["ended_during_check"] = time.monotonic() - started
+        assert resolve() is None
+        started = time.monotonic()
+        sleep(moto_hooks.SYNC_CHECK_SECONDS)  # nothing ends: the ceiling
+        waits["idle"] = time.monotonic() - started
+        waits["result"] = resolve()
+
+    thread = threading.Thread(target=task)
+    thread.start()
+    thread.join(timeout=10)
+
+    assert 0.45 <= waits["own_end"] < 0.9
+    assert waits["ended_during_check"] < 0.1
+    assert moto_hooks.SYNC_CHECK_CEILING_SECONDS - 0.05 <= waits["idle"] < moto_hooks.SYNC_CHECK_CEILING_SECONDS + 0.5
+    assert waits["result"] == {"JobRunState": "SUCCEEDED"} and len(checks) == 4
+
+
 # -- Glue job runs ----------------------------------------------------------------------------
 
 
