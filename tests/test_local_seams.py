@@ -1,5 +1,7 @@
 """The local stack's seams: one command line for run and up, fault injection in one module, and
 moto's speed-only patches apart from the behaviour patches, switchable off."""
+import os
+
 import pytest
 
 from chalicelib.resources import Resources
@@ -70,6 +72,32 @@ def test_without_speed_patches_only_the_behaviour_patches_are_installed(tmp_path
         assert backends.list_of_moto_modules is plain_listing  # a speed patch: left out
         assert GlueBackend.start_job_run is not plain_start  # a behaviour patch: in
         assert "Buckets" in stack.client("s3").list_buckets()
+        assert "local.fork_warmup" not in stack.job_runner.preload
     with embedded.start(work_dir=str(tmp_path)) as stack:
         assert backends.list_of_moto_modules is not plain_listing
+        assert "local.fork_warmup" in stack.job_runner.preload
     assert backends.list_of_moto_modules is plain_listing
+
+
+def test_forked_job_runs_share_botocore_parsed_files_in_the_fork_server_only():
+    """local/fork_warmup.py, as the fork server imports it: a job run's new sessions find the
+    service models parsed (no json.loads), and each still has a session and client of its own."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import json, os, boto3, local.fork_warmup\n"
+        "parsed = []\n"
+        "loads = json.loads\n"
+        "json.loads = lambda *a, **k: parsed.append(1) or loads(*a, **k)\n"
+        "one, two = boto3.session.Session(), boto3.session.Session()\n"
+        "s3 = one.client('s3', region_name='eu-west-1')\n"
+        "glue = two.client('glue', region_name='eu-west-1')\n"
+        "print(len(parsed), one is not two, s3.meta.region_name, "
+        "one._session.get_credentials().access_key)\n")
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="the-run-key", AWS_SECRET_ACCESS_KEY="s")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "True", "eu-west-1", "the-run-key"]
