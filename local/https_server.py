@@ -28,6 +28,12 @@ LISTEN_BACKLOG = 256
 # Seconds an idle keep-alive connection (or a slow request's socket read) is kept before the
 # server closes it; clients reconnect by themselves.
 SOCKET_TIMEOUT_SECONDS = 60
+# Idle keep-alive connections kept open at once. cheroot's default, 10, closed the rest after
+# each response: in a 20-file burst about 2,400 calls (the query engine's object downloads, the
+# .sync checks) found their pooled connection dropped and paid a new TCP and TLS handshake, both
+# ends in the stack's process. Each connection is one descriptor here (two when the client is
+# the stack itself): the stack's pools (local/embedded.py) plus the job processes' stay below it.
+KEEP_ALIVE_CONNECTIONS = 384
 SHUTDOWN_SECONDS = 0.2
 
 
@@ -62,6 +68,7 @@ class HttpsServer:
         self._server = wsgi.Server((ip_address, port), with_raw_uri, numthreads=WORKER_THREADS,
                                    timeout=SOCKET_TIMEOUT_SECONDS, server_name="shipping-etl-local",
                                    shutdown_timeout=SHUTDOWN_SECONDS, request_queue_size=LISTEN_BACKLOG)
+        self._server.keep_alive_conn_limit = KEEP_ALIVE_CONNECTIONS
         if certificate:
             self._server.ssl_adapter = _handshake_in_worker(certificate, private_key)
         self._thread = None

@@ -53,6 +53,23 @@ def test_requests_share_one_connection(server):
     assert {request["scheme"] for request in server["seen"]} == {"https"}
 
 
+def test_forty_idle_connections_all_stay_open(server):
+    """cheroot keeps 10 idle keep-alive connections by default and closes the rest after their
+    response: a burst's concurrent clients then re-connected (and re-handshook) on most calls."""
+    server["seen"].clear()
+    connections = [_connection(server) for _ in range(40)]
+    for _ in range(3):
+        for connection in connections:  # each waits idle while the 39 others are used
+            connection.request("GET", "/bucket/key")
+            response = connection.getresponse()
+            assert response.status == 200 and response.read() == b"0"
+            assert response.getheader("Connection", "").lower() != "close"
+    for connection in connections:
+        connection.close()
+    assert len(server["seen"]) == 120
+    assert len({request["port"] for request in server["seen"]}) == 40
+
+
 def test_the_path_reaches_the_app_as_sent(server):
     server["seen"].clear()
     connection = _connection(server)
