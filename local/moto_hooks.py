@@ -689,6 +689,12 @@ def _cloudwatch_statistics_hooks():
     return [(CloudWatchBackend, "get_metric_statistics", get_metric_statistics)]
 
 
+# Pooled connections of each Step Functions task client: every running execution's task calls
+# through its service's one client, and with boto3's default of 10 a burst of twenty .sync checks
+# discarded (and later re-opened, with a TLS handshake) a connection on most calls.
+SFN_CLIENT_CONNECTIONS = 64
+
+
 def _over_https(client, region, service):
     """``client`` (moto's Step Functions client for the server, http://localhost:$MOTO_PORT)
     made again over HTTPS, trusting the stack's CA, when the server speaks HTTPS."""
@@ -707,6 +713,7 @@ def _over_https(client, region, service):
         service_name=service, region_name=region, aws_access_key_id=key, aws_secret_access_key=secret,
         aws_session_token=token, endpoint_url=endpoint, verify=ca_bundle or None,
         config=Config(parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1},
+                      max_pool_connections=SFN_CLIENT_CONNECTIONS,
                       connect_timeout=client.meta.config.connect_timeout,
                       read_timeout=client.meta.config.read_timeout))
 
