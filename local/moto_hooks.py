@@ -1224,9 +1224,12 @@ def _step_functions_hooks():
 # 0.5 s, and a fixed 0.05 s made twenty running jobs cost the endpoint 400 GetJobRun calls a
 # second. Waking every waiting task whenever any one ended still cost a 20-file burst about 1,000
 # GetJobRun calls (20 waiting x 60 ends), so a task whose resolver names it (``_watching``) waits
-# for its own end. SYNC_CHECK_SECONDS: the wait after the first check of a task without a name.
+# for its own end. Its ceiling is longer: the end of every run and query is noted, so only a
+# BatchStopJobRun, or a stopped execution, is seen up to that late. SYNC_CHECK_SECONDS: the wait
+# after the first check of a task without a name.
 SYNC_CHECK_SECONDS = 0.05
 SYNC_CHECK_CEILING_SECONDS = 1.0
+SYNC_NAMED_CHECK_CEILING_SECONDS = 5.0
 _task_ended = threading.Condition()
 _tasks_ended = [0]  # how many job runs and queries have ended: a change wakes the unnamed checks
 _ended_tasks = set()  # the job run and query ids that ended and that no check has seen end yet
@@ -1268,7 +1271,7 @@ class _UntilTaskEnds:
         seen = getattr(_check_state, "seen", None)
         with _task_ended:
             if task is not None:
-                if _task_ended.wait_for(lambda: task in _ended_tasks, timeout=SYNC_CHECK_CEILING_SECONDS):
+                if _task_ended.wait_for(lambda: task in _ended_tasks, timeout=SYNC_NAMED_CHECK_CEILING_SECONDS):
                     _ended_tasks.discard(task)
                 return
             if seen is None:  # the task's first wait: nothing known about the check before it
