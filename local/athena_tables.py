@@ -193,7 +193,10 @@ class S3ObjectCache:
                 handle.write(chunk)
         os.replace(data_path + suffix, data_path)
         with open(etag_path + suffix, "w") as handle:
-            handle.write(response["ETag"].strip('"'))
+            # The tag the caller keys the copy by: an Iceberg data file's is its path (the file
+            # is never rewritten), which S3's ETag never equals; with the response's ETag here
+            # every query downloaded every Iceberg file again.
+            handle.write(etag if etag is not None else response["ETag"].strip('"'))
         os.replace(etag_path + suffix, etag_path)
         return data_path
 

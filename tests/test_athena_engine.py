@@ -219,3 +219,32 @@ def test_a_table_resolver_decides_which_files_a_table_reads(engine):
 
     assert result.rows == [["4.0"]]
     assert result.data_scanned_bytes == engine.file_sizes["orders/day=2024-01-01/part.parquet"]
+
+
+def test_the_object_cache_downloads_a_file_once_per_tag_it_is_keyed_by(aws, tmp_path):
+    """Iceberg data files are keyed by their path (never rewritten), listed files by their S3
+    ETag: either way a second query reads the local copy, and a changed ETag downloads again."""
+    from local.athena_tables import S3ObjectCache
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="cache-test-bucket")
+    s3.put_object(Bucket="cache-test-bucket", Key="data/a.parquet", Body=b"first")
+    gets = []
+    s3.meta.events.register("before-call.s3.GetObject", lambda **kwargs: gets.append(1))
+    cache = S3ObjectCache(s3, str(tmp_path))
+    uri = "s3://cache-test-bucket/data/a.parquet"
+
+    for _ in range(3):
+        with open(cache.local_path(uri, "iceberg:" + uri), "rb") as handle:
+            assert handle.read() == b"first"
+    assert len(gets) == 1
+
+    listed = s3.head_object(Bucket="cache-test-bucket", Key="data/a.parquet")["ETag"].strip('"')
+    cache.local_path(uri, listed)
+    cache.local_path(uri, listed)
+    assert len(gets) == 2  # keyed by another tag: one download, then the copy
+    s3.put_object(Bucket="cache-test-bucket", Key="data/a.parquet", Body=b"second")
+    changed = s3.head_object(Bucket="cache-test-bucket", Key="data/a.parquet")["ETag"].strip('"')
+    with open(cache.local_path(uri, changed), "rb") as handle:
+        assert handle.read() == b"second"
+    assert len(gets) == 3
