@@ -1245,16 +1245,28 @@ def _note_task_ended(task_id=None):
 
 
 def _watching(task_id, resolve):
-    """A .sync task's resolver that tells the sleep after it which task it waits for."""
+    """A .sync task's resolver that tells the sleep after it which task it waits for (and forgets
+    the task's end once its check has seen it: ``local up`` runs for days)."""
 
     def resolve_watched():
         _check_state.task = None
-        result = resolve()
-        if result is None:  # still running: the next sleep waits for this task's end
+        try:
+            result = resolve()
+        except BaseException:
+            _forget_end(task_id)  # the task failed: its check saw it end
+            raise
+        if result is not None:
+            _forget_end(task_id)
+        else:  # still running: the next sleep waits for this task's end
             _check_state.task = task_id
         return result
 
     return resolve_watched
+
+
+def _forget_end(task_id):
+    with _task_ended:
+        _ended_tasks.discard(task_id)
 
 
 class _UntilTaskEnds:

@@ -203,7 +203,9 @@ def test_a_named_sync_task_wakes_for_its_own_end_only(stack, monkeypatch):
         started = time.monotonic()
         sleep(moto_hooks.SYNC_CHECK_SECONDS)  # nothing ends: the ceiling
         waits["idle"] = time.monotonic() - started
+        moto_hooks._note_task_ended("jr_mine")  # it ends, and the next check sees it: forgotten
         waits["result"] = resolve()
+        waits["remembered"] = "jr_mine" in moto_hooks._ended_tasks
 
     thread = threading.Thread(target=task)
     thread.start()
@@ -213,6 +215,7 @@ def test_a_named_sync_task_wakes_for_its_own_end_only(stack, monkeypatch):
     assert waits["ended_during_check"] < 0.1
     assert 1.45 <= waits["idle"] < 2.0
     assert waits["result"] == {"JobRunState": "SUCCEEDED"} and len(checks) == 4
+    assert waits["remembered"] is False
 
 
 # -- Glue job runs ----------------------------------------------------------------------------
