@@ -8,6 +8,7 @@ The zip is built byte-for-byte reproducibly (fixed timestamps and order) for the
 import hashlib
 import io
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from chalicelib import glue_jobs
@@ -19,6 +20,9 @@ from deploy.errors import DeployError, has_code
 KIND = "glue asset"
 HASH_METADATA = "sha256"
 _ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can hold: no build time leaks in
+# Uploads at once. The wheels Glue installs are about 100 MB in all (pyarrow alone 40 MB); one
+# after another, they were a third of a local deploy (1.5 s of 4.3 s).
+UPLOADS_AT_ONCE = 4
 
 
 def _read(project_dir, repo_path):
@@ -61,19 +65,34 @@ def _uploaded_hash(s3, bucket, key):
         raise
 
 
-def ensure_asset(ctx, bucket, key, body):
-    """Upload ``body`` to ``s3://bucket/key`` unless the same content is there; returns the Change."""
-    s3 = ctx.client("s3")
+def _put_if_changed(s3, bucket, key, body, dry_run):
+    """Uploads ``body`` unless the same content is there; returns CREATED, UPDATED or UNCHANGED."""
     digest = hashlib.sha256(body).hexdigest()
     current = _uploaded_hash(s3, bucket, key)
-    uri = "s3://%s/%s" % (bucket, key)
     if current == digest:
-        return ctx.record(UNCHANGED, KIND, uri)
-    if not ctx.dry_run:
+        return UNCHANGED
+    if not dry_run:
         content_type = "application/zip" if key.endswith((".zip", ".whl")) else "text/x-python"
         s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
                       Metadata={HASH_METADATA: digest})
-    return ctx.record(CREATED if current is None else UPDATED, KIND, uri)
+    return CREATED if current is None else UPDATED
+
+
+def ensure_asset(ctx, bucket, key, body):
+    """Upload ``body`` to ``s3://bucket/key`` unless the same content is there; returns the Change."""
+    action = _put_if_changed(ctx.client("s3"), bucket, key, body, ctx.dry_run)
+    return ctx.record(action, KIND, "s3://%s/%s" % (bucket, key))
+
+
+def ensure_assets(ctx, bucket, payloads):
+    """ensure_asset for every ``{key: body}`` of ``payloads``, UPLOADS_AT_ONCE at a time (boto3's
+    clients are thread-safe); the changes are recorded in key order. Returns them."""
+    s3 = ctx.client("s3")
+    keys = sorted(payloads)
+    with ThreadPoolExecutor(max_workers=UPLOADS_AT_ONCE) as pool:
+        actions = [pool.submit(_put_if_changed, s3, bucket, key, payloads[key], ctx.dry_run) for key in keys]
+        # .result() in order: the first failure is raised (the pool finishes the uploads under way).
+        return [ctx.record(action.result(), KIND, "s3://%s/%s" % (bucket, key)) for key, action in zip(keys, actions)]
 
 
 def delete_assets(ctx, bucket):

@@ -206,8 +206,7 @@ def up(stage, region=None, project_dir=None, dry_run=False, session=None, enviro
         buckets.ensure_bucket(ctx, resources.lake_bucket, tls_only,
                               lifecycle_rules=buckets.lake_lifecycle(settings), kms_key_arn=stage_key,
                               access_log=(resources.access_log_bucket, resources.lake_bucket + "/"))
-        for key, payload in payloads.items():
-            assets.ensure_asset(ctx, resources.lake_bucket, key, payload)
+        assets.ensure_assets(ctx, resources.lake_bucket, payloads)
         glue.ensure_database(ctx, glue_jobs.database_definition(resources))
         glue.ensure_security_configuration(
             ctx, glue_jobs.security_configuration_definition(resources, stage_key))

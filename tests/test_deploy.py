@@ -599,3 +599,51 @@ def test_the_trigger_gets_an_encrypted_on_failure_queue_wired_once_its_function_
     assert config["DestinationConfig"]["OnFailure"]["Destination"] == RESOURCES.landing_failures_queue_arn
     assert config["MaximumRetryAttempts"] == 2
     assert not deploy_up(project).changed
+
+
+class _BarrierS3:
+    """An S3 client whose put_object waits until ``parties`` uploads are under way at once."""
+
+    def __init__(self, parties, failing_key=None):
+        import threading
+
+        self.barrier = threading.Barrier(parties, timeout=10)
+        self.failing_key = failing_key
+        self.put = []
+
+    def head_object(self, Bucket, Key):
+        raise ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadObject")
+
+    def put_object(self, Bucket, Key, Body, ContentType, Metadata):
+        self.barrier.wait()  # BrokenBarrierError if the uploads went one after another
+        if Key == self.failing_key:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied"}}, "PutObject")
+        self.put.append(Key)
+
+
+def _assets_context(s3):
+    ctx = DeployContext(session=None, resources=RESOURCES, out=io.StringIO())
+    ctx._clients["s3"] = s3
+    return ctx
+
+
+def test_glue_assets_upload_side_by_side_and_report_in_key_order():
+    from deploy import assets
+
+    s3 = _BarrierS3(assets.UPLOADS_AT_ONCE)
+    payloads = {"glue-assets/wheels/%s.whl" % name: name.encode() for name in "dbca"}
+    changes = assets.ensure_assets(_assets_context(s3), "lake", payloads)
+    assert [c.name for c in changes] == ["s3://lake/glue-assets/wheels/%s.whl" % n for n in "abcd"]
+    assert {c.action for c in changes} == {"created"}
+    assert sorted(s3.put) == sorted(payloads)
+
+
+def test_a_failed_glue_asset_upload_stops_the_deploy_with_its_error():
+    from deploy import assets
+
+    s3 = _BarrierS3(assets.UPLOADS_AT_ONCE, failing_key="glue-assets/b.whl")
+    ctx = _assets_context(s3)
+    payloads = {"glue-assets/%s.whl" % name: b"x" for name in "abcd"}
+    with pytest.raises(ClientError, match="AccessDenied"):
+        assets.ensure_assets(ctx, "lake", payloads)
+    assert [c.name for c in ctx.changes] == ["s3://lake/glue-assets/a.whl"]  # what was reported is true
