@@ -78,21 +78,22 @@ def _put_if_changed(s3, bucket, key, body, dry_run):
     return CREATED if current is None else UPDATED
 
 
-def ensure_asset(ctx, bucket, key, body):
-    """Upload ``body`` to ``s3://bucket/key`` unless the same content is there; returns the Change."""
-    action = _put_if_changed(ctx.client("s3"), bucket, key, body, ctx.dry_run)
-    return ctx.record(action, KIND, "s3://%s/%s" % (bucket, key))
-
-
 def ensure_assets(ctx, bucket, payloads):
-    """ensure_asset for every ``{key: body}`` of ``payloads``, UPLOADS_AT_ONCE at a time (boto3's
-    clients are thread-safe); the changes are recorded in key order. Returns them."""
+    """Uploads every ``{key: body}`` of ``payloads`` to ``s3://bucket/key`` unless the same content
+    is there, UPLOADS_AT_ONCE at a time (boto3's clients are thread-safe). The changes are recorded
+    in key order; returns them. The first failed upload is raised, and the ones not begun yet are
+    not begun."""
     s3 = ctx.client("s3")
     keys = sorted(payloads)
     with ThreadPoolExecutor(max_workers=UPLOADS_AT_ONCE) as pool:
         actions = [pool.submit(_put_if_changed, s3, bucket, key, payloads[key], ctx.dry_run) for key in keys]
-        # .result() in order: the first failure is raised (the pool finishes the uploads under way).
-        return [ctx.record(action.result(), KIND, "s3://%s/%s" % (bucket, key)) for key, action in zip(keys, actions)]
+        try:
+            return [ctx.record(action.result(), KIND, "s3://%s/%s" % (bucket, key))
+                    for key, action in zip(keys, actions)]
+        except BaseException:
+            for action in actions:
+                action.cancel()
+            raise
 
 
 def delete_assets(ctx, bucket):

@@ -647,3 +647,4 @@ def test_a_failed_glue_asset_upload_stops_the_deploy_with_its_error():
     with pytest.raises(ClientError, match="AccessDenied"):
         assets.ensure_assets(ctx, "lake", payloads)
     assert [c.name for c in ctx.changes] == ["s3://lake/glue-assets/a.whl"]  # what was reported is true
+    assert "glue-assets/b.whl" not in s3.put
