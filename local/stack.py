@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 
 import boto3
@@ -28,6 +29,10 @@ from local import faults as fault_injection
 from local.events import HANDLER_NAME, LandingEvents
 
 log = logging.getLogger("local")
+# chalice.test warns, on the first request to a route with an IAM authorizer, that it lets every
+# request through. That is the stated behaviour here (chalicelib/api_auth.py), said once at start
+# in plain words instead of as a warning with a file path.
+_CHALICE_LOCAL_AUTH_WARNING = "IAMAuthorizer is not a supported in local mode"
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGE = "local"
@@ -107,6 +112,9 @@ class ChaliceApp:
         self.app = self._load_app()
         self._route_app_log()
         self._client = Client(self.app, stage_name=stage, project_dir=project_dir)
+        warnings.filterwarnings("ignore", message=_CHALICE_LOCAL_AUTH_WARNING, category=UserWarning)
+        log.info("API routes answer unsigned requests here; on AWS, /status and / need requests signed "
+                 "by an IAM principal (python -m chalicelib.api_auth)")
         self._lock = threading.Lock()
 
     def _load_app(self):

@@ -145,6 +145,9 @@ def test_run_prints_notifications_and_status(files_run):
     for line in ("stack up on https://127.0.0.1:", "deployed stage local (", "landed s3://",
                  ": SUCCEEDED in "):
         assert line in files_run.stderr, files_run
+    # chalice.test's warning about the status routes' IAM authorizer is said once, plainly.
+    assert "Warning" not in files_run.stderr, files_run
+    assert "API routes answer unsigned requests here" in files_run.stderr, files_run
 
 
 def test_run_leaves_no_process_and_no_change_to_the_checkout(files_run):
