@@ -299,6 +299,31 @@ def test_glue_job_with_a_missing_script_fails_and_says_which(tmp_path, aws):
     assert "404" in error
 
 
+def test_forked_job_runs_side_by_side_all_report_their_own_exit_code(tmp_path, aws):
+    # Each run's exit code comes from the fork server over a pipe, and Process.start() in any
+    # thread polls every child: unguarded, a run that succeeded was now and then reported as
+    # exit code 255 (a 150-file backfill lost one job run that way).
+    from concurrent.futures import ThreadPoolExecutor
+
+    from local import glue_runner
+
+    if not glue_runner._fork_server_usable():
+        pytest.skip("this interpreter's main module cannot be imported by a forked run")
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=LAKE)
+    s3.put_object(Bucket=LAKE, Key="glue-assets/quick.py", Body=b"import sys\nsys.exit(int(sys.argv[2]) % 2)\n")
+    runner = GlueJobRunner(s3, tmp_path, preload=("json",))
+    job = {"Name": "quick", "Command": {"ScriptLocation": "s3://%s/glue-assets/quick.py" % LAKE}}
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(lambda n: runner.run(job, {"--n": str(n)}), range(240)))
+    finally:
+        runner.close()
+
+    exit_codes = [None if ok else error.split("(exit code ", 1)[1].split(";")[0] for ok, error in results]
+    assert exit_codes == [None if n % 2 == 0 else "1" for n in range(240)]
+
+
 def test_stopping_the_stack_restores_moto_and_the_environment(tmp_path, aws_credentials):
     from moto.glue.models import GlueBackend
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_callback
