@@ -119,8 +119,10 @@ TIMEOUT = "States.Timeout"
 # What a failed Glue job run (.sync) or Athena query reports. In a Retry it matches every error
 # but States.Timeout, so its retrier comes after the specific ones.
 TASK_FAILED = "States.TaskFailed"
+# A job at its MaxConcurrentRuns (GLUE_MAX_CONCURRENT_RUNS): the run waits its turn (see
+# QUEUED_RUN_RETRY).
+CONCURRENT_RUNS_EXCEEDED = "Glue.ConcurrentRunsExceededException"
 GLUE_JOB_TRANSIENT_ERRORS = [
-    "Glue.ConcurrentRunsExceededException",
     "Glue.ThrottlingException",
     "Glue.InternalServiceException",
     "Glue.OperationTimeoutException",
@@ -167,8 +169,14 @@ FAILED_ONCE_RETRY = _retry([TASK_FAILED], interval=2, attempts=1)
 GLUE_JOB_PERMANENT_ERRORS = ["Glue.EntityNotFoundException", "Glue.AccessDeniedException",
                              "Glue.InvalidInputException"]
 NO_RETRY_GLUE = {"ErrorEquals": GLUE_JOB_PERMANENT_ERRORS, "MaxAttempts": 0}
-GLUE_JOB_RETRY = [_retry(GLUE_JOB_TRANSIENT_ERRORS, interval=30, attempts=8, max_delay=300), NO_RETRY_GLUE,
-                  FAILED_ONCE_RETRY]
+# A backfill lands hundreds of files at once and each run waits for a free slot of its job: with
+# 8 attempts (about 14 minutes in all), 150 files landing together here already took 6 of them,
+# and on Glue, where a run lasts minutes, such a backfill would fail executions. So a run waits
+# as long as the execution may last (EXECUTION_TIMEOUT_SECONDS), asking again at most every 2
+# minutes (with full jitter, 1 a minute on average: 1,000 waiting runs ask about 17 times a second).
+QUEUED_RUN_RETRY = _retry([CONCURRENT_RUNS_EXCEEDED], interval=20, attempts=250, backoff=1.5, max_delay=120)
+GLUE_JOB_RETRY = [QUEUED_RUN_RETRY, _retry(GLUE_JOB_TRANSIENT_ERRORS, interval=30, attempts=8, max_delay=300),
+                  NO_RETRY_GLUE, FAILED_ONCE_RETRY]
 GLUE_API_RETRY = _retry(GLUE_API_TRANSIENT_ERRORS, interval=2, attempts=5)
 S3_RETRY = _retry(S3_TRANSIENT_ERRORS, interval=2, attempts=3)
 ATHENA_API_RETRY = _retry(ATHENA_API_TRANSIENT_ERRORS, interval=5, attempts=5)

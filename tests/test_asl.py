@@ -733,3 +733,19 @@ def test_an_input_with_a_forged_identifier_fails_before_any_job(sfn_aws, change)
     assert description["error"] == asl.INVALID_INPUT_ERROR
     with pytest.raises(ClientError):
         glue.get_job_runs(JobName=RESOURCES.json_to_parquet_job)  # no job was even looked up
+
+
+def test_a_run_at_its_jobs_concurrency_limit_waits_as_long_as_the_execution_may_last():
+    # A backfill of hundreds of files: each run waits for a free slot of its job. With full
+    # jitter a retry waits half its bound on average, so the bounds add up to twice the time.
+    tasks = _tasks(asl.build_definition(RESOURCES))
+    for name in ("ConvertToParquet", "Normalize", "RecheckRawCatalog"):
+        [queued] = [r for r in tasks[name]["Retry"] if "Glue.ConcurrentRunsExceededException" in r["ErrorEquals"]]
+        assert queued["ErrorEquals"] == ["Glue.ConcurrentRunsExceededException"], name
+        assert queued["JitterStrategy"] == "FULL" and queued["MaxDelaySeconds"] <= 120, name
+        bounds = [min(queued["IntervalSeconds"] * queued["BackoffRate"] ** n, queued["MaxDelaySeconds"])
+                  for n in range(queued["MaxAttempts"])]
+        assert sum(bounds) >= 2 * asl.EXECUTION_TIMEOUT_SECONDS, (name, sum(bounds))
+        # Other transient errors keep a short budget: they are not a queue.
+        others = [r for r in tasks[name]["Retry"] if "Glue.ThrottlingException" in r["ErrorEquals"]]
+        assert others and others[0]["MaxAttempts"] <= 8, name
