@@ -180,6 +180,12 @@ GLUE_JOB_RETRY = [QUEUED_RUN_RETRY, _retry(GLUE_JOB_TRANSIENT_ERRORS, interval=3
 GLUE_API_RETRY = _retry(GLUE_API_TRANSIENT_ERRORS, interval=2, attempts=5)
 S3_RETRY = _retry(S3_TRANSIENT_ERRORS, interval=2, attempts=3)
 ATHENA_API_RETRY = _retry(ATHENA_API_TRANSIENT_ERRORS, interval=5, attempts=5)
+# Athena's quota of active DML queries (running and queued, per account and Region; 25 in
+# Athena's own example, ATHENA_MAX_CONCURRENT_QUERIES locally) is shared with the analysts'
+# queries. A totals query past it waits its turn for about an hour (5 s x1.5 up to 60 s, full
+# jitter) instead of failing an execution whose rows are already committed.
+QUEUED_QUERY_RETRY = _retry(["Athena.TooManyRequestsException"], interval=5, attempts=125, backoff=1.5,
+                            max_delay=60)
 # SNS throttles for seconds, not minutes: 1 + 2 + 4 s at most before the notification is given up.
 SNS_RETRY = _retry(SNS_TRANSIENT_ERRORS, interval=1, attempts=3)
 CLOUDWATCH_RETRY = _retry(CLOUDWATCH_TRANSIENT_ERRORS, interval=1, attempts=3)
@@ -406,7 +412,8 @@ def _query(b, next_state):
            },
            "GetTotals",
            timeout=ATHENA_QUERY_TIMEOUT_SECONDS,
-           retry=[_retry(ATHENA_TRANSIENT_ERRORS, interval=5, attempts=5), NO_RETRY_ATHENA, FAILED_ONCE_RETRY],
+           retry=[QUEUED_QUERY_RETRY, _retry(["Athena.InternalServerException"], interval=5, attempts=5),
+                  NO_RETRY_ATHENA, FAILED_ONCE_RETRY],
            # DataScannedInBytes: what the query cost (Athena bills by bytes scanned); it stays
            # flat as the table grows because the query is pruned to this source's data files.
            result_selector={"QueryExecutionId.$": "$.QueryExecution.QueryExecutionId",

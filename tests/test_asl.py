@@ -749,3 +749,14 @@ def test_a_run_at_its_jobs_concurrency_limit_waits_as_long_as_the_execution_may_
         # Other transient errors keep a short budget: they are not a queue.
         others = [r for r in tasks[name]["Retry"] if "Glue.ThrottlingException" in r["ErrorEquals"]]
         assert others and others[0]["MaxAttempts"] <= 8, name
+
+
+def test_a_totals_query_past_athenas_query_quota_waits_about_an_hour():
+    # The quota of active DML queries is the account's, shared with the analysts' queries.
+    [queued] = [r for r in _tasks(asl.build_definition(RESOURCES))["RunTotalsQuery"]["Retry"]
+                if "Athena.TooManyRequestsException" in r["ErrorEquals"]]
+    assert queued["ErrorEquals"] == ["Athena.TooManyRequestsException"] and queued["JitterStrategy"] == "FULL"
+    bounds = [min(queued["IntervalSeconds"] * queued["BackoffRate"] ** n, queued["MaxDelaySeconds"])
+              for n in range(queued["MaxAttempts"])]
+    assert sum(bounds) >= 2 * 3600, sum(bounds)
+    assert queued["MaxDelaySeconds"] <= 60
