@@ -133,7 +133,10 @@ GLUE_API_TRANSIENT_ERRORS = _sdk_errors(
 CRAWLER_RUNNING_ERRORS = _sdk_errors("Glue", ["CrawlerRunningException"])
 S3_TRANSIENT_ERRORS = _sdk_errors(
     "S3", ["S3Exception", "SlowDownException", "InternalErrorException"]) + [TIMEOUT]
-ATHENA_TRANSIENT_ERRORS = ["Athena.TooManyRequestsException", "Athena.InternalServerException"]
+# The account's quota of active queries is reached (see QUEUED_QUERY_RETRY).
+ATHENA_QUOTA_EXCEEDED = "Athena.TooManyRequestsException"
+ATHENA_INTERNAL_ERROR = "Athena.InternalServerException"
+ATHENA_TRANSIENT_ERRORS = [ATHENA_QUOTA_EXCEEDED, ATHENA_INTERNAL_ERROR]
 ATHENA_API_TRANSIENT_ERRORS = ATHENA_TRANSIENT_ERRORS + [TIMEOUT]
 SNS_TRANSIENT_ERRORS = ["SNS.ThrottledException", "SNS.InternalErrorException", TIMEOUT]
 CLOUDWATCH_TRANSIENT_ERRORS = _sdk_errors(
@@ -184,7 +187,7 @@ ATHENA_API_RETRY = _retry(ATHENA_API_TRANSIENT_ERRORS, interval=5, attempts=5)
 # Athena's own example, ATHENA_MAX_CONCURRENT_QUERIES locally) is shared with the analysts'
 # queries. A totals query past it waits its turn for about an hour (5 s x1.5 up to 60 s, full
 # jitter) instead of failing an execution whose rows are already committed.
-QUEUED_QUERY_RETRY = _retry(["Athena.TooManyRequestsException"], interval=5, attempts=125, backoff=1.5,
+QUEUED_QUERY_RETRY = _retry([ATHENA_QUOTA_EXCEEDED], interval=5, attempts=125, backoff=1.5,
                             max_delay=60)
 # SNS throttles for seconds, not minutes: 1 + 2 + 4 s at most before the notification is given up.
 SNS_RETRY = _retry(SNS_TRANSIENT_ERRORS, interval=1, attempts=3)
@@ -412,7 +415,7 @@ def _query(b, next_state):
            },
            "GetTotals",
            timeout=ATHENA_QUERY_TIMEOUT_SECONDS,
-           retry=[QUEUED_QUERY_RETRY, _retry(["Athena.InternalServerException"], interval=5, attempts=5),
+           retry=[QUEUED_QUERY_RETRY, _retry([ATHENA_INTERNAL_ERROR], interval=5, attempts=5),
                   NO_RETRY_ATHENA, FAILED_ONCE_RETRY],
            # DataScannedInBytes: what the query cost (Athena bills by bytes scanned); it stays
            # flat as the table grows because the query is pruned to this source's data files.
